@@ -1,2 +1,125 @@
-def main():
-    raise SystemExit("not yet")
+"""The `fightwatch` command line.
+
+Bad input (a missing file, an unknown config key, an unreadable video) ends
+with one line naming the thing and exit code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from data.errors import InputError
+
+EXAMPLES = """\
+examples:
+  fightwatch demo                                  # the whole product on generated videos
+  fightwatch demo --set train.epochs=2 run_dir=runs/quick
+  fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--config", default=default, help=f"experiment YAML (default: {default})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fightwatch",
+        description="Detect violence in video with a 3D ResNet; train it on CPU clusters; alert on fights.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline on generated videos",
+        description="Generate synthetic fight/calm videos, extract clips with Ray Data, train with MLflow "
+                    "tracking, score a held-out timeline video, write output.json, an annotated mp4 and alerts.")
+    _add_config_args(demo, "configs/demo.yaml")
+
+    score = commands.add_parser(
+        "score", help="score videos in 16-frame segments",
+        description="Score each listed video in consecutive segments and write output.json in the layout of "
+                    "video-classification-3d-cnn-pytorch's --mode score, plus alerts.")
+    score.add_argument("--input", required=True, type=Path, help="text file, one video name per line")
+    score.add_argument("--video_root", "--video-root", dest="video_root", required=True, type=Path,
+                       help="directory the names in --input are relative to")
+    score.add_argument("--output", required=True, type=Path, help="output.json to write")
+    score.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch")
+    score.add_argument("--mode", choices=["score"], default="score", help="what to write (default: score)")
+    score.add_argument("--stride", type=int, default=16, help="frames between segment starts (default: 16)")
+    score.add_argument("--batch-size", type=int, default=8, help="segments per forward pass (default: 8)")
+    score.add_argument("--threshold", type=float, default=0.5, help="fight probability that counts as hot")
+    score.add_argument("--consecutive", type=int, default=2, help="hot segments in a row that raise an alert")
+    score.add_argument("--calm-to-end", type=int, default=2, help="calm segments that end an alert")
+    score.add_argument("--cooldown", type=float, default=30.0, help="seconds of quiet after an alert ends")
+    score.add_argument("--annotated-dir", type=Path, help="also write annotated mp4s and probability plots here")
+    score.add_argument("--alerts", type=Path, help="also write alerts as JSON lines to this file")
+    return parser
+
+
+def _demo(args) -> None:
+    from cluster.config import load_config
+    from cluster.demo import run_demo
+
+    cfg = load_config(args.config, args.overrides + args.more_overrides)
+    summary = run_demo(cfg)
+    run_dir = Path(summary["run_dir"])
+    for alert in summary["alerts"]:
+        print(json.dumps(alert))
+    truth = summary["truth"]["fight_intervals"]
+    print(f"\nval accuracy {summary['val'].get('accuracy', float('nan')):.3f}, "
+          f"{len(summary['alerts'])} alert(s) on the held-out timeline (true fight at {truth})")
+    print(f"run dir:      {run_dir}\n"
+          f"model:        {summary['model']}\n"
+          f"scores:       {run_dir / 'output.json'}\n"
+          f"annotated:    {run_dir / 'timeline_annotated.mp4'} (plot: {run_dir / 'timeline_probs.png'})\n"
+          f"alerts:       {run_dir / 'alerts.jsonl'}\n"
+          f"MLflow:       mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()}")
+
+
+def _score(args) -> None:
+    from cluster.score import read_video_list, score_job, write_alerts
+    from trainer.alerts import AlertPolicy
+    from trainer.checkpoint import load_model
+    from trainer.infer import ScoreConfig
+
+    try:
+        score_cfg = ScoreConfig(args.stride, args.batch_size)
+        policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if args.output.is_dir():
+        raise InputError(f"{args.output}: --output is a directory; name the JSON file to write")
+    videos = read_video_list(args.input, args.video_root)
+    model, model_cfg = load_model(args.model)
+    entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir)
+    for alert in alerts:
+        print(json.dumps(alert))
+    if args.alerts:
+        write_alerts(args.alerts, alerts)
+    failed = [e for e in entries if "error" in e]
+    print(f"scored {len(entries) - len(failed)} of {len(entries)} video(s), {len(alerts)} alert(s) -> {args.output}",
+          file=sys.stderr)
+    if failed:
+        raise InputError(f"{len(failed)} video(s) could not be read, first: {failed[0]['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        {"demo": _demo, "score": _score}[args.command](args)
+    except InputError as e:
+        if args.debug:
+            raise
+        print(f"fightwatch: error: {e}", file=sys.stderr)
+        return 2
+    return 0

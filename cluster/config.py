@@ -1,0 +1,163 @@
+"""Experiment configs: YAML files validated against typed dataclasses.
+
+Every key is required and every unknown key is an error, so a typo never
+silently falls back to a default. Errors name the file, the line and the
+dotted key. Overrides (`train.epochs=3`) are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.clips import ClipConfig
+from data.errors import InputError
+from trainer.alerts import AlertPolicy
+from trainer.infer import ScoreConfig
+from trainer.model import ModelConfig
+from trainer.tracking import TrackingConfig
+from trainer.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The demo's generated videos: a training set per class and one held-out timeline."""
+
+    videos_per_class: int
+    val_videos_per_class: int
+    seconds: float
+    width: int
+    height: int
+    fps: int
+    timeline_calm_before: float
+    timeline_fight: float
+    timeline_calm_after: float
+
+    def __post_init__(self):
+        if not 1 <= self.val_videos_per_class < self.videos_per_class:
+            raise ValueError("need 1 <= val_videos_per_class < videos_per_class")
+
+
+@dataclass(frozen=True)
+class Config:
+    run_dir: str
+    seed: int
+    synthetic: SyntheticConfig
+    clips: ClipConfig
+    model: ModelConfig
+    train: TrainConfig
+    score: ScoreConfig
+    alerts: AlertPolicy
+    tracking: TrackingConfig
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read, override and validate a config file; InputError names file:line and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        root = yaml.compose(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise InputError(f"{path}:1: a config is a mapping of keys to values")
+    values, lines = _mapping(root)
+    for override in overrides:
+        _apply_override(values, override)
+    return _build(Config, values, "", lambda key: f"{path}:{lines.get(key, lines.get('', 1))}")
+
+
+def _mapping(node: yaml.MappingNode, prefix: str = "") -> tuple[dict, dict[str, int]]:
+    """The mapping as plain values, and the 1-based line of every dotted key."""
+    values, lines = {}, {"": node.start_mark.line + 1} if not prefix else {}
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.MappingNode):
+            values[key_node.value], sub_lines = _mapping(value_node, key + ".")
+            lines.update(sub_lines)
+        else:
+            values[key_node.value] = yaml.safe_load(yaml.serialize(value_node))
+    return values, lines
+
+
+def _apply_override(values: dict, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise InputError(f"override {override!r}: expected key=value, e.g. train.epochs=3")
+    *parents, leaf = key.split(".")
+    target = values
+    for part in parents:
+        target = target.get(part)
+        if not isinstance(target, dict):
+            raise InputError(f"override {override!r}: unknown key {key!r}")
+    if leaf not in target:
+        raise InputError(f"override {override!r}: unknown key {key!r}")
+    target[leaf] = yaml.safe_load(raw)
+
+
+def _build(cls, values: Any, prefix: str, where) -> Any:
+    if not isinstance(values, dict):
+        raise InputError(f"{where(prefix.rstrip('.'))}: '{prefix.rstrip('.')}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise InputError(
+                f"{where(prefix + key)}: unknown key '{prefix}{key}' (known: {', '.join(sorted(fields))})"
+            )
+    kwargs = {}
+    for name in fields:
+        key = prefix + name
+        if name not in values:
+            raise InputError(f"{where(prefix.rstrip('.'))}: missing key '{key}'")
+        kwargs[name] = _convert(hints[name], values[name], key, where)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise InputError(f"{where(prefix.rstrip('.'))}: '{prefix.rstrip('.') or 'config'}': {e}") from None
+
+
+def _convert(hint, value: Any, key: str, where) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", where)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _convert(hint, value, key, where)
+    if origin is typing.Literal:
+        if value not in args:
+            choices = " | ".join(map(str, args))
+            raise InputError(f"{where(key)}: '{key}' is {value!r}; expected one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise InputError(f"{where(key)}: '{key}' must be a list, got {value!r}")
+        return tuple(_convert(args[0], item, key, where) for item in value)
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise InputError(f"{where(key)}: '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value, for MLflow params."""
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{field.name}."))
+        else:
+            out[f"{prefix}{field.name}"] = value
+    return out

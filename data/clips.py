@@ -1,0 +1,83 @@
+"""Decoding video into RGB frame arrays with PyAV, resized so the short side is fixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from data.errors import InputError
+
+@dataclass(frozen=True)
+class ClipConfig:
+    short_side: int
+
+    def __post_init__(self):
+        if self.short_side < 16:
+            raise ValueError("short_side must be at least 16")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: Fraction
+    frames: int
+    width: int
+    height: int
+
+
+def resized(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is `short_side`."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot open video: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: no video stream")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame rate, size and frame count (counted by decoding where the header does not say)."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+        frames = stream.frames or sum(1 for _ in iter_frames(path))
+        return VideoInfo(Fraction(fps), frames, stream.codec_context.width, stream.codec_context.height)
+
+
+def iter_frames(path: str | Path, short_side: int | None = None) -> Iterator[np.ndarray]:
+    """Yield every frame as an RGB uint8 array (H, W, 3), optionally resized (swscale, area)."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        size = None
+        try:
+            for frame in container.decode(stream):
+                if short_side and size is None:
+                    size = resized(frame.width, frame.height, short_side)
+                width, height = size or (frame.width, frame.height)
+                yield frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        except av.error.FFmpegError as e:
+            raise InputError(f"{path}: cannot decode video: {e}") from None
+
+
+def read_frames(path: str | Path, short_side: int | None = None) -> np.ndarray:
+    """All frames of a video as one (T, H, W, 3) uint8 array."""
+    frames = list(iter_frames(path, short_side))
+    if not frames:
+        raise InputError(f"{path}: video has no frames")
+    return np.stack(frames)

@@ -1,0 +1,82 @@
+"""A torch Dataset over the clip store with 3D-ResNets-PyTorch's sampling.
+
+Train: a random `sample_duration`-frame temporal crop (loop-padded when the
+clip is shorter), a multi-scale random corner crop resized to `sample_size`,
+and a horizontal flip. Val/test: the centre frames and a centre crop.
+Randomness derives from (seed, epoch, index), so every epoch is reproducible
+whatever the worker count, and a resumed run draws what the straight one did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from data.store import ClipStore
+
+# Hara's MultiScaleCornerCrop: scales 1, 2^-1/4, ... and five crop positions.
+CROP_SCALES = tuple(2 ** (-i / 4) for i in range(5))
+CROP_POSITIONS = ("c", "tl", "tr", "bl", "br")
+
+
+def temporal_indices(n_frames: int, duration: int, start: int) -> np.ndarray:
+    """`duration` frame indices from `start`, looping when the clip is too short."""
+    return (start + np.arange(duration)) % n_frames
+
+
+def crop_box(height: int, width: int, size: int, position: str) -> tuple[int, int]:
+    """Top-left (y, x) of a size x size crop at a named position."""
+    y = {"c": (height - size) // 2, "tl": 0, "tr": 0, "bl": height - size, "br": height - size}[position]
+    x = {"c": (width - size) // 2, "tl": 0, "bl": 0, "tr": width - size, "br": width - size}[position]
+    return y, x
+
+
+def to_input(frames: np.ndarray, sample_size: int, mean, std) -> torch.Tensor:
+    """(T, h, w, 3) uint8 crop -> normalised float (3, T, sample_size, sample_size)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    if x.shape[-1] != sample_size or x.shape[-2] != sample_size:
+        x = F.interpolate(x, size=(sample_size, sample_size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(mean).view(3, 1, 1, 1)
+    std = torch.tensor(std).view(3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def center_view(clip: np.ndarray, duration: int) -> np.ndarray:
+    """The deterministic val/test view: centre frames, the centre square (resized later)."""
+    n, h, w, _ = clip.shape
+    t = temporal_indices(n, duration, max(0, (n - duration) // 2))
+    size = min(h, w)
+    y, x = crop_box(h, w, size, "c")
+    return clip[t, y : y + size, x : x + size]
+
+
+class ClipDataset(Dataset):
+    def __init__(self, store: ClipStore, rows: list[dict], sample_size: int, sample_duration: int,
+                 mean, std, train: bool, seed: int = 0):
+        self.store, self.rows = store, rows
+        self.sample_size, self.duration = sample_size, sample_duration
+        self.mean, self.std = mean, std
+        self.train, self.seed, self.epoch = train, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        row = self.rows[index]
+        clip = self.store.get(row["clip_id"])
+        view = self._random_view(clip, index) if self.train else center_view(clip, self.duration)
+        return to_input(view, self.sample_size, self.mean, self.std), int(row["label_id"])
+
+    def _random_view(self, clip: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        n, h, w, _ = clip.shape
+        t = temporal_indices(n, self.duration, int(rng.integers(0, max(1, n - self.duration + 1))))
+        size = int(min(h, w) * CROP_SCALES[rng.integers(len(CROP_SCALES))])
+        y, x = crop_box(h, w, size, CROP_POSITIONS[rng.integers(len(CROP_POSITIONS))])
+        view = clip[t, y : y + size, x : x + size]
+        return view[:, :, ::-1] if rng.random() < 0.5 else view

@@ -1,0 +1,399 @@
+"""Labelled synthetic surveillance-style videos for fight/calm classification.
+
+Each clip is a static textured room (wall, floor, furniture) with stick-and-ellipse
+people, per-frame gaussian sensor noise and a slow lighting drift.  Both classes share
+the background, figure sizes, colours, noise and lighting distributions, so no
+per-frame pixel statistic (brightness, colour) separates them: the cue is motion.
+Fighters move several pixels per frame at 64 px scale, jerk, lunge, flail their limbs
+and overlap; calm people walk, curve, stand or sit at well under a pixel per frame.
+
+Everything is drawn from ``numpy.random.default_rng(seed)``, so a seed gives
+byte-identical frames.  Lengths are in pixels of a 240 px tall frame and scaled by
+``height / 240``.
+"""
+
+from __future__ import annotations
+
+import cmath
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from data.errors import InputError
+
+LABELS = ("calm", "fight")  # index = class id; 1 is fight
+
+_BODY = (11.0, 21.0)  # body ellipse semi-axes (x, y); body + head + legs is ~0.3 of the frame height
+_HEAD_R, _ARM_LEN, _ARM_R, _LEG_LEN, _LEG_R = 8.5, 24.0, 3.5, 22.0, 4.0
+# 8-bit uniforms mapped through the normal quantiles: gaussian noise ~4x cheaper than rng.standard_normal
+_GAUSS_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)], np.float32)
+_CALM_RELAX = 0.2  # per-frame pull towards the calm pose/velocity: smooth, and a fight settles in ~10 frames
+
+
+@dataclass
+class _Figure:
+    pos: complex  # body centre, x + 1j*y in pixels
+    size: float  # pixel scale of this person (frame scale times a personal factor)
+    body: np.ndarray  # RGB colours
+    skin: np.ndarray
+    trousers: np.ndarray
+    speed: float  # calm plan: pixels per frame along `heading`, or towards `goal`
+    heading: float
+    turn: float  # heading change per frame: 0 walks straight, small values curve gently
+    goal: complex | None = None
+    seated: bool = False
+    vel: complex = 0j
+    tilt: float = 0.0
+    phase: float = 0.0  # gait phase, drives the calm arm and leg swing
+    orbit: float = 0.0  # fight: angle of this fighter around the fight centre
+    arms: tuple = (0.25, 0.25)  # limb angles from straight down, positive = outwards
+    arm_vel: tuple = (0.0, 0.0)
+    legs: tuple = (0.12, 0.12)
+    leg_vel: tuple = (0.0, 0.0)
+
+
+def _resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Linear interpolation weights: (n_out, n_in) @ signal upsamples one axis."""
+    pos = np.linspace(0, n_in - 1, n_out)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    m = np.zeros((n_out, n_in), np.float32)
+    np.add.at(m, (np.arange(n_out), i0), 1 - (pos - i0))
+    np.add.at(m, (np.arange(n_out), i1), pos - i0)
+    return m
+
+
+def _smooth_noise(rng, height: int, width: int, cells: tuple[int, int], amp: float) -> np.ndarray:
+    """Blotchy colour noise: a coarse random grid bilinearly upsampled to the frame."""
+    coarse = rng.normal(0, amp, (3, cells[0], cells[1])).astype(np.float32)
+    return (_resize_matrix(height, cells[0]) @ coarse @ _resize_matrix(width, cells[1]).T).transpose(1, 2, 0)
+
+
+def _muted(rng, lo: float, hi: float) -> np.ndarray:
+    """A greyish RGB colour with a mild tint, like paint and flooring under CCTV."""
+    return np.clip(rng.uniform(lo, hi) + rng.normal(0, 18, 3), 0, 255)
+
+
+def _background(rng, height: int, width: int) -> np.ndarray:
+    """A wall above a floor, textured, with a few rectangles for doors, shelves and furniture."""
+    horizon = int(rng.uniform(0.3, 0.45) * height)
+    img = np.empty((height, width, 3), np.float32)
+    img[:horizon] = _muted(rng, 50, 210)
+    img[horizon:] = _muted(rng, 40, 190)
+    img += _smooth_noise(rng, height, width, (4, 5), 18) + _smooth_noise(rng, height, width, (24, 32), 6)
+    for _ in range(rng.integers(2, 6)):
+        w, h = rng.uniform(0.08, 0.3) * width, rng.uniform(0.08, 0.35) * height
+        x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        patch = img[int(y):int(y + h), int(x):int(x + w)]
+        patch *= 0.3  # mostly opaque, the texture shows through a little
+        patch += 0.7 * _muted(rng, 20, 235)
+    return np.clip(img, 0, 255)
+
+
+class _Canvas:
+    """Filled shapes on a float frame; each mask covers only the shape's bounding box."""
+
+    def __init__(self, height: int, width: int):
+        self.xs = np.arange(width, dtype=np.float32)
+        self.ys = np.arange(height, dtype=np.float32)[:, None]
+        self.img: np.ndarray | None = None
+
+    def _box(self, x0: float, y0: float, x1: float, y1: float):
+        h, w = self.img.shape[:2]
+        c0, c1 = max(int(x0), 0), min(int(x1) + 2, w)
+        r0, r1 = max(int(y0), 0), min(int(y1) + 2, h)
+        if c0 >= c1 or r0 >= r1:
+            return None, None, None
+        return (slice(r0, r1), slice(c0, c1)), self.xs[c0:c1], self.ys[r0:r1]
+
+    def ellipse(self, centre: complex, ax: float, ay: float, angle: float, colour) -> None:
+        r = max(ax, ay)
+        box, xs, ys = self._box(centre.real - r, centre.imag - r, centre.real + r, centre.imag + r)
+        if box is None:
+            return
+        dx, dy, c, s = xs - centre.real, ys - centre.imag, math.cos(angle), math.sin(angle)
+        u, v = (dx * c + dy * s) / ax, (dy * c - dx * s) / ay
+        self.img[box][u * u + v * v <= 1] = colour
+
+    def segment(self, a: complex, b: complex, radius: float, colour) -> None:
+        """A thick line with round caps: pixels within `radius` of segment a-b."""
+        box, xs, ys = self._box(min(a.real, b.real) - radius, min(a.imag, b.imag) - radius,
+                                max(a.real, b.real) + radius, max(a.imag, b.imag) + radius)
+        if box is None:
+            return
+        d = b - a
+        dx, dy = xs - a.real, ys - a.imag
+        t = np.clip((dx * d.real + dy * d.imag) / max(abs(d) ** 2, 1e-6), 0, 1)
+        ex, ey = dx - t * d.real, dy - t * d.imag
+        self.img[box][ex * ex + ey * ey <= radius * radius] = colour
+
+    def figure(self, f: _Figure) -> None:
+        s, rot = f.size, cmath.exp(1j * f.tilt)  # body-frame offsets rotate with the torso's tilt
+        bx, by = _BODY[0] * s, _BODY[1] * s
+
+        def limb(side: int, root: complex, angle: float, length: float) -> tuple[complex, complex]:
+            start = f.pos + root * rot
+            return start, start + length * s * complex(side * math.sin(angle), math.cos(angle)) * rot
+
+        for side, angle in zip((-1, 1), f.legs):
+            self.segment(*limb(side, complex(side * 0.45 * bx, 0.75 * by), angle, _LEG_LEN), _LEG_R * s, f.trousers)
+        self.ellipse(f.pos, bx, by, f.tilt, f.body)
+        for side, angle in zip((-1, 1), f.arms):
+            self.segment(*limb(side, complex(side * 0.8 * bx, -0.6 * by), angle, _ARM_LEN), _ARM_R * s, f.body)
+        self.ellipse(f.pos + complex(0, -by - 0.8 * _HEAD_R * s) * rot, _HEAD_R * s, _HEAD_R * s, 0.0, f.skin)
+
+
+class _Scene:
+    """People plus their motion model; `step(fight)` advances one frame in calm or fight mode."""
+
+    def __init__(self, rng, height: int, width: int):
+        self.rng, self.h, self.w, self.u = rng, height, width, height / 240
+        # body centres stay where head and feet remain in frame
+        self.lo, self.hi = complex(0.1 * width, 0.3 * height), complex(0.9 * width, 0.75 * height)
+        self.figures: list[_Figure] = []
+        self.fighting = False
+        self.centre, self.centre_vel = 0j, 0j
+
+    def random_pos(self) -> complex:
+        x, y = self.rng.uniform(0, 1, 2)
+        span = self.hi - self.lo
+        return self.lo + complex(x * span.real, y * span.imag)
+
+    def clamp(self, z: complex) -> complex:
+        return complex(min(max(z.real, self.lo.real), self.hi.real), min(max(z.imag, self.lo.imag), self.hi.imag))
+
+    def add(self, pos: complex, kind: str) -> _Figure:
+        """A person with colours and size from the same distribution whatever the label; `kind` sets the calm plan."""
+        rng, u = self.rng, self.u
+        skin = np.array([224, 172, 138]) * rng.uniform(0.35, 1.1)
+        speed, turn = {
+            "walk": (rng.uniform(0.6, 1.5) * u, rng.uniform(-0.004, 0.004)),
+            "curve": (rng.uniform(0.5, 1.2) * u, rng.choice([-1, 1]) * rng.uniform(0.006, 0.015)),
+            "stand": (rng.uniform(0.05, 0.3) * u, rng.uniform(-0.01, 0.01)),
+            "sit": (0.0, 0.0),
+        }[kind]
+        f = _Figure(pos=pos, size=u * rng.uniform(0.9, 1.1), body=rng.uniform(15, 240, 3), skin=np.clip(skin, 0, 255),
+                    trousers=rng.uniform(15, 200, 3), speed=speed, heading=rng.uniform(0, 2 * math.pi), turn=turn,
+                    seated=kind == "sit", phase=rng.uniform(0, 2 * math.pi))
+        if f.seated:
+            f.legs = (1.3, 1.3)
+        self.figures.append(f)
+        return f
+
+    def step(self, fight: bool) -> None:
+        if fight and not self.fighting:
+            self.centre = self.clamp(sum(f.pos for f in self.figures) / len(self.figures))
+            for i, f in enumerate(self.figures):
+                f.orbit = 2 * math.pi * i / len(self.figures) + self.rng.uniform(-0.5, 0.5)
+        elif not fight and self.fighting:
+            for f in self.figures:  # the fight breaks up: people walk off or stay
+                f.goal, f.seated, f.heading = None, False, self.rng.uniform(0, 2 * math.pi)
+                f.speed, f.turn = self.rng.uniform(0.1, 1.4) * self.u, self.rng.uniform(-0.006, 0.006)
+        self.fighting = fight
+        if fight:
+            self._fight_step()
+        else:
+            for f in self.figures:
+                self._calm_step(f)
+
+    def _calm_step(self, f: _Figure) -> None:
+        if f.goal is not None:  # walk to the goal, slowing to a stop on arrival
+            gap = f.goal - f.pos
+            want = gap / abs(gap) * min(f.speed, 0.05 * abs(gap)) if abs(gap) > 1e-3 else 0j
+        else:
+            f.heading += f.turn
+            want = f.speed * cmath.exp(1j * f.heading)
+            # turn back at the room's edges rather than leave the frame
+            outward = f.pos - (self.lo + self.hi) / 2
+            if not self.lo.real <= f.pos.real <= self.hi.real and outward.real * want.real > 0:
+                f.heading, want = math.pi - f.heading, complex(-want.real, want.imag)
+            if not self.lo.imag <= f.pos.imag <= self.hi.imag and outward.imag * want.imag > 0:
+                f.heading, want = -f.heading, complex(want.real, -want.imag)
+        f.vel += _CALM_RELAX * (want - f.vel)
+        f.pos += f.vel
+        f.phase += 2 * math.pi * abs(f.vel) / (30 * self.u)  # one stride per ~30 px walked
+        swing = math.sin(f.phase)
+        arms = (0.25 + 0.2 * swing, 0.25 - 0.2 * swing)
+        legs = (1.3, 1.3) if f.seated else (0.12 + 0.2 * swing, 0.12 - 0.2 * swing)
+        f.arms = tuple(a + _CALM_RELAX * (t - a) for a, t in zip(f.arms, arms))
+        f.legs = tuple(a + _CALM_RELAX * (t - a) for a, t in zip(f.legs, legs))
+        f.tilt *= 1 - _CALM_RELAX
+
+    def _fight_step(self) -> None:
+        """Fighters orbit a drifting centre with heavy random kicks and lunges, so they collide and overlap."""
+        rng, u = self.rng, self.u
+        self.centre_vel = 0.9 * self.centre_vel + complex(*rng.normal(0, 0.4 * u, 2))
+        self.centre = self.clamp(self.centre + self.centre_vel)
+        for i, f in enumerate(self.figures):
+            f.orbit += rng.normal(0, 0.25)
+            target = self.centre + 16 * u * complex(math.cos(f.orbit), 0.5 * math.sin(f.orbit))
+            kick = rng.normal(0, 8 * u, 2)
+            f.vel = 0.6 * f.vel + 0.15 * (target - f.pos) + complex(kick[0], 0.6 * kick[1])
+            if rng.random() < 0.12:  # lunge at an opponent
+                other = self.figures[(i + 1 + rng.integers(len(self.figures) - 1)) % len(self.figures)]
+                gap = other.pos - f.pos
+                f.vel += 15 * u * (gap / abs(gap) if abs(gap) > 1e-3 else 1)
+            if abs(f.vel) > 25 * u:
+                f.vel *= 25 * u / abs(f.vel)
+            f.pos = self.clamp(f.pos + f.vel)
+            f.tilt = float(np.clip(0.7 * f.tilt + rng.normal(0, 0.12), -0.5, 0.5))
+            f.arms, f.arm_vel = _flail(rng, f.arms, f.arm_vel, 0.35, -0.5, 2.8)
+            f.legs, f.leg_vel = _flail(rng, f.legs, f.leg_vel, 0.12, -0.2, 1.2)
+
+
+def _flail(rng, angles: tuple, vels: tuple, kick: float, lo: float, hi: float) -> tuple[tuple, tuple]:
+    """Limb angles with random angular kicks, bouncing off the joint's limits."""
+    vels = [0.6 * v + rng.normal(0, kick) for v in vels]
+    out, out_v = [], []
+    for a, v in zip(angles, vels):
+        a += v
+        if not lo <= a <= hi:
+            a, v = min(max(a, lo), hi), -v
+        out.append(a)
+        out_v.append(v)
+    return tuple(out), tuple(out_v)
+
+
+def _check_size(width: int, height: int, fps: int) -> None:
+    if width < 32 or height < 32 or width % 2 or height % 2:
+        raise InputError(f"video size {width}x{height}: need even sides of at least 32 (H.264 yuv420p)")
+    if fps < 1:
+        raise InputError(f"fps {fps}: must be at least 1")
+
+
+def _frame_count(seconds: float, fps: int, what: str) -> int:
+    n = round(seconds * fps)
+    if n < 1:
+        raise InputError(f"{what} of {seconds} s at {fps} fps is less than one frame")
+    return n
+
+
+def _render(scene: _Scene, fight_per_frame: list[bool], fps: int) -> np.ndarray:
+    """Step the scene and draw each frame: background, people by depth, lighting, sensor noise."""
+    rng, h, w, n = scene.rng, scene.h, scene.w, len(fight_per_frame)
+    background = _background(rng, h, w)
+    t = np.arange(n) / fps
+    gain = (1 + rng.uniform(-0.06, 0.06) * (t / max(t[-1], 1e-9) - 0.5)
+            + rng.uniform(0.005, 0.02) * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * t + rng.uniform(0, 2 * np.pi)))
+    noise_lut = _GAUSS_LUT * rng.uniform(1.0, 2.5)  # sensor noise sigma in grey levels
+    canvas = _Canvas(h, w)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i, fight in enumerate(fight_per_frame):
+        scene.step(fight)
+        canvas.img = background.copy()
+        for f in sorted(scene.figures, key=lambda f: f.pos.imag):  # nearer (lower) people occlude farther ones
+            canvas.figure(f)
+        canvas.img *= gain[i]
+        canvas.img += noise_lut[rng.integers(0, 256, (h, w, 3), dtype=np.uint8)]
+        frames[i] = np.clip(canvas.img, 0, 255)
+    return frames
+
+
+def render_clip(label: str, seconds: float, seed: int,
+                width: int = 320, height: int = 240, fps: int = 25) -> np.ndarray:
+    """Frames (n, height, width, 3) uint8 RGB of one clip of class `label`."""
+    if label not in LABELS:
+        raise InputError(f"label {label!r}: expected one of {LABELS}")
+    _check_size(width, height, fps)
+    n = _frame_count(seconds, fps, "clip")
+    rng = np.random.default_rng(seed)
+    scene = _Scene(rng, height, width)
+    if label == "fight":
+        centre = scene.random_pos()
+        for _ in range(rng.integers(2, 4)):
+            scene.add(scene.clamp(centre + complex(*rng.normal(0, 8 * scene.u, 2))), "walk")
+    else:
+        for _ in range(rng.integers(1, 4)):
+            scene.add(scene.random_pos(), rng.choice(["walk", "curve", "stand", "sit"]))
+    return _render(scene, [label == "fight"] * n, fps)
+
+
+def _temp_beside(path: Path) -> Path:
+    """A unique temp name next to `path` (same filesystem, so os.replace is atomic); the caller replaces or removes it.
+
+    Not mkstemp: its 0600 mode would stick to the final file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def write_video(path, frames: np.ndarray, fps: int = 25) -> None:
+    """Encode RGB uint8 frames (n, h, w, 3) to an H.264 yuv420p mp4, atomically."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise InputError(f"frames: expected a non-empty uint8 array (n, h, w, 3), got {frames.dtype} {frames.shape}")
+    _check_size(frames.shape[2], frames.shape[1], fps)
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            stream.options = {"preset": "veryfast"}  # ~1.5x faster than the default, slightly bigger files
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def render_timeline(seed: int, calm_before: float = 8.0, fight: float = 6.0, calm_after: float = 8.0,
+                    width: int = 320, height: int = 240, fps: int = 25) -> tuple[np.ndarray, dict]:
+    """Frames of people who walk up to each other, fight, then drift apart, and the ground-truth dict."""
+    _check_size(width, height, fps)
+    n_before, n_fight = _frame_count(calm_before, fps, "calm_before"), _frame_count(fight, fps, "fight")
+    n_after = _frame_count(calm_after, fps, "calm_after")
+    rng = np.random.default_rng(seed)
+    scene = _Scene(rng, height, width)
+    meet = scene.clamp(complex(rng.uniform(0.3, 0.7) * width, rng.uniform(0.45, 0.6) * height))
+    n_people = rng.integers(2, 4)
+    for i in range(n_people):
+        f = scene.add(0j, "walk")
+        # they gather in a loose ring, arriving a little before the fight starts
+        angle = 2 * math.pi * i / n_people
+        f.goal = meet + 18 * scene.u * complex(math.cos(angle), 0.5 * math.sin(angle))
+        direction = cmath.exp(1j * rng.uniform(0, 2 * math.pi))
+        f.pos = scene.clamp(f.goal + direction * min(rng.uniform(0.25, 0.45) * width, 0.8 * f.speed * n_before))
+    frames = _render(scene, [False] * n_before + [True] * n_fight + [False] * n_after, fps)
+    truth = {"fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
+             "fight_intervals": [[n_before / fps, (n_before + n_fight) / fps]], "seed": seed}
+    return frames, truth
+
+
+def write_timeline(path, seed: int, calm_before: float = 8.0, fight: float = 6.0, calm_after: float = 8.0,
+                   width: int = 320, height: int = 240, fps: int = 25) -> dict:
+    """`render_timeline` written as an mp4 plus its ground truth at the same path with suffix .json."""
+    frames, truth = render_timeline(seed, calm_before, fight, calm_after, width, height, fps)
+    path = Path(path)
+    write_video(path, frames, fps)
+    tmp = _temp_beside(path.with_suffix(".json"))  # written last, so a present .json means a complete pair
+    try:
+        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+        os.replace(tmp, path.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return truth
+
+
+def generate_dataset(out_dir, videos_per_class: int, seconds: float, seed: int,
+                     width: int = 320, height: int = 240, fps: int = 25) -> list[dict]:
+    """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there."""
+    _check_size(width, height, fps)
+    _frame_count(seconds, fps, "clip")
+    jobs = [(label_id, label, i) for label_id, label in enumerate(LABELS) for i in range(videos_per_class)]
+    entries = []
+    for label_id, label, i in tqdm(jobs, desc="synthetic videos", unit="video"):
+        # SeedSequence mixes (seed, class, index) into an independent, reproducible stream per video
+        video_seed = int(np.random.SeedSequence([seed, label_id, i]).generate_state(1)[0])
+        path = Path(out_dir) / label / f"{label}_{i:03d}.mp4"
+        if not path.exists():
+            write_video(path, render_clip(label, seconds, video_seed, width, height, fps), fps)
+        entries.append({"path": str(path), "label": label, "label_id": label_id, "seed": video_seed})
+    return entries

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from cluster.config import Config, flatten, load_config
+from data.errors import InputError
+
+DEMO = Path(__file__).parents[1] / "configs" / "demo.yaml"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_and_overrides_apply():
+    cfg = load_config(DEMO, ["train.epochs=3", "model.pretrained=/w.pth", "run_dir=runs/x"])
+    assert isinstance(cfg, Config)
+    assert (cfg.train.epochs, cfg.model.pretrained, cfg.run_dir) == (3, "/w.pth", "runs/x")
+    assert cfg.model.mean == (114.7748, 107.7354, 99.4750)
+    assert flatten(cfg)["train.epochs"] == 3
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    text = DEMO.read_text().replace("  lr: 0.01", "  lr: 0.01\n  lrr: 0.1")
+    line = text.splitlines().index("  lrr: 0.1") + 1
+    with pytest.raises(InputError, match=rf"c.yaml:{line}: unknown key 'train.lrr'"):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_key_is_an_error(tmp_path):
+    text = DEMO.read_text().replace("  momentum: 0.9\n", "")
+    with pytest.raises(InputError, match=r"missing key 'train.momentum'"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=0", r"epochs must be > 0"),
+    ("train.lr=-1", r"lr must be > 0"),
+    ("train.epochs=three", r"'train.epochs' must be int, got 'three'"),
+    ("model.ft_begin=layer9", r"'model.ft_begin' is 'layer9'; expected one of conv1 \| layer1"),
+    ("model.depth=19", r"depth 19 is not one of"),
+    ("train.nope=1", r"unknown key 'train.nope'"),
+    ("train.epochs", r"expected key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(InputError, match=message):
+        load_config(DEMO, [override])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [1,"))
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    assert load_config(DEMO, ["train.lr=1"]).train.lr == 1.0

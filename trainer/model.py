@@ -1,0 +1,190 @@
+"""The 3D ResNet family of Hara et al. (3D-ResNets-PyTorch), fine-tunable.
+
+Module and parameter names follow that repository's `models/resnet.py`, so its
+Kinetics checkpoints load as they are (after dropping DataParallel's
+`module.` prefix). Shortcut A is a parameter-free strided, zero-padded
+identity, hence has no `downsample.*` keys; shortcut B is a 1x1x1 projection.
+`width` scales every stage (Hara's models use 64); the demo and tests use a
+narrow network to stay fast on two cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
+BLOCKS_PER_DEPTH = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int
+    shortcut: Literal["A", "B"]
+    width: int
+    n_classes: int
+    sample_size: int
+    sample_duration: int
+    pretrained: str | None
+    ft_begin: Literal["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    # Input normalisation the weights expect, on 0-255 pixels. 3D-ResNets-PyTorch's released
+    # Kinetics models saw the ActivityNet mean (114.7748, 107.7354, 99.4750) and std 1.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0")
+        if self.depth not in BLOCKS_PER_DEPTH:
+            raise ValueError(f"depth {self.depth} is not one of {sorted(BLOCKS_PER_DEPTH)}")
+        if self.width < 1 or self.n_classes < 2 or self.sample_size < 16 or self.sample_duration < 1:
+            raise ValueError("width >= 1, n_classes >= 2, sample_size >= 16 and sample_duration >= 1 are required")
+
+    @property
+    def arch(self) -> str:
+        """The `arch` string 3D-ResNets-PyTorch stores in its checkpoints."""
+        return f"resnet-{self.depth}"
+
+
+def conv3x3x3(in_planes: int, out_planes: int, stride=1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Shortcut A: subsample by `stride` and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, planes: int, stride: int):
+        super().__init__()
+        self.planes, self.stride = planes, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.planes - x.shape[1]))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = conv3x3x3(planes, planes)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv3d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = conv3x3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv3 = nn.Conv3d(planes, planes * 4, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm3d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class ResNet3D(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        kind, blocks = BLOCKS_PER_DEPTH[cfg.depth]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        w = cfg.width
+        self.inplanes = w
+        self.conv1 = nn.Conv3d(3, w, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, w, blocks[0], cfg.shortcut, stride=1)
+        self.layer2 = self._make_layer(block, 2 * w, blocks[1], cfg.shortcut, stride=2)
+        self.layer3 = self._make_layer(block, 4 * w, blocks[2], cfg.shortcut, stride=2)
+        self.layer4 = self._make_layer(block, 8 * w, blocks[3], cfg.shortcut, stride=2)
+        # Adaptive pooling equals Hara's fixed AvgPool3d at 16x112x112 and also serves other sizes.
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(8 * w * block.expansion, cfg.n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, block, planes: int, n_blocks: int, shortcut: str, stride: int) -> nn.Sequential:
+        out_planes = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_planes:
+            downsample = (
+                ZeroPadShortcut(out_planes, stride)
+                if shortcut == "A"
+                else nn.Sequential(
+                    nn.Conv3d(self.inplanes, out_planes, kernel_size=1, stride=stride, bias=False),
+                    nn.BatchNorm3d(out_planes),
+                )
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = out_planes
+        layers += [block(out_planes, planes) for _ in range(1, n_blocks)]
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled feature vector (512-d for Hara's ResNet-18/34)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def stage_modules(model: ResNet3D, stage: str) -> list[nn.Module]:
+    """The modules making up one of STAGES (conv1 includes its BatchNorm)."""
+    return [model.conv1, model.bn1] if stage == "conv1" else [getattr(model, stage)]
+
+
+def freeze_before(model: ResNet3D, ft_begin: str) -> list[nn.Parameter]:
+    """Freeze every stage before `ft_begin`; return the parameters left to train.
+
+    Frozen stages also keep their BatchNorm in eval mode (see `train_mode`), so
+    they compute the same function every epoch.
+    """
+    first = STAGES.index(ft_begin)
+    for stage in STAGES:
+        for module in stage_modules(model, stage):
+            module.requires_grad_(STAGES.index(stage) >= first)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_mode(model: ResNet3D) -> None:
+    """model.train(), except that BatchNorm of frozen stages stays in eval mode."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.weight.requires_grad:
+            m.eval()

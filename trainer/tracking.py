@@ -1,0 +1,75 @@
+"""MLflow tracking of a training run.
+
+The default store is a SQLite database under the run dir, with artifacts
+beside it, so a demo needs no server; MLFLOW_TRACKING_URI (or the config's
+`tracking.tracking_uri`) points at a shared one instead. Only rank 0 talks to
+MLflow: other ranks get a Tracker whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str | None
+    experiment: str
+    run_name: str | None
+
+
+def tracking_uri(cfg: TrackingConfig, run_dir: Path) -> str:
+    """The environment wins over the config, the config over the local default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri or f"sqlite:///{run_dir.resolve()}/mlflow.db"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow run; a no-op unless `active` (rank 0)."""
+
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, active: bool = True):
+        self.cfg, self.run_dir, self.active = cfg, Path(run_dir), active
+        self.run_id: str | None = None
+
+    def __enter__(self) -> "Tracker":
+        if not self.active:
+            return self
+        mlflow.set_tracking_uri(tracking_uri(self.cfg, self.run_dir))
+        if mlflow.get_experiment_by_name(self.cfg.experiment) is None:
+            artifacts = (self.run_dir / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(self.cfg.experiment, artifact_location=artifacts)
+        mlflow.set_experiment(self.cfg.experiment)
+        run = mlflow.start_run(run_name=self.cfg.run_name, tags={"git_commit": git_commit()})
+        self.run_id = run.info.run_id
+        mlflow.log_param("torch_version", torch.__version__)
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self.active:
+            mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.active:
+            mlflow.log_params({k: "null" if v is None else v for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            mlflow.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.active:
+            mlflow.log_artifact(str(path), artifact_path)

@@ -23,7 +23,7 @@ def test_demo_config_loads_and_overrides_apply():
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path):
-    text = DEMO.read_text().replace("  lr: 0.01", "  lr: 0.01\n  lrr: 0.1")
+    text = DEMO.read_text().replace("train:\n", "train:\n  lrr: 0.1\n")
     line = text.splitlines().index("  lrr: 0.1") + 1
     with pytest.raises(InputError, match=rf"c.yaml:{line}: unknown key 'train.lrr'"):
         load_config(write(tmp_path, text))

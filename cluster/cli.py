@@ -18,6 +18,7 @@ EXAMPLES = """\
 examples:
   fightwatch demo                                  # the whole product on generated videos
   fightwatch demo --set train.epochs=2 run_dir=runs/quick
+  fightwatch prepare --config configs/ava_fight.yaml data.video_root=/data/ava/videos
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
 """
 
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate synthetic fight/calm videos, extract clips with Ray Data, train with MLflow "
                     "tracking, score a held-out timeline video, write output.json, an annotated mp4 and alerts.")
     _add_config_args(demo, "configs/demo.yaml")
+
+    prepare = commands.add_parser(
+        "prepare", help="select clips and extract them into the clip store",
+        description="Build the clip manifest (AVA annotations, a folder per class, or generated videos, per "
+                    "data.source), find or download the videos, and extract the clips with Ray Data into "
+                    "<run_dir>/clips. Re-running skips videos already extracted.")
+    _add_config_args(prepare, "configs/ava_fight.yaml")
 
     score = commands.add_parser(
         "score", help="score videos in 16-frame segments",
@@ -84,6 +92,16 @@ def _demo(args) -> None:
           f"MLflow:       mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()}")
 
 
+def _prepare(args) -> None:
+    from cluster.config import load_config
+    from cluster.prepare import run_prepare
+
+    cfg = load_config(args.config, args.overrides + args.more_overrides)
+    result = run_prepare(cfg)
+    print(f"{result.line()}\nmanifest: {cfg.run_dir}/manifest.jsonl ({len(result.rows)} clips), "
+          f"store: {result.store_root}")
+
+
 def _score(args) -> None:
     from cluster.score import read_video_list, score_job, write_alerts
     from trainer.alerts import AlertPolicy
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        {"demo": _demo, "score": _score}[args.command](args)
+        {"demo": _demo, "prepare": _prepare, "score": _score}[args.command](args)
     except InputError as e:
         if args.debug:
             raise

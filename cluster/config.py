@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -27,10 +27,9 @@ from trainer.train import TrainConfig
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The demo's generated videos: a training set per class and one held-out timeline."""
+    """Generated videos: a set per class, and one held-out timeline (calm, fight, calm) to score."""
 
     videos_per_class: int
-    val_videos_per_class: int
     seconds: float
     width: int
     height: int
@@ -40,15 +39,52 @@ class SyntheticConfig:
     timeline_calm_after: float
 
     def __post_init__(self):
-        if not 1 <= self.val_videos_per_class < self.videos_per_class:
-            raise ValueError("need 1 <= val_videos_per_class < videos_per_class")
+        if self.videos_per_class < 2:
+            raise ValueError("videos_per_class must be at least 2 (one to train on, one to validate)")
+
+
+@dataclass(frozen=True)
+class AvaConfig:
+    train_csv: str
+    val_csv: str | None  # AVA's own validation file; null: split train_csv by video with data.val_fraction
+    label_map: str
+    excluded: tuple[str, ...]
+    positive: str
+    negatives: tuple[str, ...]
+    per_class: int  # fights taken; negatives total as many, split equally over the negative classes
+
+    def __post_init__(self):
+        if self.per_class < 1 or not self.negatives:
+            raise ValueError("per_class must be >= 1 and negatives non-empty")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic", "ava", "folders"]
+    synthetic: SyntheticConfig | None
+    ava: AvaConfig | None
+    folders_root: str | None  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
+    val_fraction: float
+    clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp
+    video_root: str | None  # local copies named <video_id>.<ext>; null: download with yt-dlp into cache_dir
+    cache_dir: str
+    url_template: str
+    download_workers: int
+    ray_address: str | None  # null: RAY_ADDRESS, else an embedded local Ray
+
+    def __post_init__(self):
+        needed = {"synthetic": self.synthetic, "ava": self.ava, "folders": self.folders_root}[self.source]
+        if needed is None:
+            raise ValueError(f"source is {self.source!r} but '{self.source if self.source != 'folders' else 'folders_root'}' is null")
+        if not 0 <= self.val_fraction < 1 or self.clip_seconds <= 0 or self.download_workers < 1:
+            raise ValueError("need 0 <= val_fraction < 1, clip_seconds > 0, download_workers >= 1")
 
 
 @dataclass(frozen=True)
 class Config:
     run_dir: str
     seed: int
-    synthetic: SyntheticConfig
+    data: DataConfig
     clips: ClipConfig
     model: ModelConfig
     train: TrainConfig

@@ -14,11 +14,12 @@ from data.errors import InputError
 
 @dataclass(frozen=True)
 class ClipConfig:
-    short_side: int
+    fps: float  # clips are resampled to this rate by timestamps
+    short_side: int  # and resized so their short side is this
 
     def __post_init__(self):
-        if self.short_side < 16:
-            raise ValueError("short_side must be at least 16")
+        if self.short_side < 16 or self.fps <= 0:
+            raise ValueError("short_side must be at least 16 and fps > 0")
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,14 @@ def to_input(frames: np.ndarray, sample_size: int, mean, std) -> torch.Tensor:
     return (x - mean) / std
 
 
-def center_view(clip: np.ndarray, duration: int) -> np.ndarray:
-    """The deterministic val/test view: centre frames, the centre square (resized later)."""
-    n, h, w, _ = clip.shape
-    t = temporal_indices(n, duration, max(0, (n - duration) // 2))
-    size = min(h, w)
-    y, x = crop_box(h, w, size, "c")
-    return clip[t, y : y + size, x : x + size]
+def center_view(n_frames: int, height: int, width: int, duration: int) -> tuple[np.ndarray, int, int, int]:
+    """The deterministic val/test view: centre frames, the centre square (resized later).
+
+    Returns (frame indices, crop top, crop left, crop size).
+    """
+    t = temporal_indices(n_frames, duration, max(0, (n_frames - duration) // 2))
+    size = min(height, width)
+    return (t, *crop_box(height, width, size, "c"), size)
 
 
 class ClipDataset(Dataset):
@@ -68,15 +69,20 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.rows[index]
-        clip = self.store.get(row["clip_id"])
-        view = self._random_view(clip, index) if self.train else center_view(clip, self.duration)
-        return to_input(view, self.sample_size, self.mean, self.std), int(row["label_id"])
+        shape = self.store.shape(row["clip_id"])
+        if self.train:
+            t, y, x, size, flip = random_view(np.random.default_rng((self.seed, self.epoch, index)), *shape,
+                                              self.duration)
+        else:
+            (t, y, x, size), flip = center_view(*shape, self.duration), False
+        # Only the frames of the view are read and decoded.
+        view = self.store.read(row["clip_id"], t)[:, y : y + size, x : x + size]
+        return to_input(view[:, :, ::-1] if flip else view, self.sample_size, self.mean, self.std), int(row["label_id"])
 
-    def _random_view(self, clip: np.ndarray, index: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        n, h, w, _ = clip.shape
-        t = temporal_indices(n, self.duration, int(rng.integers(0, max(1, n - self.duration + 1))))
-        size = int(min(h, w) * CROP_SCALES[rng.integers(len(CROP_SCALES))])
-        y, x = crop_box(h, w, size, CROP_POSITIONS[rng.integers(len(CROP_POSITIONS))])
-        view = clip[t, y : y + size, x : x + size]
-        return view[:, :, ::-1] if rng.random() < 0.5 else view
+
+def random_view(rng: np.random.Generator, n_frames: int, height: int, width: int, duration: int):
+    """A training view: random temporal crop, multi-scale corner crop, flip. Returns (t, y, x, size, flip)."""
+    t = temporal_indices(n_frames, duration, int(rng.integers(0, max(1, n_frames - duration + 1))))
+    size = int(min(height, width) * CROP_SCALES[rng.integers(len(CROP_SCALES))])
+    y, x = crop_box(height, width, size, CROP_POSITIONS[rng.integers(len(CROP_POSITIONS))])
+    return t, y, x, size, bool(rng.random() < 0.5)

@@ -1,21 +1,22 @@
 """Clip extraction sharded over a Ray cluster with Ray Data.
 
-Each manifest row is decoded by one Ray task (num_cpus=1), which writes its
-clip straight into the store, so frames never travel through the driver. Rows
-whose clip is already in the store are skipped, so a re-run resumes. Without
-RAY_ADDRESS or an explicit address an embedded local Ray is started.
+The manifest is grouped by source video, so each video is opened by one task
+(num_cpus=1) that seeks to each of its clips and writes them as one shard
+straight into the store: frames never travel through the driver. Videos whose
+shard is complete are skipped, so a re-run resumes. Without RAY_ADDRESS or an
+explicit address an embedded local Ray is started.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections import Counter
+from dataclasses import dataclass, field
 
 import ray
 
-from data.clips import read_frames
-from data.errors import InputError
+from data.extract import ClipError, extract_window
 from data.store import ClipStore
 
 log = logging.getLogger(__name__)
@@ -28,25 +29,64 @@ def init_ray(address: str | None = None) -> None:
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
-def _extract(row: dict, store_root: str, short_side: int) -> dict:
-    store = ClipStore(store_root)
-    try:
-        store.put(row["clip_id"], read_frames(row["path"], short_side))
-        return {**row, "error": ""}
-    except InputError as e:
-        return {**row, "error": str(e)}
+@dataclass
+class ExtractionSummary:
+    ok: int = 0
+    skipped: int = 0  # already in the store
+    failed: Counter = field(default_factory=Counter)  # reason -> clips
+    failures: list[dict] = field(default_factory=list)  # {"clip_id", "reason", "error"}
+    nodes: Counter = field(default_factory=Counter)  # Ray node id -> clips extracted there
+
+    def line(self) -> str:
+        failed = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failed.items())) or "none"
+        return f"clips ok: {self.ok} new + {self.skipped} already stored; failed: {failed}"
 
 
-def extract_clips(rows: list[dict], store: ClipStore, short_side: int, ray_address: str | None = None) -> list[dict]:
-    """Extract every row's clip into `store`; return the rows that are in the store afterwards."""
-    todo = [row for row in rows if not store.has(row["clip_id"])]
+def group_by_video(rows: list[dict]) -> list[dict]:
+    """One work item per source video: {"video_id", "path", "clips": [{"clip_id", "start_s", "end_s"}]}."""
+    groups: dict[str, dict] = {}
+    for row in rows:
+        group = groups.setdefault(row["video_id"], {"video_id": row["video_id"], "path": row["path"], "clips": []})
+        group["clips"].append({"clip_id": row["clip_id"], "start_s": row["start_s"], "end_s": row["end_s"]})
+    return list(groups.values())
+
+
+def _extract_video(item: dict, store_root: str, fps: float, short_side: int) -> dict:
+    clips, failures = {}, []
+    for clip in item["clips"]:
+        try:
+            clips[clip["clip_id"]] = extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side)
+        except ClipError as e:
+            failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
+    if clips:
+        ClipStore(store_root).write_shard(item["video_id"], clips)
+    return {"video_id": item["video_id"], "ok": list(clips), "failures": failures,
+            "node": ray.get_runtime_context().get_node_id()}
+
+
+def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: int,
+                  ray_address: str | None = None) -> ExtractionSummary:
+    """Extract every manifest row's clip ({"clip_id", "video_id", "path", "start_s", "end_s"}) into `store`."""
+    summary = ExtractionSummary()
+    todo = []
+    for item in group_by_video(rows):
+        if store.shard_done(item["video_id"]):
+            summary.skipped += len(item["clips"])
+        else:
+            todo.append(item)
     if todo:
         init_ray(ray_address)
-        results = (
-            ray.data.from_items(todo)
-            .map(_extract, fn_kwargs={"store_root": str(store.root.resolve()), "short_side": short_side}, num_cpus=1)
-            .take_all()
-        )
-        for failed in (r for r in results if r["error"]):
-            log.warning("clip %s failed: %s", failed["clip_id"], failed["error"])
-    return [row for row in rows if store.has(row["clip_id"])]
+        kwargs = {"store_root": str(store.root.resolve()), "fps": fps, "short_side": short_side}
+        # One video per block, so Ray Data can spread videos over every node's CPUs.
+        dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
+        for result in dataset.map(_extract_video, fn_kwargs=kwargs, num_cpus=1).iter_rows():
+            summary.ok += len(result["ok"])
+            summary.nodes[result["node"]] += len(result["ok"])
+            for failure in result["failures"]:
+                summary.failed[failure["reason"]] += 1
+                summary.failures.append(failure)
+                log.warning("clip %s failed (%s): %s", failure["clip_id"], failure["reason"], failure["error"])
+        store.refresh()  # pick up the shards the workers wrote
+    log.info("%s", summary.line())
+    return summary
+

@@ -1,0 +1,97 @@
+"""The prepare job: a clip manifest from AVA, a folder per class or generated videos, then clips in the store.
+
+AVA: select balanced fight/non-fight samples, find the videos locally (`data.video_root`) or download them with
+yt-dlp (`data.cache_dir`), extract the clips with Ray Data. Writes under run_dir: `clips/` (the store),
+`manifest.jsonl` (the clips that landed), `annotation.json` (3D-ResNets-PyTorch's format),
+`extract_failures.jsonl` (clip, reason, error) and `unavailable_videos.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.config import AvaConfig, Config
+from data import ava
+from data.download import video_paths
+from data.errors import InputError
+from data.folders import folder_manifest
+from data.pipeline import ExtractionSummary, extract_clips
+from data.store import ClipStore, atomic_write, write_manifest
+from data.synthetic import generate_dataset
+
+log = logging.getLogger(__name__)
+
+
+def make_run_dir(path: str | Path) -> Path:
+    run_dir = Path(path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: run_dir exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@dataclass
+class PrepareResult:
+    rows: list[dict]  # manifest rows of the clips in the store
+    store_root: Path
+    extraction: ExtractionSummary
+    unavailable: list[str] = field(default_factory=list)  # video ids without a video
+
+    def line(self) -> str:
+        return f"{self.extraction.line()}; videos unavailable: {len(self.unavailable)}"
+
+
+def ava_rows(cfg: AvaConfig, val_fraction: float, clip_seconds: float, seed: int) -> list[dict]:
+    label_map = ava.read_label_map(cfg.label_map)
+    positive, *negatives = ava.resolve_classes([cfg.positive, *cfg.negatives], label_map, cfg.label_map)
+    excluded = set().union(*(ava.read_excluded(path) for path in cfg.excluded))
+    files = {"training": cfg.train_csv, **({"validation": cfg.val_csv} if cfg.val_csv else {})}
+    annotations = {}
+    for subset, path in files.items():
+        annotations[subset], stats = ava.read_annotations(path)
+        log.info("%s: %d rows, quirks %s", path, stats.rows, stats.quirks or "none")
+    rows = [row for subset_rows in annotations.values() for row in subset_rows]
+    samples, selection = ava.select_samples(rows, positive, negatives, cfg.per_class, seed, frozenset(excluded))
+    if selection.short:
+        log.warning("classes short of samples (class id: missing): %s", selection.short)
+    samples = (ava.split_official(samples, annotations) if cfg.val_csv
+               else ava.split_by_video(samples, val_fraction, seed))
+    return ava.manifest_rows(samples, label_map, clip_seconds)
+
+
+def source_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
+    """Manifest rows with each clip's video `path`, and the ids of videos that could not be had."""
+    data = cfg.data
+    if data.source == "synthetic":
+        syn = data.synthetic
+        generate_dataset(run_dir / "videos", syn.videos_per_class, syn.seconds, cfg.seed,
+                         width=syn.width, height=syn.height, fps=syn.fps)
+        return folder_manifest(run_dir / "videos", data.val_fraction, cfg.seed), []
+    if data.source == "folders":
+        return folder_manifest(data.folders_root, data.val_fraction, cfg.seed), []
+    rows = ava_rows(data.ava, data.val_fraction, data.clip_seconds, cfg.seed)
+    ids = sorted({row["video_id"] for row in rows})
+    if data.video_root is not None:
+        paths, missing = video_paths(ids, video_root=data.video_root)
+    else:
+        paths, missing = video_paths(ids, cache_dir=data.cache_dir, url_template=data.url_template,
+                                     max_workers=data.download_workers)
+    return [{**row, "path": str(paths[row["video_id"]])} for row in rows if row["video_id"] in paths], missing
+
+
+def run_prepare(cfg: Config) -> PrepareResult:
+    run_dir = make_run_dir(cfg.run_dir)
+    rows, unavailable = source_rows(cfg, run_dir)
+    store = ClipStore(run_dir / "clips")
+    extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address)
+    kept = [row for row in rows if store.has(row["clip_id"])]
+    write_manifest(run_dir / "manifest.jsonl", kept)
+    ava.write_resnets_annotation(run_dir / "annotation.json", kept)
+    write_manifest(run_dir / "extract_failures.jsonl", extraction.failures)
+    atomic_write(run_dir / "unavailable_videos.json", lambda f: f.write(json.dumps(unavailable).encode()))
+    result = PrepareResult(kept, store.root, extraction, unavailable)
+    log.info("%s", result.line())
+    return result

@@ -1,0 +1,149 @@
+"""Cut a time window out of a long video as frames resampled to a fixed rate by timestamps.
+
+Times are seconds from the video stream's first frame: a frame's time is (pts - stream.start_time) *
+time_base. AVA timestamps count from the start of the movie, which in ordinary files is the first video
+frame; files that start at an offset (MPEG-TS, remuxed broadcasts) count from 0 too, as players show
+them. Where audio starts before the video, times shift by that lead (usually a fraction of a second).
+
+Rotation comes from the display matrix that PyAV (14 or later) reads into VideoFrame.rotation: quarter
+turns are applied, mirroring is not.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import av
+import numpy as np
+
+from data.clips import resized
+from data.errors import InputError
+
+REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec")
+
+# Output instants are float sums (start_s + k/fps), frame times exact fractions: without the slack a
+# frame at exactly an instant could lose to float rounding and the previous frame be shown instead.
+_EPS = 1e-6
+
+
+class ClipError(InputError):
+    """A video that cannot give the requested window; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+
+
+def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_side: int = 128) -> np.ndarray:
+    """RGB uint8 frames (T, H, W, 3), T = round((end_s - start_s) * fps), upright, short side `short_side`.
+
+    Frame k is the source frame on screen at start_s + k / fps: the latest one whose time is at or before
+    that instant, so variable frame rates come out right. Raises ClipError for any bad file.
+    """
+    count = round((end_s - start_s) * fps)
+    if not (start_s >= 0 and fps > 0 and count >= 1):
+        raise ValueError(f"bad window [{start_s}, {end_s}) s at {fps} fps: needs 0 <= start and one frame or more")
+    path = Path(path)
+
+    def fail(reason, why):
+        return ClipError(reason, f"{path}: window [{start_s:g} s, {end_s:g} s): {why}")
+
+    if not path.is_file():
+        raise fail("missing", "no such video file")
+    if path.stat().st_size == 0:
+        raise fail("empty", "the file is empty")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise fail("corrupt", f"not a readable media file ({e})") from None
+    with container:
+        if not container.streams.video:
+            raise fail("no_video_stream", "the file has no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg does not know the codec, or has no decoder for it
+            raise fail("unsupported_codec", "no decoder for its video codec")
+        stream.thread_type = "AUTO"
+        instants = start_s + np.arange(count) / fps
+        # a source frame on screen at several instants is converted once
+        picture = functools.lru_cache(maxsize=1)(lambda frame: _picture(frame, short_side))
+        frames, shown, decoded, error = [], None, False, None
+        try:
+            for t, frame in _timed_frames(container, stream, start_s):
+                decoded = True
+                while len(frames) < count and instants[len(frames)] < t - _EPS:
+                    frames.append(picture(frame if shown is None else shown))  # before the first: the first
+                if len(frames) == count:
+                    break
+                shown, shown_t = frame, t
+        except av.error.FFmpegError as e:
+            error = e  # damaged or cut-off data: decoding ends there, as at the end of the file
+        if shown is not None:
+            # the last frame stays on screen for its duration (its rate's frame time where it has none)
+            shown_until = shown_t + (float(shown.duration * stream.time_base) if shown.duration
+                                     else 1 / float(stream.guessed_rate or fps))
+            while len(frames) < count and instants[len(frames)] < shown_until - _EPS:
+                frames.append(picture(shown))
+        if len(frames) < count:
+            raise fail(*_why_short(container, stream, instants[len(frames)], decoded, error))
+        return np.stack(frames)
+
+
+def _timed_frames(container, stream, start_s: float):
+    """(seconds, frame) in presentation order, from the last frame at or before start_s onwards.
+
+    The seek goes to the keyframe at or before start_s by the demuxer's index. An index by decode
+    timestamps, a sparse or missing one (MPEG-TS has none) or a file cut short can land later than that,
+    nowhere or on broken data: then seek further back, down to the start, which then has no frame at all.
+    """
+    origin, time_base = stream.start_time or 0, stream.time_base
+    back = 0.0
+    while True:
+        target = max(start_s - back, 0.0)
+        try:
+            container.seek(origin + int(target / time_base), stream=stream, backward=True, any_frame=False)
+            # a frame without a timestamp cannot be placed in time
+            timed = ((float((frame.pts - origin) * time_base), frame)
+                     for frame in container.decode(stream) if frame.pts is not None)
+            first = next(timed, None)
+        except av.error.FFmpegError:
+            if target == 0:
+                raise
+            first = None
+        if target == 0 or first is not None and first[0] <= start_s + _EPS:
+            break
+        back = 2 * back or 1.0
+    if first is not None:
+        yield first
+        yield from timed
+
+
+def _picture(frame, short_side: int) -> np.ndarray:
+    """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips)."""
+    width, height = resized(frame.width, frame.height, short_side)
+    rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+    # frame.rotation is the display matrix's counter-clockwise turn in degrees (phones: -90 for portrait),
+    # and np.rot90 turns counter-clockwise too; quarter turns commute with the resize
+    return np.rot90(rgb, round(frame.rotation / 90))
+
+
+def _why_short(container, stream, missing_at: float, decoded: bool, error) -> tuple[str, str]:
+    """(reason, explanation) for decoding that stopped before the instant `missing_at`."""
+    if stream.duration:
+        video_end = float(stream.duration * stream.time_base)
+    elif container.duration:
+        # microseconds, by FFmpeg's rule from the container's start, but by Matroska's from 0
+        start = 0 if "matroska" in container.format.name else container.start_time or 0
+        video_end = (start + container.duration) / 1e6 - float((stream.start_time or 0) * stream.time_base)
+    else:
+        video_end = None
+    if video_end is not None and missing_at >= video_end - _EPS:
+        return "too_short", f"the video ends at {video_end:.3f} s"
+    if not decoded:  # not even from the start of the file
+        return "corrupt", "no frame of the video decodes" + (f" ({error})" if error else "")
+    if video_end is None and error is None:
+        return "too_short", f"the video ends before {missing_at:.3f} s"  # no header to say it should not
+    return "truncated", (f"the data ends before {missing_at:.3f} s of a {video_end:.3f} s video" if video_end
+                         else f"the data breaks off before {missing_at:.3f} s") + (f" ({error})" if error else "")

@@ -1,0 +1,69 @@
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from data.dataset import ClipDataset, center_view, random_view
+from data.store import ClipStore
+
+MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
+
+
+def clip(n=20, h=32, w=40, seed=0):
+    # big flat blocks survive JPEG: frame i is grey level 10*i in its top-left quarter
+    frames = np.random.default_rng(seed).integers(0, 255, (n, h, w, 3), dtype=np.uint8) // 4 + 96
+    for i in range(n):
+        frames[i, : h // 2, : w // 2] = 10 * i
+    return frames
+
+
+def test_shard_round_trip_reads_only_the_asked_frames(tmp_path):
+    store = ClipStore(tmp_path)
+    store.write_shard("videoA", {"a1": clip(seed=1), "a2": clip(n=12, seed=2)})
+    reopened = ClipStore(tmp_path)
+    assert reopened.has("a1") and reopened.has("a2") and not reopened.has("b1")
+    assert reopened.shape("a2") == (12, 32, 40)
+    frames = reopened.read("a1", [3, 7])
+    assert frames.shape == (2, 32, 40, 3)
+    assert abs(int(frames[0, 2, 2, 0]) - 30) <= 3 and abs(int(frames[1, 2, 2, 0]) - 70) <= 3
+    assert np.allclose(reopened.read("a2")[:, 2, 2, 0], 10 * np.arange(12), atol=3)  # every frame, in order
+    # two files per video, a plain tar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videoA.index.json", "videoA.tar"]
+    with tarfile.open(tmp_path / "videoA.tar") as tar:
+        assert len(tar.getnames()) == 32
+
+
+def test_a_crash_mid_shard_leaves_no_shard(tmp_path):
+    store = ClipStore(tmp_path)
+    with pytest.raises(TypeError):  # 7 channels: not an image, fails after "ok" was written to the temp tar
+        store.write_shard("v", {"ok": clip(), "bad": np.zeros((2, 8, 8, 7), np.uint8)})
+    assert not store.shard_done("v") and list(tmp_path.iterdir()) == []
+
+
+def test_views_follow_3d_resnets_sampling():
+    t, y, x, size = center_view(20, 64, 85, 16)
+    assert list(t) == list(range(2, 18)) and (y, x, size) == (0, 10, 64)
+    t, *_ = center_view(10, 64, 85, 16)  # loop-padded
+    assert list(t) == list(range(10)) + list(range(6))
+    rng = np.random.default_rng(0)
+    views = [random_view(rng, 40, 64, 85, 16) for _ in range(200)]
+    assert {v[3] for v in views} == {int(64 * 2 ** (-i / 4)) for i in range(5)}
+    assert {v[4] for v in views} == {True, False}
+    for t, y, x, size, _ in views:
+        assert len(t) == 16 and 0 <= y and y + size <= 64 and 0 <= x and x + size <= 85
+
+
+def test_dataset_is_reproducible_per_epoch_and_normalised(tmp_path):
+    store = ClipStore(tmp_path)
+    store.write_shard("v", {"c0": clip(seed=0), "c1": clip(seed=1)})
+    rows = [{"clip_id": "c0", "label_id": 0}, {"clip_id": "c1", "label_id": 1}]
+    train = ClipDataset(store, rows, 24, 16, MEAN, STD, train=True, seed=3)
+    x, y = train[1]
+    assert x.shape == (3, 16, 24, 24) and x.dtype == torch.float32 and y == 1
+    assert torch.equal(x, train[1][0])
+    train.set_epoch(1)
+    assert not torch.equal(x, train[1][0])
+    val = ClipDataset(store, rows, 24, 16, MEAN, STD, train=False)
+    assert torch.equal(val[0][0], val[0][0])
+    assert abs(float(val[0][0].mean()) - (float(store.read("c0", range(2, 18))[:, :, 4:36].mean()) - np.mean(MEAN))) < 3

@@ -36,7 +36,7 @@ def run_demo(cfg: Config) -> dict:
 
     m, store = cfg.model, ClipStore(prepared.store_root)
     datasets = [ClipDataset(store, [r for r in prepared.rows if r["subset"] == subset], m.sample_size,
-                            m.sample_duration, m.mean, m.std, train=subset == "training", seed=cfg.seed)
+                            m.sample_duration, m.normalization, train=subset == "training", seed=cfg.seed)
                 for subset in ("training", "validation")]
     with Tracker(cfg.tracking, run_dir) as tracker:
         tracker.log_params(flatten(cfg))

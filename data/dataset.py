@@ -9,6 +9,8 @@ whatever the worker count, and a resumed run draws what the straight one did.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,14 +35,22 @@ def crop_box(height: int, width: int, size: int, position: str) -> tuple[int, in
     return y, x
 
 
-def to_input(frames: np.ndarray, sample_size: int, mean, std) -> torch.Tensor:
+class Normalization(NamedTuple):
+    """Pixels are scaled from 0-255 to 0-value_scale, then (x - mean) / std per channel."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    value_scale: float
+
+
+def to_input(frames: np.ndarray, sample_size: int, norm: Normalization) -> torch.Tensor:
     """(T, h, w, 3) uint8 crop -> normalised float (3, T, sample_size, sample_size)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
     if x.shape[-1] != sample_size or x.shape[-2] != sample_size:
         x = F.interpolate(x, size=(sample_size, sample_size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(mean).view(3, 1, 1, 1)
-    std = torch.tensor(std).view(3, 1, 1, 1)
-    return (x - mean) / std
+    if norm.value_scale != 255:
+        x *= norm.value_scale / 255
+    return (x - torch.tensor(norm.mean).view(3, 1, 1, 1)) / torch.tensor(norm.std).view(3, 1, 1, 1)
 
 
 def center_view(n_frames: int, height: int, width: int, duration: int) -> tuple[np.ndarray, int, int, int]:
@@ -55,10 +65,10 @@ def center_view(n_frames: int, height: int, width: int, duration: int) -> tuple[
 
 class ClipDataset(Dataset):
     def __init__(self, store: ClipStore, rows: list[dict], sample_size: int, sample_duration: int,
-                 mean, std, train: bool, seed: int = 0):
+                 norm: Normalization, train: bool, seed: int = 0):
         self.store, self.rows = store, rows
         self.sample_size, self.duration = sample_size, sample_duration
-        self.mean, self.std = mean, std
+        self.norm = norm
         self.train, self.seed, self.epoch = train, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -77,7 +87,7 @@ class ClipDataset(Dataset):
             (t, y, x, size), flip = center_view(*shape, self.duration), False
         # Only the frames of the view are read and decoded.
         view = self.store.read(row["clip_id"], t)[:, y : y + size, x : x + size]
-        return to_input(view[:, :, ::-1] if flip else view, self.sample_size, self.mean, self.std), int(row["label_id"])
+        return to_input(view[:, :, ::-1] if flip else view, self.sample_size, self.norm), int(row["label_id"])
 
 
 def random_view(rng: np.random.Generator, n_frames: int, height: int, width: int, duration: int):

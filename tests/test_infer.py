@@ -13,7 +13,8 @@ from trainer.infer import ScoreConfig, frame_probabilities, score_video, segment
 from trainer.model import ModelConfig, ResNet3D
 
 MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
-                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0))
+                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
+                        value_scale=255.0)
 
 
 def write_video(path, n_frames, size=(64, 48), fps=25):

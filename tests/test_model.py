@@ -8,7 +8,7 @@ MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
 
 def config(**kw) -> ModelConfig:
     base = dict(depth=10, shortcut="A", width=8, n_classes=2, sample_size=32, sample_duration=8,
-                pretrained=None, ft_begin="layer4", mean=MEAN, std=STD)
+                pretrained=None, ft_begin="layer4", mean=MEAN, std=STD, value_scale=255.0)
     return ModelConfig(**{**base, **kw})
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.dataset import ClipDataset, center_view, random_view
+from data.dataset import ClipDataset, Normalization, center_view, random_view
 from data.store import ClipStore
 
-MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
+NORM = Normalization((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0)
 
 
 def clip(n=20, h=32, w=40, seed=0):
@@ -58,12 +58,20 @@ def test_dataset_is_reproducible_per_epoch_and_normalised(tmp_path):
     store = ClipStore(tmp_path)
     store.write_shard("v", {"c0": clip(seed=0), "c1": clip(seed=1)})
     rows = [{"clip_id": "c0", "label_id": 0}, {"clip_id": "c1", "label_id": 1}]
-    train = ClipDataset(store, rows, 24, 16, MEAN, STD, train=True, seed=3)
+    train = ClipDataset(store, rows, 24, 16, NORM, train=True, seed=3)
     x, y = train[1]
     assert x.shape == (3, 16, 24, 24) and x.dtype == torch.float32 and y == 1
     assert torch.equal(x, train[1][0])
     train.set_epoch(1)
     assert not torch.equal(x, train[1][0])
-    val = ClipDataset(store, rows, 24, 16, MEAN, STD, train=False)
+    val = ClipDataset(store, rows, 24, 16, NORM, train=False)
     assert torch.equal(val[0][0], val[0][0])
-    assert abs(float(val[0][0].mean()) - (float(store.read("c0", range(2, 18))[:, :, 4:36].mean()) - np.mean(MEAN))) < 3
+    assert abs(float(val[0][0].mean()) - (float(store.read("c0", range(2, 18))[:, :, 4:36].mean()) - np.mean(NORM.mean))) < 3
+
+
+def test_value_scale_matches_the_0_to_1_convention():
+    from data.dataset import to_input
+    frames = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    in_0_255 = to_input(frames, 8, NORM)
+    in_0_1 = to_input(frames, 8, Normalization(tuple(m / 255 for m in NORM.mean), (1 / 255,) * 3, 1.0))
+    assert torch.allclose(in_0_255, in_0_1, atol=1e-3)

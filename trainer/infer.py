@@ -53,7 +53,7 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
     clips, batch = [], []
 
     def flush():
-        x = torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.mean, model_cfg.std) for _, frames in batch])
+        x = torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.normalization) for _, frames in batch])
         with torch.no_grad():
             logits = model(x)
         probs = torch.softmax(logits.float(), 1)[:, 1]

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.dataset import Normalization
+
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
 BLOCKS_PER_DEPTH = {
     10: ("basic", (1, 1, 1, 1)),
@@ -39,18 +41,24 @@ class ModelConfig:
     sample_duration: int
     pretrained: str | None
     ft_begin: Literal["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
-    # Input normalisation the weights expect, on 0-255 pixels. 3D-ResNets-PyTorch's released
-    # Kinetics models saw the ActivityNet mean (114.7748, 107.7354, 99.4750) and std 1.
+    # Input normalisation the weights expect: pixels scaled to 0..value_scale, then (x - mean) / std.
+    # 3D-ResNets-PyTorch's released Kinetics models saw 0-255 pixels minus the ActivityNet mean
+    # (114.7748, 107.7354, 99.4750) and std 1.
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    value_scale: float
 
     def __post_init__(self):
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need 3 values each, std > 0")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.value_scale <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0, value_scale > 0")
         if self.depth not in BLOCKS_PER_DEPTH:
             raise ValueError(f"depth {self.depth} is not one of {sorted(BLOCKS_PER_DEPTH)}")
         if self.width < 1 or self.n_classes < 2 or self.sample_size < 16 or self.sample_duration < 1:
             raise ValueError("width >= 1, n_classes >= 2, sample_size >= 16 and sample_duration >= 1 are required")
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.mean, self.std, self.value_scale)
 
     @property
     def arch(self) -> str:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from data.dataset import ClipDataset
+from data.dataset import ClipDataset, Normalization
 from data.store import ClipStore, decode_jpeg, encode_jpeg
 from data.synthetic import render_clip
 from trainer.model import ModelConfig, ResNet3D, freeze_before, train_mode
@@ -101,7 +101,7 @@ def reads_per_s(read, clip_ids, n_frames, seconds=3.0) -> float:
 
 
 def rank_clips_per_s(batch=8, steps=3) -> float:
-    cfg = ModelConfig(34, "A", 64, 2, 112, 16, None, "layer4", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0))
+    cfg = ModelConfig(34, "A", 64, 2, 112, 16, None, "layer4", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0)
     model = ResNet3D(cfg)
     optimizer = torch.optim.SGD(freeze_before(model, "layer4"), lr=0.01, momentum=0.9)
     train_mode(model)
@@ -118,7 +118,8 @@ def rank_clips_per_s(batch=8, steps=3) -> float:
 
 
 def loader_clips_per_s(store, rows, seconds=5.0) -> float:
-    dataset = ClipDataset(store, rows, 112, 16, (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), train=True)
+    dataset = ClipDataset(store, rows, 112, 16, Normalization((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0),
+                          train=True)
     loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=1, persistent_workers=False)
     done, t0 = 0, None
     while t0 is None or time.perf_counter() - t0 < seconds:

@@ -1,0 +1,76 @@
+"""Clip extraction per core: fightwatch's PyAV seek + decode into the store vs the seed's ffmpeg-to-JPEG method.
+
+    .venv/bin/python scripts/bench/bench_extract.py [--clips 24] [--seconds 90]
+
+Both run pinned to one core (the process and its ffmpeg children), on the same 4-second windows of one
+480x360 H.264 25 fps source, resized to short side 128:
+  fightwatch  extract_window (seek to the keyframe before the window, decode, resample by timestamps, resize)
+              and ClipStore.write_shard (JPEG q90 into one tar per source video)
+  seed        `ffmpeg -ss S -t 4 -i video -vf scale=-2:128 -r 25 dir/image_%05d.jpg` per clip (3D-ResNets-PyTorch's
+              utils/video_jpg.py, cut per clip), then reading the JPEGs back into an array
+Needs Debian's ffmpeg on PATH for the seed's side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data.extract import extract_window
+from data.store import ClipStore
+from data.synthetic import render_clip, write_video
+
+CLIP_S, FPS, SHORT_SIDE = 4.0, 25.0, 128
+
+
+def seed_method(video: Path, start: float, out: Path) -> np.ndarray:
+    out.mkdir(parents=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-t", f"{CLIP_S}", "-i", str(video),
+                    "-vf", f"scale=-2:{SHORT_SIDE}", "-r", f"{FPS:g}", "-q:v", "2", str(out / "image_%05d.jpg")],
+                   check=True)
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(out.glob("*.jpg"))])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=90.0, help="length of the source video")
+    args = parser.parse_args()
+    if not shutil.which("ffmpeg"):
+        raise SystemExit("needs ffmpeg on PATH (apt-get install ffmpeg) for the seed's method")
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    try:
+        video = tmp / "movie.mp4"
+        write_video(video, render_clip("fight", args.seconds, seed=0, width=480, height=360), fps=int(FPS))
+        starts = np.sort(np.random.default_rng(0).uniform(0, args.seconds - CLIP_S, args.clips))
+        print(f"{args.clips} clips of {CLIP_S:g} s from a {args.seconds:g} s 480x360 H.264 video, one core")
+
+        t0 = time.perf_counter()
+        clips = {f"clip{i:03d}": extract_window(video, s, s + CLIP_S, FPS, SHORT_SIDE) for i, s in enumerate(starts)}
+        ClipStore(tmp / "store").write_shard("movie", clips)
+        ours = args.clips / (time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        seed_clips = [seed_method(video, s, tmp / "seed" / f"clip{i:03d}") for i, s in enumerate(starts)]
+        seed = args.clips / (time.perf_counter() - t0)
+
+        print(f"frames per clip: fightwatch {len(clips['clip000'])}, seed {len(seed_clips[0])}; "
+              f"size {clips['clip000'].shape[1:3]} vs {seed_clips[0].shape[1:3]}")
+        print(f"fightwatch (PyAV -> JPEG tar shard): {ours:6.2f} clips/s per core")
+        print(f"seed (ffmpeg CLI -> JPEG folder -> read back): {seed:6.2f} clips/s per core")
+        print(f"ratio: {ours / seed:.2f}x")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "data.source), find or download the videos, and extract the clips with Ray Data into "
                     "<run_dir>/clips. Re-running skips videos already extracted.")
     _add_config_args(prepare, "configs/ava_fight.yaml")
+    prepare.add_argument("--ray-address", help="join this Ray cluster (same as data.ray_address; default: "
+                                               "RAY_ADDRESS, else an embedded local Ray)")
 
     score = commands.add_parser(
         "score", help="score videos in 16-frame segments",
@@ -96,7 +98,8 @@ def _prepare(args) -> None:
     from cluster.config import load_config
     from cluster.prepare import run_prepare
 
-    cfg = load_config(args.config, args.overrides + args.more_overrides)
+    ray_override = [f"data.ray_address={args.ray_address}"] if args.ray_address else []
+    cfg = load_config(args.config, args.overrides + args.more_overrides + ray_override)
     result = run_prepare(cfg)
     print(f"{result.line()}\nmanifest: {cfg.run_dir}/manifest.jsonl ({len(result.rows)} clips), "
           f"store: {result.store_root}")

@@ -93,7 +93,6 @@ from typing import Iterable, Mapping, Sequence
 
 from data.errors import InputError
 from data.store import atomic_write
-from data.store import write_manifest as _write_jsonl
 
 TIMESTAMP_MIN = 902
 TIMESTAMP_MAX = 1798
@@ -534,11 +533,6 @@ def manifest_rows(samples: Iterable[Sample], label_map: Mapping[int, str], clip_
     if len(set(ids)) != len(ids):
         raise ValueError("two samples share a (video_id, timestamp)")
     return rows
-
-
-def write_manifest(path: str | Path, rows: list[dict]) -> None:
-    """JSONL, sorted keys, written atomically (``data.store.write_manifest``)."""
-    _write_jsonl(path, rows)
 
 
 def resnets_annotation(rows: Iterable[dict]) -> dict:

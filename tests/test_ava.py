@@ -9,7 +9,8 @@ import pytest
 
 from data import ava
 from data.ava import (AvaRow, manifest_rows, read_annotations, read_excluded, read_label_map, resolve_classes,
-                      select_samples, split_by_video, split_official, write_manifest, write_resnets_annotation)
+                      select_samples, split_by_video, split_official, write_resnets_annotation)
+from data.store import write_manifest
 from data.errors import InputError
 
 SHARED = Path(__file__).parents[2] / "shared"

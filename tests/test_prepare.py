@@ -92,3 +92,20 @@ def test_prepare_from_ava_rows_with_local_videos(tmp_path):
     assert {r["label"] for r in rows} == {"fight", "nonfight"}
     annotation = json.loads((tmp_path / "run" / "annotation.json").read_text())
     assert set(annotation["database"]) == {r["clip_id"] for r in rows}
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("data.ava.positive=fight", ["'fight'", "labels.pbtxt", "fight/hit (a person)"]),
+    ("data.video_root={tmp}/nowhere", ["nowhere"]),
+])
+def test_prepare_bad_input_is_one_line(tmp_path, override, needles):
+    from tests.test_cli import assert_one_line_error, fightwatch
+
+    write_ava_inputs(tmp_path, ["AAAAAAAAAAA", "BBBBBBBBBBB"])
+    result = fightwatch(
+        "prepare", "--config", "configs/demo.yaml", f"run_dir={tmp_path / 'run'}", "data.source=ava",
+        "data.synthetic=null", f"data.video_root={tmp_path}",
+        f"data.ava={{train_csv: {tmp_path}/ava/train.csv, val_csv: null, label_map: {tmp_path}/ava/labels.pbtxt,"
+        f" excluded: [], positive: 'fight/hit (a person)', negatives: [eat], per_class: 10}}",
+        override.format(tmp=tmp_path))
+    assert_one_line_error(result, *needles)

@@ -19,6 +19,7 @@ examples:
   fightwatch demo                                  # the whole product on generated videos
   fightwatch demo --set train.epochs=2 run_dir=runs/quick
   fightwatch prepare --config configs/ava_fight.yaml data.video_root=/data/ava/videos
+  fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
 """
 
@@ -52,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(prepare, "configs/ava_fight.yaml")
     prepare.add_argument("--ray-address", help="join this Ray cluster (same as data.ray_address; default: "
                                                "RAY_ADDRESS, else an embedded local Ray)")
+
+    train = commands.add_parser(
+        "train", help="fine-tune on the prepared clips, with MLflow tracking",
+        description="Fine-tune the configured 3D ResNet on <run_dir>'s prepared clips (fightwatch prepare), "
+                    "validating every train.val_every epochs, checkpointing every epoch (last.pth), every "
+                    "train.checkpoint_every epochs and at the best validation loss, logging to MLflow. An "
+                    "interrupted run resumes from its newest valid checkpoint and continues the same MLflow run.")
+    _add_config_args(train, "configs/ava_fight.yaml")
 
     score = commands.add_parser(
         "score", help="score videos in 16-frame segments",
@@ -105,6 +114,16 @@ def _prepare(args) -> None:
           f"store: {result.store_root}")
 
 
+def _train(args) -> None:
+    from cluster.config import load_config
+    from cluster.train_job import run_train
+
+    cfg = load_config(args.config, args.overrides + args.more_overrides)
+    val_metrics, run_id = run_train(cfg)
+    summary = " ".join(f"{k}={v:.3f}" for k, v in val_metrics.items()) or "nothing left to train"
+    print(f"validation: {summary}\nmodel: {cfg.run_dir}/model.pth, MLflow run {run_id}")
+
+
 def _score(args) -> None:
     from cluster.score import read_video_list, score_job, write_alerts
     from trainer.alerts import AlertPolicy
@@ -137,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        {"demo": _demo, "prepare": _prepare, "score": _score}[args.command](args)
+        {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score}[args.command](args)
     except InputError as e:
         if args.debug:
             raise

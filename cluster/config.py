@@ -18,6 +18,7 @@ import yaml
 
 from data.clips import ClipConfig
 from data.errors import InputError
+from trainer.accel import AccelConfig
 from trainer.alerts import AlertPolicy
 from trainer.infer import ScoreConfig
 from trainer.model import ModelConfig
@@ -87,6 +88,7 @@ class Config:
     data: DataConfig
     clips: ClipConfig
     model: ModelConfig
+    accel: AccelConfig
     train: TrainConfig
     score: ScoreConfig
     alerts: AlertPolicy

@@ -1,54 +1,385 @@
-"""Checkpoints in the format of 3D-ResNets-PyTorch, written atomically.
+"""Checkpoints in the format of 3D-ResNets-PyTorch, written atomically with a checksum.
 
 That repository saves {'epoch', 'arch', 'state_dict', 'optimizer'}; ours add
-'model_config' so a checkpoint alone rebuilds its model for scoring. Loading
-uses weights_only=True: a .pth from the internet must not run pickled code.
+'model_config' so a checkpoint alone rebuilds its model for scoring, plus any
+`extra` items the training loop wants back on resume. Loading uses
+weights_only=True: a .pth from the internet must not run pickled code.
+
+Every checkpoint we write gets a sidecar `<name>.sha256` in `sha256sum` format
+(`<hex digest>  <name>`, so `sha256sum -c epoch_0010.pth.sha256` works),
+written atomically after the checkpoint itself. A checkpoint whose sidecar
+disagrees with its bytes is corrupt or half-written; one without a sidecar is
+either not ours (e.g. a released 3D-ResNets-PyTorch model, accepted by
+default) or was cut off between the two renames (refused with
+`require_checksum=True`, as `latest_checkpoint` does when choosing where to
+resume).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+import re
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from data.errors import InputError
 from data.store import atomic_write
-from trainer.model import ModelConfig, ResNet3D
+from trainer.model import BLOCKS_PER_DEPTH, ModelConfig, ResNet3D
+
+log = logging.getLogger(__name__)
+
+CHECKSUM_SUFFIX = ".sha256"
+RESERVED_KEYS = frozenset({"epoch", "arch", "state_dict", "optimizer", "model_config"})
+_SCALAR_TYPES = (type(None), bool, int, float, complex, str, bytes)
+_CONTAINER_TYPES = (dict, OrderedDict, list, tuple, set)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def checksum_path(path: str | Path) -> Path:
+    """The sidecar holding `path`'s sha256: `epoch_0010.pth` -> `epoch_0010.pth.sha256`."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+class _HashingWriter:
+    """A write-only file object that hashes what passes through it to the real file."""
+
+    def __init__(self, f, digest):
+        self._f, self._digest = f, digest
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _storable(value, where: str):
+    """`value` with numpy scalars made Python scalars; TypeError unless torch.load(weights_only=True) reads it."""
+    kind = type(value)
+    if kind in _SCALAR_TYPES or kind in (torch.Tensor, torch.nn.Parameter, torch.Size, torch.dtype, torch.device):
+        return value
+    if kind in (dict, OrderedDict):
+        return kind((_storable(k, f"{where} key {k!r}"), _storable(v, f"{where}[{k!r}]")) for k, v in value.items())
+    if kind in (list, tuple, set):
+        return kind(_storable(item, f"{where}[{i}]") for i, item in enumerate(value))
+    numpy = kind.__module__.split(".")[0] == "numpy"
+    if numpy and getattr(value, "ndim", None) == 0 and type(value.item()) in _SCALAR_TYPES:
+        return value.item()  # np.float64 from sklearn and friends: exact as a Python float
+    hint = " (numpy arrays: use .tolist() or torch.from_numpy())" if numpy else ""
+    raise TypeError(f"checkpoint {where} is a {kind.__module__}.{kind.__qualname__}, which "
+                    f"torch.load(weights_only=True) refuses{hint}; allowed: None, bool, int, float, complex, str, "
+                    "bytes, numpy scalars (stored as Python scalars), torch.Tensor, torch.Size, torch.dtype, "
+                    "torch.device, and dict/OrderedDict/list/tuple/set of those")
 
 
 def save_checkpoint(path: Path, model: ResNet3D, model_cfg: ModelConfig, epoch: int,
-                    optimizer: torch.optim.Optimizer | None = None) -> None:
+                    optimizer: torch.optim.Optimizer | None = None, *, extra: dict | None = None) -> None:
+    """Write a checkpoint atomically (temp file, fsync, rename), then its `.sha256` sidecar the same way.
+
+    `extra` items go into the checkpoint dict beside 'epoch', 'arch', 'state_dict', 'optimizer' and
+    'model_config' (those names are reserved: ValueError). They must load under weights_only=True, so only
+    None, bool, int, float, complex, str, bytes, torch.Tensor, torch.Size, torch.dtype, torch.device and
+    (exactly) dict, OrderedDict, list, tuple and set of those are allowed. numpy scalars (np.float64 metrics
+    from sklearn, np.int64, np.bool_) are stored as the equal Python scalar. Anything else, numpy arrays and
+    namedtuples included, is a TypeError here rather than an unreadable checkpoint later. So:
+    `torch.get_rng_state()` and `Generator.get_state()` as they are, `random.getstate()` as it is,
+    `np.random.get_state()` with its array turned into `.tolist()`, `scheduler.state_dict()` of the stock
+    schedulers, run ids as str, metrics as float.
+    """
+    path = Path(path)
+    extra = dict(extra or {})
+    clash = sorted(RESERVED_KEYS & extra.keys())
+    if clash:
+        raise ValueError(f"checkpoint extra uses reserved key(s) {clash}")
+    extra = _storable(extra, "extra")
     state = {
         "epoch": epoch,
         "arch": model_cfg.arch,
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "model_config": dataclasses.asdict(model_cfg),
+        **extra,
     }
-    atomic_write(Path(path), lambda f: torch.save(state, f))
+    digest = hashlib.sha256()
+    atomic_write(path, lambda f: torch.save(state, _HashingWriter(f, digest)))
+    line = f"{digest.hexdigest()}  {path.name}\n"
+    atomic_write(checksum_path(path), lambda f: f.write(line.encode()))
 
 
-def read_checkpoint(path: str | Path) -> dict:
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _load_error(path: Path, e: Exception) -> str:
+    """One line for a file torch.load rejected."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{path}: not a readable checkpoint: it holds pickled Python objects{what} that weights-only loading "
+                "refuses, since unpickling them could run code")
+    if isinstance(e, (KeyError, EOFError)) or "invalid load key" in text:
+        return f"{path}: not a readable checkpoint: not a file written by torch.save (or truncated)"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"{path}: not a readable checkpoint: {first}"
+
+
+def _expected_digest(path: Path, require_checksum: bool) -> str | None:
+    sidecar = checksum_path(path)
+    if not sidecar.is_file():
+        if require_checksum:
+            raise InputError(f"{path}: no checksum file {sidecar.name}: corrupt or half-written checkpoint")
+        return None
+    words = sidecar.read_text(errors="replace").split()
+    if not words or not _HEX64.match(words[0].lower()):
+        raise InputError(f"{sidecar}: not a sha256 checksum file")
+    return words[0].lower()
+
+
+def _load(path: str | Path, verify: bool, require_checksum: bool):
+    """torch.load(weights_only=True) of `path`, after checking its sidecar; InputError for anything unreadable."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise InputError(f"{path}: not a readable checkpoint: {str(e).splitlines()[0]}") from None
+    expected = _expected_digest(path, require_checksum) if verify or require_checksum else None
+    with open(path, "rb") as f:  # one open file: a rename over `path` between hashing and loading cannot interfere
+        if expected is not None:
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            if digest.hexdigest() != expected:
+                raise InputError(f"{path}: checksum mismatch: corrupt or half-written checkpoint")
+            f.seek(0)
+        try:
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise next to our own error
+                warnings.simplefilter("ignore")
+                return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
+            raise InputError(_load_error(path, e)) from None
+
+
+def _tensor_dict(path: Path, state_dict) -> dict[str, torch.Tensor]:
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise InputError(f"{path}: not a checkpoint ('state_dict' is not a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def read_checkpoint(path: str | Path, verify: bool = True, *, require_checksum: bool = False) -> dict:
+    """The checkpoint dict, with DataParallel's `module.` prefix dropped from its state_dict keys.
+
+    verify: when a `.sha256` sidecar exists, the file's bytes must match it. require_checksum: the sidecar must
+    exist too (implies verify); off by default so released 3D-ResNets-PyTorch files, which have none, load.
+    Raises InputError (one line, naming the file) for a missing, corrupt or non-checkpoint file.
+    """
+    path = Path(path)
+    state = _load(path, verify, require_checksum)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise InputError(f"{path}: not a checkpoint (no 'state_dict')")
-    state["state_dict"] = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+    state["state_dict"] = _tensor_dict(path, state["state_dict"])
     return state
 
 
-def load_model(path: str | Path) -> tuple[ResNet3D, ModelConfig]:
+def load_model(path: str | Path, *, verify: bool = True,
+               require_checksum: bool = False) -> tuple[ResNet3D, ModelConfig]:
     """Rebuild a fightwatch checkpoint's model in eval mode, ready to score."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, verify, require_checksum=require_checksum)
     if "model_config" not in state:
         raise InputError(f"{path}: checkpoint has no 'model_config'; fine-tune it with fightwatch first")
-    model_cfg = ModelConfig(**state["model_config"])
+    try:
+        model_cfg = ModelConfig(**state["model_config"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: checkpoint's model_config does not fit this fightwatch version: {e}") from None
     model = ResNet3D(model_cfg)
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not fit the checkpoint's own model_config: "
+                         f"{str(e).strip().splitlines()[0]}") from None
     return model.eval(), model_cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretrained 3D-ResNets-PyTorch weights
+
+_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
+_ARCH = re.compile(r"^(\w+)-(\d+)$")
+
+
+def _structure(keys) -> tuple[str, tuple[int, int, int, int]]:
+    """('basic' | 'bottleneck', blocks per stage) of a ResNet state_dict's key names."""
+    blocks: list[set[int]] = [set(), set(), set(), set()]
+    bottleneck = False
+    for key in keys:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            blocks[int(m.group(1)) - 1].add(int(m.group(2)))
+            bottleneck |= ".conv3." in key or ".bn3." in key
+    return ("bottleneck" if bottleneck else "basic"), tuple(len(b) for b in blocks)
+
+
+def _depth_of(kind: str, blocks: tuple[int, ...]) -> int | None:
+    return next((d for d, (k, b) in BLOCKS_PER_DEPTH.items() if (k, b) == (kind, blocks)), None)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _mismatch_hints(file_keys: dict[str, torch.Tensor], model_keys: dict[str, torch.Tensor],
+                    mismatched: list[str], model_cfg: ModelConfig) -> list[str]:
+    """Which ModelConfig option probably explains a key/shape mismatch, most telling first."""
+    hints = []
+    file_kind, file_blocks = _structure(file_keys)
+    model_kind, model_blocks = _structure(model_keys)
+    if any(file_blocks) and (file_kind, file_blocks) != (model_kind, model_blocks):
+        depth = _depth_of(file_kind, file_blocks)
+        blocks = f"{file_kind} blocks (conv3/bn3 keys)" if file_kind == "bottleneck" else f"{file_kind} blocks"
+        if depth is not None:
+            hints.append(f"model.depth (the file has {file_blocks} {blocks} per stage, i.e. resnet-{depth}: "
+                         f"set model.depth={depth}, not {model_cfg.depth})")
+        elif file_kind != model_kind:
+            bound = "depth >= 50" if file_kind == "bottleneck" else "depth <= 34"
+            hints.append(f"model.depth (the file has {blocks}: {bound}, not {model_cfg.depth})")
+        else:
+            hints.append(f"model.depth (the file has {file_blocks} blocks per stage, resnet-{model_cfg.depth} "
+                         f"has {model_blocks})")
+    file_ds = any(".downsample." in k for k in file_keys)
+    model_ds = any(".downsample." in k for k in model_keys)
+    if file_ds and not model_ds:
+        hints.append("model.shortcut (the file has downsample.* projection weights: it was trained with shortcut B; "
+                     "set model.shortcut=B)")
+    elif model_ds and not file_ds:
+        hints.append("model.shortcut (the file has no downsample.* weights: it was trained with shortcut A; "
+                     "set model.shortcut=A)")
+    if mismatched:
+        ref = next((k for k in ("conv1.weight", "bn1.weight") if k in file_keys and k in model_keys), None)
+        if ref is not None and file_keys[ref].shape[0] != model_keys[ref].shape[0]:
+            width = file_keys[ref].shape[0]
+            hints.append(f"model.width (the file's {ref.split('.')[0]} has {width} channels, the model's "
+                         f"{model_keys[ref].shape[0]}: set model.width={width}; Hara's models use 64)")
+    return hints
+
+
+def load_pretrained(model: ResNet3D, path: str | Path, model_cfg: ModelConfig, *, verify: bool = True) -> None:
+    """Load a 3D-ResNets-PyTorch checkpoint's trunk into `model`; its fc keeps its fresh initialisation.
+
+    Accepts {'epoch', 'arch', 'state_dict', 'optimizer'} (state_dict keys with or without DataParallel's
+    `module.` prefix) or a bare state_dict, read with weights_only=True. The file's fc (e.g. Kinetics' 400
+    classes) is skipped. Everything else must match exactly, names and shapes, else InputError (one line) that
+    lists missing/unexpected/mismatched keys and names the model.* option that is probably wrong. BatchNorm's
+    `num_batches_tracked`, absent from files saved by old PyTorch versions, may be missing.
+    """
+    path = Path(path)
+    obj = _load(path, verify, require_checksum=False)
+    if isinstance(obj, dict) and "state_dict" in obj:
+        state_dict, arch, epoch = obj["state_dict"], obj.get("arch"), obj.get("epoch")
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state_dict, arch, epoch = obj, None, None
+    else:
+        raise InputError(f"{path}: not a 3D-ResNets-PyTorch checkpoint (neither a dict with 'state_dict' "
+                         "nor a bare state_dict)")
+    weights = _tensor_dict(path, state_dict)
+
+    if arch is not None and arch != model_cfg.arch:
+        m = _ARCH.match(str(arch))
+        if m and m.group(1) == "resnet":
+            raise InputError(f"{path}: the file holds a {arch} (its 'arch'), the model is {model_cfg.arch}: "
+                             f"model.depth is probably wrong (set model.depth={m.group(2)})")
+        raise InputError(f"{path}: the file holds arch {arch!r}; fightwatch builds plain 3D ResNets "
+                         f"({model_cfg.arch} from model.depth): only resnet-N checkpoints of 3D-ResNets-PyTorch load")
+
+    trunk = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    missing = [k for k in own if k not in trunk and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in trunk if k not in own]
+    mismatched = [k for k in trunk if k in own and trunk[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        hints = _mismatch_hints(trunk, own, mismatched, model_cfg)
+        advice = ("probably wrong: " + "; ".join(hints) if hints else
+                  "no model.* option explains this: is it a resnet checkpoint of 3D-ResNets-PyTorch?")
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+        if mismatched:
+            shapes = [f"{k} file {tuple(trunk[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
+            details.append(f"{len(mismatched)} shape mismatch(es) ({_few(shapes, 3)})")
+        raise InputError(f"{path}: pretrained weights do not fit {model_cfg.arch} (shortcut {model_cfg.shortcut}, "
+                         f"width {model_cfg.width}): {advice}; " + ", ".join(details))
+
+    result = model.load_state_dict(trunk, strict=False)
+    left = [k for k in result.missing_keys if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")]
+    if left or result.unexpected_keys:  # checked above; load_state_dict is the final word
+        raise RuntimeError(f"pretrained load left {left} missing, {result.unexpected_keys} unexpected")
+    fc = weights.get("fc.weight")
+    log.info("loaded %d pretrained tensors from %s (%s, epoch %s); fc stays freshly initialised (%s -> %d classes)",
+             len(trunk), path, arch or "bare state_dict", epoch, fc.shape[0] if fc is not None else "no",
+             model_cfg.n_classes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resuming
+
+
+def _peek_epoch(path: Path) -> int:
+    """The stored epoch, reading only the pickle (tensors are memory-mapped, not read); unverified."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise InputError(_load_error(path, e)) from None
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    if type(epoch) is not int:
+        raise InputError(f"{path}: not a checkpoint (no integer 'epoch')")
+    return epoch
+
+
+def latest_checkpoint(directory: str | Path) -> tuple[Path, dict] | None:
+    """(path, state) of the `epoch_*.pth` or `last.pth` in `directory` with the highest stored epoch that reads
+    and verifies against its checksum (require_checksum=True); None when there is none.
+
+    Corrupt, half-written or sidecar-less files are skipped with a logging warning naming each and the
+    checkpoint fallen back to. Ties in epoch go to the most recently written file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    paths = sorted(p for p in directory.glob("epoch_*.pth") if p.is_file())
+    if (directory / "last.pth").is_file():
+        paths.append(directory / "last.pth")
+    skipped: list[tuple[Path, str]] = []
+    ranked = []
+    for path in paths:
+        try:
+            ranked.append((_peek_epoch(path), path.stat().st_mtime_ns, str(path), path))
+        except InputError as e:
+            skipped.append((path, str(e)))
+    ranked.sort(reverse=True)
+    for epoch, _, _, path in ranked:
+        try:
+            state = read_checkpoint(path, require_checksum=True)
+        except InputError as e:
+            skipped.append((path, str(e)))
+            continue
+        for bad, reason in skipped:
+            log.warning("skipping checkpoint %s (%s); falling back to %s (epoch %d)",
+                        bad, reason.removeprefix(f"{bad}: "), path, state["epoch"])
+        return path, state
+    for bad, reason in skipped:
+        log.warning("skipping checkpoint %s (%s); no usable checkpoint left in %s",
+                    bad, reason.removeprefix(f"{bad}: "), directory)
+    return None

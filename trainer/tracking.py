@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pytorch
 import torch
 
 
@@ -39,11 +40,11 @@ def git_commit() -> str:
 
 
 class Tracker:
-    """One MLflow run; a no-op unless `active` (rank 0)."""
+    """One MLflow run, continued when `run_id` is given (a resumed training); a no-op unless `active` (rank 0)."""
 
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, active: bool = True):
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, active: bool = True, run_id: str | None = None):
         self.cfg, self.run_dir, self.active = cfg, Path(run_dir), active
-        self.run_id: str | None = None
+        self.run_id = run_id
 
     def __enter__(self) -> "Tracker":
         if not self.active:
@@ -53,7 +54,10 @@ class Tracker:
             artifacts = (self.run_dir / "mlartifacts").resolve().as_uri()
             mlflow.create_experiment(self.cfg.experiment, artifact_location=artifacts)
         mlflow.set_experiment(self.cfg.experiment)
-        run = mlflow.start_run(run_name=self.cfg.run_name, tags={"git_commit": git_commit()})
+        if self.run_id is not None:
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
+            return self
+        run = mlflow.start_run(run_name=self.cfg.run_name, tags={"git_commit": git_commit()}, log_system_metrics=True)
         self.run_id = run.info.run_id
         mlflow.log_param("torch_version", torch.__version__)
         return self
@@ -69,6 +73,19 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.active:
             mlflow.log_metrics(metrics, step=step)
+
+    def log_metrics_once(self, metrics: dict[str, float], step: int) -> None:
+        """Log `metrics` at `step` unless the run already has them (the epoch a resumed run starts after)."""
+        if self.active and metrics:
+            key = next(iter(metrics))
+            logged = {m.step for m in mlflow.MlflowClient().get_metric_history(self.run_id, key)}
+            if step not in logged:
+                mlflow.log_metrics(metrics, step=step)
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        """The model as an MLflow pytorch flavour; `example` (one input batch) gives its signature."""
+        if self.active:
+            mlflow.pytorch.log_model(model.eval(), name="model", input_example=example.numpy())
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.active:

@@ -1,0 +1,49 @@
+"""The train job: the prepared clips of a run dir, fine-tuned with MLflow tracking, resumed when interrupted.
+
+Reads `<run_dir>/manifest.jsonl` and `<run_dir>/clips` (written by `fightwatch prepare`), continues from the
+newest valid checkpoint in `<run_dir>/checkpoints` (and its MLflow run) when there is one, and writes
+`<run_dir>/model.pth` at the end, the checkpoint `fightwatch score` takes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cluster.config import Config, flatten
+from cluster.prepare import make_run_dir
+from data.dataset import ClipDataset
+from data.errors import InputError
+from data.store import ClipStore, read_manifest
+from trainer.accel import plan_for
+from trainer.checkpoint import latest_checkpoint, save_checkpoint
+from trainer.tracking import Tracker
+from trainer.train import train
+
+log = logging.getLogger(__name__)
+
+
+def datasets(cfg: Config) -> tuple[ClipDataset, ClipDataset]:
+    run_dir = make_run_dir(cfg.run_dir)
+    manifest = run_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: no prepared clips; run `fightwatch prepare` with this config first")
+    rows, store, m = read_manifest(manifest), ClipStore(run_dir / "clips"), cfg.model
+    return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], m.sample_size, m.sample_duration,
+                             m.normalization, train=subset == "training", seed=cfg.seed)
+                 for subset in ("training", "validation"))
+
+
+def run_train(cfg: Config) -> tuple[dict[str, float], str]:
+    """Train (or finish training) the run; return the last validation metrics and the MLflow run id."""
+    train_set, val_set = datasets(cfg)
+    run_dir = make_run_dir(cfg.run_dir)
+    plan = plan_for(cfg.accel)
+    found = latest_checkpoint(run_dir / "checkpoints")
+    resume = found[1] if found else None
+    with Tracker(cfg.tracking, run_dir, run_id=resume["mlflow_run_id"] if resume else None) as tracker:
+        if resume is None:
+            tracker.log_params({**flatten(cfg), **plan.params(), "world_size": 1})
+        model, val_metrics = train(cfg.train, cfg.model, plan, train_set, val_set, run_dir, tracker, cfg.seed, resume)
+        save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs)
+        tracker.log_model(model, val_set[0][0].unsqueeze(0))
+    return val_metrics, tracker.run_id

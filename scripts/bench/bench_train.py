@@ -1,0 +1,213 @@
+"""Train-step and inference throughput of the product's ResNet-34 on this CPU, per precision and layout.
+
+    .venv/bin/python scripts/bench/bench_train.py [--batch 8] [--steps 3] [--warmup 1]
+
+The real model (3D ResNet-34, shortcut A, width 64, 2 classes) at 3x16x112x112, fine-tuned from layer4:
+layer4 and fc train, the frozen stages' BatchNorm stays in eval (train_mode), SGD with momentum. Rows:
+  fp32 seed                 model(x): the frozen trunk only skips grads through requires_grad=False
+  fp32 no_grad trunk        finetune_forward: stages before layer4 under torch.no_grad()
+  fp32 ... + channels_last  the same with model and input in channels_last_3d
+  bf16 no_grad trunk        under torch.autocast("cpu", bfloat16)
+  bf16 ... + channels_last
+  ipex bf16                 ipex.optimize(model, optimizer, bfloat16) when IPEX imports
+and forward-only (torch.no_grad, eval) in fp32 and bf16, contiguous and channels_last.
+Each row: median clips/s of --steps steps after --warmup. FLOPs come from torch.utils.flop_counter
+(a multiply-add counts 2) run on meta tensors, for one forward and for one train step (forward plus the
+backward of what is trained); GFLOP/s are set against a measured torch.mm 2048x2048 peak of the same dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from trainer.accel import AccelConfig, cpu_flags, finetune_forward, ipex_importable, resolve, stage_calls
+from trainer.model import ModelConfig, ResNet3D, freeze_before, train_mode
+
+FT_BEGIN = "layer4"
+MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
+                    pretrained=None, ft_begin=FT_BEGIN, mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
+                    value_scale=255.0)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of torch.mm n x n (median of reps after one warm-up)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def fresh_model() -> tuple[ResNet3D, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL)
+    params = freeze_before(model, FT_BEGIN)
+    train_mode(model)
+    return model, torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3)
+
+
+def train_step(model, optimizer, x, y, forward, autocast) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        logits = forward(model, x)
+    F.cross_entropy(logits.float(), y).backward()
+    optimizer.step()
+
+
+def flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def count_flops(batch: int) -> dict[str, float]:
+    """FLOPs per clip on meta tensors (no compute): forward, per stage, and a train step of each kind."""
+    meta_model, _ = fresh_model()
+    meta_model = meta_model.to("meta")
+    x = torch.empty(batch, 3, MODEL.sample_duration, MODEL.sample_size, MODEL.sample_size, device="meta")
+    y = torch.zeros(batch, dtype=torch.long, device="meta")
+    out = {}
+    with torch.no_grad():
+        h = x
+        for stage, call in stage_calls(meta_model):
+            with FlopCounterMode(display=False) as counter:
+                h = call(h)
+            out[stage] = counter.get_total_flops() / batch
+    out["forward"] = sum(out[s] for s, _ in stage_calls(meta_model))
+
+    def step(forward):
+        meta_model.zero_grad(set_to_none=True)
+        logits = forward(meta_model, x)
+        F.cross_entropy(logits, y).backward()
+
+    out["train seed"] = flops(lambda: step(lambda m, v: m(v))) / batch
+    out["train no_grad"] = flops(lambda: step(lambda m, v: finetune_forward(m, v, FT_BEGIN))) / batch
+    return out
+
+
+def time_steps(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    args = ap.parse_args()
+
+    flags = cpu_flags()
+    native = sorted(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
+    has_ipex = ipex_importable()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU {cpu_model()}")
+    print(f"flags: {' '.join(native) or '(none of avx512f/avx512_bf16/amx_bf16)'}; bf16 native: "
+          f"{'yes' if {'avx512_bf16', 'amx_bf16'} & flags else 'no (emulated)'}")
+    print(f"auto plan: {resolve(AccelConfig('auto', 'auto'), flags, has_ipex).reason}")
+
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak (torch.mm 2048x2048): fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+
+    fl = count_flops(args.batch)
+    trunk = sum(fl[s] for s in ("conv1", "layer1", "layer2", "layer3"))
+    trained = fl["layer4"] + fl["fc"]
+    print(f"ResNet-34 3x{MODEL.sample_duration}x{MODEL.sample_size}x{MODEL.sample_size}: forward "
+          f"{fl['forward'] / 1e9:.1f} GFLOP/clip; frozen trunk (conv1..layer3) {trunk / 1e9:.1f} "
+          f"({100 * trunk / fl['forward']:.0f}%), layer4+fc {trained / 1e9:.1f} ({100 * trained / fl['forward']:.0f}%)")
+    print(f"train step: {fl['train seed'] / 1e9:.1f} GFLOP/clip (seed model(x)), "
+          f"{fl['train no_grad'] / 1e9:.1f} (no_grad trunk)")
+    print(f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up\n")
+
+    shape = (args.batch, 3, MODEL.sample_duration, MODEL.sample_size, MODEL.sample_size)
+    x = torch.randn(shape) * 50
+    y = torch.arange(args.batch) % MODEL.n_classes
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    fp32 = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    seed_fwd = lambda m, v: m(v)  # noqa: E731
+    ft_fwd = lambda m, v: finetune_forward(m, v, FT_BEGIN)  # noqa: E731
+    cl = lambda v: v.contiguous(memory_format=torch.channels_last_3d)  # noqa: E731
+
+    rows = []  # (name, precision, seconds per batch, FLOPs per clip)
+
+    def train_row(name, precision, forward, autocast, channels_last=False, ipex=False):
+        model, optimizer = fresh_model()
+        xin = x
+        if channels_last:
+            model, xin = model.to(memory_format=torch.channels_last_3d), cl(x)
+        if ipex:
+            import intel_extension_for_pytorch as ipex_mod
+
+            model, optimizer = ipex_mod.optimize(model, optimizer=optimizer, dtype=torch.bfloat16)
+        sec = time_steps(lambda: train_step(model, optimizer, xin, y, forward, autocast), args.warmup, args.steps)
+        rows.append((name, precision, sec, fl["train seed" if forward is seed_fwd else "train no_grad"]))
+        print(f"  {name}: {sec:.2f} s/step", flush=True)
+
+    def forward_row(name, precision, autocast, channels_last=False):
+        model, _ = fresh_model()
+        model.eval()
+        xin = x
+        if channels_last:
+            model, xin = model.to(memory_format=torch.channels_last_3d), cl(x)
+
+        def run():
+            with torch.no_grad(), autocast():
+                model(xin)
+
+        sec = time_steps(run, args.warmup, args.steps)
+        rows.append((name, precision, sec, fl["forward"]))
+        print(f"  {name}: {sec:.2f} s/batch", flush=True)
+
+    print("timing:")
+    train_row("train fp32 seed model(x)", "fp32", seed_fwd, fp32)
+    train_row("train fp32 no_grad trunk", "fp32", ft_fwd, fp32)
+    train_row("train fp32 no_grad trunk + channels_last", "fp32", ft_fwd, fp32, channels_last=True)
+    train_row("train bf16 no_grad trunk", "bf16", ft_fwd, bf16)
+    train_row("train bf16 no_grad trunk + channels_last", "bf16", ft_fwd, bf16, channels_last=True)
+    if has_ipex:
+        train_row("train ipex bf16 no_grad trunk + channels_last", "bf16", ft_fwd, bf16, channels_last=True, ipex=True)
+    forward_row("forward fp32", "fp32", fp32)
+    forward_row("forward fp32 + channels_last", "fp32", fp32, channels_last=True)
+    forward_row("forward bf16", "bf16", bf16)
+    forward_row("forward bf16 + channels_last", "bf16", bf16, channels_last=True)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'configuration':<{width}}  {'clips/s':>7}  {'GFLOP/clip':>10}  {'GFLOP/s':>7}  {'% of mm peak':>12}")
+    for name, precision, sec, per_clip in rows:
+        rate = args.batch / sec
+        gflops = rate * per_clip / 1e9
+        print(f"{name:<{width}}  {rate:7.2f}  {per_clip / 1e9:10.1f}  {gflops:7.1f}  "
+              f"{100 * gflops / peak[precision]:8.0f}% {precision}")
+    if not has_ipex:
+        print("ipex: not installed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+import logging
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data.errors import InputError
+from trainer.accel import AccelConfig, AccelPlan, apply, cpu_flags, finetune_forward, plan_for, resolve
+from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, train_mode
+
+SKYLAKE = {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
+SAPPHIRE_RAPIDS = SKYLAKE | {"avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"}
+ZEN4 = SKYLAKE | {"avx512_bf16", "avx512_vnni"}
+HASWELL = {"fpu", "sse4_2", "avx", "avx2", "fma"}
+
+# /proc/cpuinfo of the product's Xeon Gold 6128 (first processor, shortened to the fields that matter).
+CPUINFO_6128 = """\
+processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 85
+model name\t: Intel(R) Xeon(R) Gold 6128 CPU @ 3.40GHz
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush dts acpi mmx fxsr \
+sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc art arch_perfmon pebs bts rep_good nopl xtopology \
+nonstop_tsc cpuid aperfmperf pni pclmulqdq dtes64 monitor ds_cpl vmx smx est tm2 ssse3 sdbg fma cx16 xtpr pdcm \
+pcid dca sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx f16c rdrand lahf_lm abm \
+3dnowprefetch cpuid_fault epb cat_l3 cdp_l3 invpcid_single pti intel_ppin ssbd mba ibrs ibpb stibp tpr_shadow \
+vnmi flexpriority ept vpid ept_ad fsgsbase tsc_adjust bmi1 hle avx2 smep bmi2 erms invpcid rtm cqm mpx rdt_a \
+avx512f avx512dq rdseed adx smap clflushopt clwb intel_pt avx512cd avx512bw avx512vl xsaveopt xsavec xgetbv1 \
+xsaves cqm_llc cqm_occup_llc cqm_mbm_total cqm_mbm_local dtherm ida arat pln pts pku ospke md_clear flush_l1d
+bugs\t\t: cpu_meltdown spectre_v1 spectre_v2 spec_store_bypass l1tf mds swapgs taa itlb_multihit
+
+processor\t: 1
+flags\t\t: fpu avx512f
+"""
+
+
+def model_config(**kw) -> ModelConfig:
+    base = dict(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=8, pretrained=None,
+                ft_begin="layer4", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0), value_scale=255.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def tiny_model() -> ResNet3D:
+    torch.manual_seed(0)
+    return ResNet3D(model_config())
+
+
+def clips(n=2) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(n, 3, 8, 32, 32)
+
+
+@pytest.mark.parametrize("flags, precision, kernels, ipex, expected", [
+    (SKYLAKE, "auto", "auto", False, ("fp32", "torch", False)),
+    (HASWELL, "auto", "auto", False, ("fp32", "torch", False)),
+    (SAPPHIRE_RAPIDS, "auto", "auto", False, ("bf16", "torch", True)),
+    (ZEN4, "auto", "torch", False, ("bf16", "torch", True)),
+    (SAPPHIRE_RAPIDS, "fp32", "auto", False, ("fp32", "torch", False)),
+    (SKYLAKE, "bf16", "torch", False, ("bf16", "torch", True)),
+    (SAPPHIRE_RAPIDS, "auto", "auto", True, ("bf16", "ipex", True)),
+    (SKYLAKE, "auto", "ipex", True, ("fp32", "ipex", True)),
+    (SAPPHIRE_RAPIDS, "auto", "torch", True, ("bf16", "torch", True)),
+])
+def test_resolve_decision_table(flags, precision, kernels, ipex, expected):
+    plan = resolve(AccelConfig(precision, kernels), flags, ipex)
+    assert (plan.precision, plan.kernels, plan.channels_last) == expected
+    assert "\n" not in plan.reason and plan.reason.startswith(expected[0] + ":")
+
+
+def test_resolve_reasons_name_the_flag_or_the_emulation():
+    assert "amx_bf16" in resolve(AccelConfig("auto", "torch"), SAPPHIRE_RAPIDS, False).reason
+    assert "avx512_bf16" in resolve(AccelConfig("auto", "torch"), ZEN4, False).reason
+    assert "emulated" in resolve(AccelConfig("auto", "torch"), SKYLAKE, False).reason
+    assert "emulated" in resolve(AccelConfig("bf16", "torch"), SKYLAKE, False).reason
+    assert "emulated" not in resolve(AccelConfig("bf16", "torch"), ZEN4, False).reason
+
+
+def test_kernels_ipex_without_ipex_is_an_input_error_with_install_hint():
+    with pytest.raises(InputError, match=r"fightwatch\[intel\].*torch 2\.8.*kernels: torch"):
+        resolve(AccelConfig("auto", "ipex"), SAPPHIRE_RAPIDS, False)
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError):
+        AccelConfig("fp16", "auto")
+    with pytest.raises(ValueError):
+        AccelConfig("auto", "cuda")
+
+
+def test_cpu_flags_parses_recorded_cpuinfo():
+    flags = cpu_flags(CPUINFO_6128)
+    assert {"avx512f", "avx2", "fma", "flush_l1d"} <= flags
+    assert not flags & {"avx512_bf16", "amx_bf16", "cpu_meltdown"}  # bugs line is not flags
+    assert resolve(AccelConfig("auto", "auto"), flags, False).precision == "fp32"
+    assert cpu_flags("processor : 0\nFeatures : fp asimd bf16\n") == {"fp", "asimd", "bf16"}
+    assert cpu_flags("") == set()
+
+
+def test_plan_for_this_machine_logs_the_plan(caplog):
+    with caplog.at_level(logging.INFO, logger="trainer.accel"):
+        plan = plan_for(AccelConfig("auto", "torch"))
+    assert plan.kernels == "torch" and plan.precision in ("fp32", "bf16")
+    assert plan.reason in caplog.text
+    params = plan.params()
+    assert params["accel.precision"] == plan.precision and params["accel.torch_version"] == torch.__version__
+    assert {"accel.kernels", "accel.channels_last"} <= params.keys()
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_autocast(precision, dtype):
+    plan = AccelPlan(precision, "torch", False, "test")
+    conv = torch.nn.Conv3d(3, 4, 3)
+    with plan.autocast():
+        assert conv(clips()).dtype == dtype
+
+
+def test_channels_last_keeps_outputs():
+    model = tiny_model().eval()
+    x = clips()
+    with torch.no_grad():
+        expected = model(x)
+    plan = AccelPlan("fp32", "torch", True, "test")
+    model, optimizer = apply(plan, model)
+    assert optimizer is None
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    xin = plan.input(x)
+    assert xin.is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        torch.testing.assert_close(model(xin), expected, rtol=1e-4, atol=1e-4)
+    assert AccelPlan("fp32", "torch", False, "test").input(x) is x
+
+
+def test_apply_hands_model_and_optimizer_to_ipex(monkeypatch):
+    calls = []
+
+    def optimize(model, optimizer=None, dtype=None):
+        calls.append((optimizer, dtype))
+        return model if optimizer is None else (model, optimizer)
+
+    monkeypatch.setitem(sys.modules, "intel_extension_for_pytorch",
+                        types.SimpleNamespace(optimize=optimize, __version__="2.8.0"))
+    model = tiny_model()
+    optimizer = torch.optim.SGD(freeze_before(model, "layer4"), lr=0.1)
+    plan = AccelPlan("bf16", "ipex", True, "test")
+    assert apply(plan, model, optimizer) == (model, optimizer)
+    apply(AccelPlan("fp32", "ipex", True, "test"), model)
+    assert calls == [(optimizer, torch.bfloat16), (None, torch.float32)]
+    assert plan.params()["accel.ipex_version"] == "2.8.0"
+
+
+@pytest.mark.parametrize("ft_begin", STAGES)
+def test_finetune_forward_equals_model_in_eval(ft_begin):
+    model = tiny_model()
+    freeze_before(model, ft_begin)
+    model.eval()
+    x = clips()
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(finetune_forward(model, x, ft_begin), expected, rtol=0, atol=0)
+
+
+def conv_backward_nodes(t: torch.Tensor) -> int:
+    seen, stack, count = set(), [t.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += "Convolution" in type(node).__name__
+        stack += [n for n, _ in node.next_functions]
+    return count
+
+
+def test_finetune_forward_keeps_no_graph_for_the_frozen_trunk():
+    model = tiny_model()
+    freeze_before(model, "layer4")
+    train_mode(model)
+    seen = {}
+    model.layer3.register_forward_hook(lambda m, i, out: seen.update(layer3=out.requires_grad))
+    model.layer4.register_forward_hook(lambda m, i, out: seen.update(layer4=out.requires_grad))
+    logits = finetune_forward(model, clips(), "layer4")
+    assert seen == {"layer3": False, "layer4": True}
+    assert conv_backward_nodes(logits) == 2  # layer4's one BasicBlock; nothing of conv1..layer3
+    F.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == name.startswith(("layer4.", "fc.")), name
+
+    full = tiny_model()
+    freeze_before(full, "conv1")
+    assert conv_backward_nodes(finetune_forward(full, clips(), "conv1")) == 9  # conv1 + 4 blocks x 2
+
+
+def test_finetune_forward_refuses_trainable_parameters_before_ft_begin():
+    model = tiny_model()
+    freeze_before(model, "layer3")
+    with pytest.raises(ValueError, match="layer3"):
+        finetune_forward(model, clips(), "layer4")
+    with torch.no_grad():  # inference: nothing is trained, so nothing is lost
+        finetune_forward(model, clips(), "layer4")

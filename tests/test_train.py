@@ -1,0 +1,115 @@
+"""`fightwatch train` for real: resume after SIGKILL, fallback from a corrupt checkpoint, one MLflow run."""
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from tests.test_cli import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch
+from trainer.checkpoint import read_checkpoint
+
+TINY = ["data.synthetic.videos_per_class=10", "data.synthetic.seconds=1.0", "data.synthetic.width=96",
+        "data.synthetic.height=72", "data.val_fraction=0.2", "clips.short_side=32",
+        "model.width=4", "model.sample_size=32", "model.sample_duration=8",
+        "accel.precision=fp32", "train.epochs=8", "train.batch_size=4", "train.checkpoint_every=2",
+        "train.optimizer=sgd", "train.lr=0.01", "train.dampening=0.9", "train.lr_schedule=plateau",
+        "train.plateau_patience=1", "tracking.run_name=resume-test"]
+
+
+def run(command, run_dir, *extra, **kwargs):
+    return subprocess.run([str(FIGHTWATCH), command, "--config", "configs/demo.yaml", f"run_dir={run_dir}",
+                           *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("prepared") / "run"
+    result = run("prepare", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def copy_of(prepared, tmp_path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared, run_dir)
+    return run_dir
+
+
+def weights(run_dir):
+    return read_checkpoint(run_dir / "model.pth")["state_dict"]
+
+
+def mlflow_runs(run_dir):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "fightwatch-demo"]
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_sigkill_then_resume_matches_a_straight_run(prepared, tmp_path):
+    straight = copy_of(prepared, tmp_path / "straight")
+    result = run("train", straight)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = copy_of(prepared, tmp_path / "killed")
+    process = subprocess.Popen([str(FIGHTWATCH), "train", "--config", "configs/demo.yaml", f"run_dir={killed}", *TINY],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "epoch_0002.pth.sha256"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = read_checkpoint(killed / "checkpoints" / "last.pth")["epoch"]
+    assert 2 <= interrupted_at < 8, "the kill should land mid-run"
+    assert not (killed / "model.pth").exists()
+
+    resumed = run("train", killed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed at epoch {interrupted_at + 1} of 8" in resumed.stderr
+    for name, tensor in weights(straight).items():
+        assert torch.allclose(tensor.float(), weights(killed)[name].float(), atol=1e-5), name
+
+    client, runs = mlflow_runs(killed)
+    assert len(runs) == 1
+    for key in ("train_loss", "val_loss", "lr"):
+        assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, key)) == list(range(1, 9))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared, tmp_path):
+    run_dir = copy_of(prepared, tmp_path)
+    assert run("train", run_dir, "train.epochs=4").returncode == 0
+    last = run_dir / "checkpoints" / "last.pth"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    result = run("train", run_dir, "train.epochs=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "last.pth" in result.stderr and "epoch_0004.pth" in result.stderr  # the warning names both
+    assert "resumed at epoch 5 of 6" in result.stderr
+    client, runs = mlflow_runs(run_dir)
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")) == list(range(1, 7))
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
+    assert artifacts == {"plots/curves.png", "plots/confusion.png", "plots/roc.png"}
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir}/mlflow.db")
+    models = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
+    assert len(models) == 2  # one per finished `train` (to 4 epochs, then to 6), both in the one run
+    assert all(m.source_run_id == runs[0].info.run_id and m.name == "model" for m in models)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.epochs=0", "epochs must be > 0"),
+    ("train.lr=0", "lr must be > 0"),
+    ("model.ft_begin=layer7", "'model.ft_begin' is 'layer7'"),
+])
+def test_bad_training_config_is_one_line(override, needle, tmp_path):
+    assert_one_line_error(fightwatch("train", "--config", "configs/demo.yaml", f"run_dir={tmp_path}", override), needle)
+
+
+def test_train_without_prepared_clips(tmp_path):
+    assert_one_line_error(fightwatch("train", "--config", "configs/demo.yaml", f"run_dir={tmp_path}"),
+                          "manifest.jsonl", "fightwatch prepare")

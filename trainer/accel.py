@@ -1,0 +1,211 @@
+"""CPU acceleration: numeric precision, kernel library and memory format for training and scoring.
+
+`plan_for(AccelConfig)` decides once per process what this CPU should run; `apply()` prepares the
+model (and optimizer), and the loop wraps its forward in `plan.autocast()` and its batches in
+`plan.input(x)`. `resolve()` is the whole decision, pure, so it is tested with recorded CPU flags:
+
+precision (`/proc/cpuinfo` flags decide "auto")
+    auto  -> bf16 when the CPU has avx512_bf16 or amx_bf16 (native bf16 dot products: Cooper Lake,
+             Sapphire Rapids and later Xeons, AMD Zen 4 and later), else fp32. Without those
+             instructions oneDNN emulates bf16 by converting to fp32 and back, which is slower than
+             plain fp32 (e.g. the product's Xeon Gold 6128, Skylake: avx512f but no bf16).
+    fp32  -> fp32.
+    bf16  -> bf16, honoured even without native support; the reason then says it is emulated.
+    bf16 means torch.autocast("cpu", dtype=torch.bfloat16): conv/linear run in bf16, weights,
+    optimizer state and the loss stay fp32, so no loss scaling is needed.
+
+kernels
+    auto  -> ipex when `import intel_extension_for_pytorch` works, else torch (oneDNN via ATen).
+    ipex  -> ipex; InputError with an install hint when the import fails. IPEX is discontinued
+             after its 2.8 release and pins torch 2.8, so it exists only on such stacks.
+    torch -> torch (IPEX is not even imported).
+
+channels_last (channels_last_3d model and input, NDHWC)
+    torch path -> only for bf16. Measured with scripts/bench/bench_train.py (ResNet-34, shortcut A,
+                  3x16x112x112, batch 8, layer4+fc trained, 2 cores of an AMD EPYC Zen 4 with
+                  avx512_bf16, torch 2.13 CPU):
+                    train step  fp32 1.22 clips/s contiguous vs 1.13 channels_last  (-7%)
+                                bf16 2.16 clips/s contiguous vs 2.74 channels_last  (+27%)
+                    forward     fp32 1.24 clips/s contiguous vs 1.13 channels_last  (-9%)
+                                bf16 2.20 clips/s contiguous vs 2.76 channels_last  (+25%)
+                  oneDNN's fp32 Conv3d already runs a blocked layout internally, so NDHWC only adds
+                  reorders; its bf16 kernels want NDHWC and otherwise reorder every call.
+    ipex path  -> on, as IPEX recommends (ipex.optimize prepacks weights for NDHWC); not measured
+                  here since IPEX cannot be installed on torch 2.13.
+
+`finetune_forward()` runs the frozen stages before `ft_begin` under torch.no_grad(), so no autograd
+graph (and no saved activation) is kept for what is not trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from data.errors import InputError
+from trainer.model import STAGES, ResNet3D, stage_modules
+
+log = logging.getLogger(__name__)
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+IPEX_HINT = ("pip install 'fightwatch[intel]' on a torch 2.8 stack; "
+             "IPEX is discontinued after 2.8, use kernels: torch")
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    precision: Literal["auto", "fp32", "bf16"]
+    kernels: Literal["auto", "ipex", "torch"]
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.kernels not in ("auto", "ipex", "torch"):
+            raise ValueError(f"kernels must be auto, ipex or torch, got {self.kernels!r}")
+
+
+@dataclass(frozen=True)
+class AccelPlan:
+    precision: str  # "fp32" | "bf16"
+    kernels: str  # "ipex" | "torch"
+    channels_last: bool
+    reason: str
+
+    def params(self) -> dict:
+        """The plan as MLflow parameters."""
+        out = {"accel.precision": self.precision, "accel.kernels": self.kernels,
+               "accel.channels_last": self.channels_last, "accel.torch_version": torch.__version__,
+               "accel.reason": self.reason}
+        if self.kernels == "ipex":
+            import intel_extension_for_pytorch as ipex
+
+            out["accel.ipex_version"] = ipex.__version__
+        return out
+
+    def autocast(self):
+        """The context for forward passes: bf16 autocast, or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format the model was prepared for."""
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+
+def cpu_flags(cpuinfo_text: str | None = None) -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (or of the given text); empty when unreadable."""
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):  # x86, arm64
+            return set(value.split())
+    return set()
+
+
+def resolve(cfg: AccelConfig, flags: set[str], ipex_available: bool) -> AccelPlan:
+    """The decision table of the module docstring. Pure."""
+    native = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    if cfg.precision == "auto":
+        precision = "bf16" if native else "fp32"
+        why = (f"bf16: CPU has {native[0]}" if native
+               else "fp32: no avx512_bf16/amx_bf16 (bf16 would be emulated)")
+    elif cfg.precision == "bf16":
+        precision = "bf16"
+        why = (f"bf16: requested, CPU has {native[0]}" if native
+               else "bf16: requested, but the CPU has no avx512_bf16/amx_bf16, so bf16 is emulated (slower than fp32)")
+    else:
+        precision, why = "fp32", "fp32: requested"
+
+    if cfg.kernels == "ipex" and not ipex_available:
+        raise InputError(f"accel kernels: ipex, but intel_extension_for_pytorch cannot be imported: {IPEX_HINT}")
+    kernels = "ipex" if cfg.kernels == "ipex" or (cfg.kernels == "auto" and ipex_available) else "torch"
+    why += {("auto", "ipex"): "; kernels ipex: importable", ("auto", "torch"): "; kernels torch: IPEX not installed",
+            }.get((cfg.kernels, kernels), f"; kernels {kernels}: requested")
+
+    if kernels == "ipex":
+        channels_last, cl_why = True, "channels_last_3d: IPEX's recommended layout"
+    elif precision == "bf16":
+        channels_last, cl_why = True, "channels_last_3d: measured faster for bf16 Conv3d"
+    else:
+        channels_last, cl_why = False, "contiguous: channels_last_3d measured slower for fp32 Conv3d"
+    return AccelPlan(precision, kernels, channels_last, f"{why}; {cl_why}")
+
+
+def ipex_importable() -> bool:
+    """Whether IPEX imports here. A mismatched IPEX exits the interpreter on import, hence SystemExit."""
+    try:
+        import intel_extension_for_pytorch  # noqa: F401
+    except (Exception, SystemExit) as e:  # ImportError, or IPEX refusing this torch version
+        if not isinstance(e, ModuleNotFoundError):
+            log.warning("intel_extension_for_pytorch is installed but does not import: %s", e)
+        return False
+    return True
+
+
+def plan_for(cfg: AccelConfig) -> AccelPlan:
+    """resolve() for this machine; logs the plan and why."""
+    plan = resolve(cfg, cpu_flags(), cfg.kernels != "torch" and ipex_importable())
+    log.info("accel: precision=%s kernels=%s channels_last=%s (%s)",
+             plan.precision, plan.kernels, plan.channels_last, plan.reason)
+    return plan
+
+
+def apply(plan: AccelPlan, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None):
+    """Prepare model (and optimizer) for the plan; returns (model, optimizer).
+
+    Call it after loading weights and creating the optimizer, with the model in the mode it will run
+    in (IPEX optimizes for training when given an optimizer, for inference otherwise).
+    """
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if plan.kernels == "ipex":
+        import intel_extension_for_pytorch as ipex
+
+        dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
+        if optimizer is None:
+            model = ipex.optimize(model, dtype=dtype)
+        else:
+            model, optimizer = ipex.optimize(model, optimizer=optimizer, dtype=dtype)
+    return model, optimizer
+
+
+def stage_calls(model: ResNet3D) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """ResNet3D.forward cut at STAGES: (stage, function) pairs that chained give the logits."""
+    return [
+        ("conv1", lambda x: model.maxpool(model.relu(model.bn1(model.conv1(x))))),
+        ("layer1", model.layer1),
+        ("layer2", model.layer2),
+        ("layer3", model.layer3),
+        ("layer4", model.layer4),
+        ("fc", lambda x: model.fc(torch.flatten(model.avgpool(x), 1))),
+    ]
+
+
+def finetune_forward(model: ResNet3D, x: torch.Tensor, ft_begin: str) -> torch.Tensor:
+    """model(x), with the stages before ft_begin run under torch.no_grad(); returns the logits.
+
+    Raises ValueError when grad is enabled and a stage run without grad has a parameter that
+    requires grad: it would silently never be trained (freeze_before(model, ft_begin) first).
+    """
+    first = STAGES.index(ft_begin)
+    if torch.is_grad_enabled():
+        for stage in STAGES[:first]:
+            if any(p.requires_grad for m in stage_modules(model, stage) for p in m.parameters()):
+                raise ValueError(f"stage {stage} has trainable parameters but runs before ft_begin={ft_begin}")
+    calls = stage_calls(model)
+    with torch.no_grad():
+        for _, call in calls[:first]:
+            x = call(x)
+    for _, call in calls[first:]:
+        x = call(x)
+    return x

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from data.errors import InputError
 from trainer import plots
 from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.checkpoint import load_pretrained, save_checkpoint
@@ -93,6 +94,9 @@ def _train_epoch(model, loader, optimizer, plan: AccelPlan, ft_begin: str, desc:
         with plan.autocast():
             logits = finetune_forward(model, plan.input(x), ft_begin)
             loss = F.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise InputError(f"the training loss became {loss.item()} (precision {plan.precision}); "
+                                     "lower train.lr or set accel.precision=fp32")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

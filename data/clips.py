@@ -75,10 +75,3 @@ def iter_frames(path: str | Path, short_side: int | None = None) -> Iterator[np.
         except av.error.FFmpegError as e:
             raise InputError(f"{path}: cannot decode video: {e}") from None
 
-
-def read_frames(path: str | Path, short_side: int | None = None) -> np.ndarray:
-    """All frames of a video as one (T, H, W, 3) uint8 array."""
-    frames = list(iter_frames(path, short_side))
-    if not frames:
-        raise InputError(f"{path}: video has no frames")
-    return np.stack(frames)

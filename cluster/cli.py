@@ -21,6 +21,7 @@ examples:
   fightwatch prepare --config configs/ava_fight.yaml data.video_root=/data/ava/videos
   fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
+  fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
 """
 
 
@@ -59,8 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the configured 3D ResNet on <run_dir>'s prepared clips (fightwatch prepare), "
                     "validating every train.val_every epochs, checkpointing every epoch (last.pth), every "
                     "train.checkpoint_every epochs and at the best validation loss, logging to MLflow. An "
-                    "interrupted run resumes from its newest valid checkpoint and continues the same MLflow run.")
+                    "interrupted run resumes from its newest valid checkpoint and continues the same MLflow run. "
+                    "Started as several ranks (torchrun, srun, Ray Train, or --launch local) it trains with DDP: "
+                    "one rank per NUMA node, each pinned to its node's cores (see `fightwatch plan`).")
     _add_config_args(train, "configs/ava_fight.yaml")
+    train.add_argument("--launch", choices=["local"],
+                       help="local: start the ranks of this node with torchrun (one per NUMA node, or "
+                            "--nproc-per-node) instead of training in this process")
+    train.add_argument("--nproc-per-node", type=int, metavar="N",
+                       help="ranks for --launch local (default: one per dist.per domain; at most the cores)")
+    train.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                       help="with --launch local: restart the ranks up to N times after a failure; each "
+                            "restart resumes from the last checkpoint (default: 0)")
 
     score = commands.add_parser(
         "score", help="score videos in 16-frame segments",
@@ -80,6 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cooldown", type=float, default=30.0, help="seconds of quiet after an alert ends")
     score.add_argument("--annotated-dir", type=Path, help="also write annotated mp4s and probability plots here")
     score.add_argument("--alerts", type=Path, help="also write alerts as JSON lines to this file")
+
+    plan = commands.add_parser(
+        "plan", help="show which CPUs each training rank of a node runs on",
+        description="Print, as JSON, the placement of the DDP ranks of one compute node: a rank is one training "
+                    "process, by default one per NUMA node, pinned to that node's physical cores so its "
+                    "memory stays local. Under torchrun, srun and Ray each rank binds itself from LOCAL_RANK "
+                    "at start with this same plan; this command shows it in advance. FILE is the output of "
+                    "`lscpu -p=CPU,CORE,SOCKET,NODE` recorded on a compute node; without it, this machine's "
+                    "topology is read from /sys.")
+    plan.add_argument("--topology", metavar="FILE", type=Path,
+                      help="lscpu -p=CPU,CORE,SOCKET,NODE output of a compute node (default: this machine)")
+    plan.add_argument("--nnodes", type=int, default=1, metavar="N", help="compute nodes in the job (default: 1)")
+    plan.add_argument("--per", choices=["numa", "socket"], default="numa",
+                      help="the domain a rank stays in: a NUMA node or a whole socket (default: numa)")
+    plan.add_argument("--nproc-per-node", type=int, metavar="N",
+                      help="ranks per node (default: one per domain); other counts split the cores evenly")
+    plan.add_argument("--use-logical-cores", action="store_true",
+                      help="also run compute threads on SMT siblings (default: physical cores only)")
+    plan.add_argument("--ccl-workers", type=int, default=0, metavar="K",
+                      help="reserve each rank's last K cores for oneCCL communication workers (default: 0)")
     return parser
 
 
@@ -114,12 +145,21 @@ def _prepare(args) -> None:
           f"store: {result.store_root}")
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from cluster.config import load_config
     from cluster.train_job import run_train
 
     cfg = load_config(args.config, args.overrides + args.more_overrides)
+    if args.launch == "local":
+        from cluster.launch import launch_local
+
+        return launch_local(cfg.dist, args.nproc_per_node, ["--config", str(args.config), *args.overrides,
+                                                            *args.more_overrides], args.max_restarts)
+    if args.nproc_per_node is not None:
+        raise InputError("--nproc-per-node needs --launch local (torchrun takes its own --nproc-per-node)")
     val_metrics, run_id = run_train(cfg)
+    if run_id is None:  # not rank 0: rank 0 reports
+        return 0
     summary = " ".join(f"{k}={v:.3f}" for k, v in val_metrics.items()) or "nothing left to train"
     print(f"validation: {summary}\nmodel: {cfg.run_dir}/model.pth, MLflow run {run_id}")
 
@@ -151,15 +191,27 @@ def _score(args) -> None:
         raise InputError(f"{len(failed)} video(s) could not be read, first: {failed[0]['error']}")
 
 
+def _plan(args) -> None:
+    from cluster.placement import plan_json, plan_ranks
+    from cluster.topology import load_topology
+
+    topo = load_topology(args.topology)
+    bindings = plan_ranks(topo, args.per, args.nproc_per_node, args.use_logical_cores, args.ccl_workers)
+    print(json.dumps(plan_json(topo, bindings, args.nnodes, args.per), indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score}[args.command](args)
+        return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "plan": _plan}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise
         print(f"fightwatch: error: {e}", file=sys.stderr)
         return 2
-    return 0
+
+
+if __name__ == "__main__":  # python -m cluster.cli, as torchrun runs it
+    sys.exit(main())

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from cluster.distributed import DistConfig
 from data.clips import ClipConfig
 from data.errors import InputError
 from trainer.accel import AccelConfig
@@ -92,6 +93,7 @@ class Config:
     train: TrainConfig
     score: ScoreConfig
     alerts: AlertPolicy
+    dist: DistConfig
     tracking: TrackingConfig
 
 

@@ -2,7 +2,9 @@
 
 Reads `<run_dir>/manifest.jsonl` and `<run_dir>/clips` (written by `fightwatch prepare`), continues from the
 newest valid checkpoint in `<run_dir>/checkpoints` (and its MLflow run) when there is one, and writes
-`<run_dir>/model.pth` at the end, the checkpoint `fightwatch score` takes.
+`<run_dir>/model.pth` at the end, the checkpoint `fightwatch score` takes. Launched as several ranks
+(torchrun, srun, Ray Train) it trains with DDP: rank 0 picks the checkpoint every rank resumes from, and
+only rank 0 talks to MLflow and writes files.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import logging
 
 from cluster.config import Config, flatten
+from cluster.distributed import process_group
 from cluster.prepare import make_run_dir
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest
 from trainer.accel import plan_for
-from trainer.checkpoint import latest_checkpoint, save_checkpoint
+from trainer.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
+from trainer.ddp import barrier, from_rank0
 from trainer.tracking import Tracker
 from trainer.train import train
 
@@ -33,17 +37,24 @@ def datasets(cfg: Config) -> tuple[ClipDataset, ClipDataset]:
                  for subset in ("training", "validation"))
 
 
-def run_train(cfg: Config) -> tuple[dict[str, float], str]:
-    """Train (or finish training) the run; return the last validation metrics and the MLflow run id."""
-    train_set, val_set = datasets(cfg)
-    run_dir = make_run_dir(cfg.run_dir)
-    plan = plan_for(cfg.accel)
-    found = latest_checkpoint(run_dir / "checkpoints")
-    resume = found[1] if found else None
-    with Tracker(cfg.tracking, run_dir, run_id=resume["mlflow_run_id"] if resume else None) as tracker:
-        if resume is None:
-            tracker.log_params({**flatten(cfg), **plan.params(), "world_size": 1})
-        model, val_metrics = train(cfg.train, cfg.model, plan, train_set, val_set, run_dir, tracker, cfg.seed, resume)
-        save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs)
-        tracker.log_model(model, val_set[0][0].unsqueeze(0))
+def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:
+    """Train (or finish training) the run; return the last validation metrics and the MLflow run id (rank 0)."""
+    with process_group(cfg.dist) as rdzv:
+        train_set, val_set = datasets(cfg)
+        run_dir = make_run_dir(cfg.run_dir)
+        plan = plan_for(cfg.accel)
+        found = latest_checkpoint(run_dir / "checkpoints") if rdzv.rank == 0 else None
+        resume_path = from_rank0(str(found[0]) if found else None)
+        resume = (found[1] if rdzv.rank == 0 else read_checkpoint(resume_path)) if resume_path else None
+        main = rdzv.rank == 0
+        with Tracker(cfg.tracking, run_dir, active=main, run_id=resume["mlflow_run_id"] if resume else None) as tracker:
+            if resume is None:
+                tracker.log_params({**flatten(cfg), **plan.params(), "world_size": rdzv.world_size,
+                                    "launcher": rdzv.launcher, "dist.backend_used": rdzv.backend})
+            model, val_metrics = train(cfg.train, cfg.model, plan, train_set, val_set, run_dir, tracker, cfg.seed,
+                                       resume, cfg.dist.grad_sync)
+            if main:
+                save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs)
+                tracker.log_model(model, val_set[0][0].unsqueeze(0))
+        barrier()  # model.pth is whole before any rank returns
     return val_metrics, tracker.run_id

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from data.errors import InputError
 from trainer.accel import AccelConfig, AccelPlan, apply, cpu_flags, finetune_forward, plan_for, resolve
-from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, train_mode
+from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 SKYLAKE = {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
 SAPPHIRE_RAPIDS = SKYLAKE | {"avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"}
@@ -159,7 +159,7 @@ def test_finetune_forward_equals_model_in_eval(ft_begin):
     x = clips()
     with torch.no_grad():
         expected = model(x)
-    torch.testing.assert_close(finetune_forward(model, x, ft_begin), expected, rtol=0, atol=0)
+    torch.testing.assert_close(finetune_forward(*split(model, ft_begin), x), expected, rtol=0, atol=0)
 
 
 def conv_backward_nodes(t: torch.Tensor) -> int:
@@ -181,7 +181,7 @@ def test_finetune_forward_keeps_no_graph_for_the_frozen_trunk():
     seen = {}
     model.layer3.register_forward_hook(lambda m, i, out: seen.update(layer3=out.requires_grad))
     model.layer4.register_forward_hook(lambda m, i, out: seen.update(layer4=out.requires_grad))
-    logits = finetune_forward(model, clips(), "layer4")
+    logits = finetune_forward(*split(model, "layer4"), clips())
     assert seen == {"layer3": False, "layer4": True}
     assert conv_backward_nodes(logits) == 2  # layer4's one BasicBlock; nothing of conv1..layer3
     F.cross_entropy(logits, torch.tensor([0, 1])).backward()
@@ -190,13 +190,13 @@ def test_finetune_forward_keeps_no_graph_for_the_frozen_trunk():
 
     full = tiny_model()
     freeze_before(full, "conv1")
-    assert conv_backward_nodes(finetune_forward(full, clips(), "conv1")) == 9  # conv1 + 4 blocks x 2
+    assert conv_backward_nodes(finetune_forward(*split(full, "conv1"), clips())) == 9  # conv1 + 4 blocks x 2
 
 
 def test_finetune_forward_refuses_trainable_parameters_before_ft_begin():
     model = tiny_model()
     freeze_before(model, "layer3")
-    with pytest.raises(ValueError, match="layer3"):
-        finetune_forward(model, clips(), "layer4")
+    with pytest.raises(ValueError, match="freeze_before"):
+        finetune_forward(*split(model, "layer4"), clips())
     with torch.no_grad():  # inference: nothing is trained, so nothing is lost
-        finetune_forward(model, clips(), "layer4")
+        finetune_forward(*split(model, "layer4"), clips())

@@ -26,14 +26,6 @@ def run(command, run_dir, *extra, **kwargs):
                            *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("prepared") / "run"
-    result = run("prepare", run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
 def copy_of(prepared, tmp_path) -> Path:
     run_dir = tmp_path / "run"
     shutil.copytree(prepared, run_dir)

@@ -43,12 +43,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 from data.errors import InputError
-from trainer.model import STAGES, ResNet3D, stage_modules
 
 log = logging.getLogger(__name__)
 
@@ -179,33 +178,14 @@ def apply(plan: AccelPlan, model: torch.nn.Module, optimizer: torch.optim.Optimi
     return model, optimizer
 
 
-def stage_calls(model: ResNet3D) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
-    """ResNet3D.forward cut at STAGES: (stage, function) pairs that chained give the logits."""
-    return [
-        ("conv1", lambda x: model.maxpool(model.relu(model.bn1(model.conv1(x))))),
-        ("layer1", model.layer1),
-        ("layer2", model.layer2),
-        ("layer3", model.layer3),
-        ("layer4", model.layer4),
-        ("fc", lambda x: model.fc(torch.flatten(model.avgpool(x), 1))),
-    ]
+def finetune_forward(trunk: torch.nn.Module, head: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """head(trunk(x)) with the trunk (trainer.model.split) under torch.no_grad(); returns the logits.
 
-
-def finetune_forward(model: ResNet3D, x: torch.Tensor, ft_begin: str) -> torch.Tensor:
-    """model(x), with the stages before ft_begin run under torch.no_grad(); returns the logits.
-
-    Raises ValueError when grad is enabled and a stage run without grad has a parameter that
-    requires grad: it would silently never be trained (freeze_before(model, ft_begin) first).
+    Raises ValueError when grad is enabled and the trunk has a parameter that requires grad: it would
+    silently never be trained (freeze_before(model, ft_begin) first).
     """
-    first = STAGES.index(ft_begin)
-    if torch.is_grad_enabled():
-        for stage in STAGES[:first]:
-            if any(p.requires_grad for m in stage_modules(model, stage) for p in m.parameters()):
-                raise ValueError(f"stage {stage} has trainable parameters but runs before ft_begin={ft_begin}")
-    calls = stage_calls(model)
+    if torch.is_grad_enabled() and any(p.requires_grad for p in trunk.parameters()):
+        raise ValueError("the frozen trunk has trainable parameters; call freeze_before(model, ft_begin) first")
     with torch.no_grad():
-        for _, call in calls[:first]:
-            x = call(x)
-    for _, call in calls[first:]:
-        x = call(x)
-    return x
+        x = trunk(x)
+    return head(x)

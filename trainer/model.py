@@ -172,9 +172,26 @@ class ResNet3D(nn.Module):
         return self.fc(self.features(x))
 
 
-def stage_modules(model: ResNet3D, stage: str) -> list[nn.Module]:
-    """The modules making up one of STAGES (conv1 includes its BatchNorm)."""
-    return [model.conv1, model.bn1] if stage == "conv1" else [getattr(model, stage)]
+def stage_module(model: ResNet3D, stage: str) -> nn.Module:
+    """One of STAGES as a module (conv1 with its BatchNorm, ReLU and pooling; fc with the pooling before it).
+
+    Chained in STAGES order they compute model(x); they share the model's parameters.
+    """
+    if stage == "conv1":
+        return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    if stage == "fc":
+        return nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+    return getattr(model, stage)
+
+
+def split(model: ResNet3D, ft_begin: str) -> tuple[nn.Sequential, nn.Sequential]:
+    """(trunk, head): the stages before `ft_begin` and the stages from it on; head(trunk(x)) == model(x).
+
+    The head is what a fine-tune trains, and all that DDP wraps and synchronises.
+    """
+    stages = [stage_module(model, stage) for stage in STAGES]
+    first = STAGES.index(ft_begin)
+    return nn.Sequential(*stages[:first]), nn.Sequential(*stages[first:])
 
 
 def freeze_before(model: ResNet3D, ft_begin: str) -> list[nn.Parameter]:
@@ -183,10 +200,9 @@ def freeze_before(model: ResNet3D, ft_begin: str) -> list[nn.Parameter]:
     Frozen stages also keep their BatchNorm in eval mode (see `train_mode`), so
     they compute the same function every epoch.
     """
-    first = STAGES.index(ft_begin)
-    for stage in STAGES:
-        for module in stage_modules(model, stage):
-            module.requires_grad_(STAGES.index(stage) >= first)
+    trunk, head = split(model, ft_begin)
+    trunk.requires_grad_(False)
+    head.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
 
 

@@ -6,10 +6,16 @@ last finished epoch; an epoch whose checkpoint was written but whose metrics wer
 and an epoch the run already has (a resume that fell back past a corrupt checkpoint) is not logged twice.
 `epoch_NNNN.pth` every `checkpoint_every` epochs (also MLflow artifacts) and `best.pth` (lowest validation
 loss) are kept beside it.
+
+Under DDP (a process group set up by the launcher) every rank trains its micro-batches of each global
+batch (trainer/batches.py), only the head from ft_begin on is wrapped and synchronised
+(trainer/ddp.py), train and validation metrics are summed or gathered over the ranks, and only rank 0
+writes checkpoints and logs (the Tracker of other ranks is inactive).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +24,17 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from data.errors import InputError
 from trainer import plots
 from trainer.accel import AccelPlan, apply, finetune_forward
+from trainer.batches import MicroBatchSampler, shard
 from trainer.checkpoint import load_pretrained, save_checkpoint
 from trainer.metrics import classification_metrics, confusion
-from trainer.model import ModelConfig, ResNet3D, freeze_before, train_mode
+from trainer.ddp import GradSync, barrier, gather, sum_across, wrap_head, world
+from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 from trainer.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int
-    batch_size: int
+    batch_size: int  # the global batch: clips per optimizer step, over all ranks
+    # clips per forward pass on one rank; null: batch_size / ranks. Smaller: gradients are accumulated
+    # over micro-batches, so the same experiment runs on any number of ranks.
+    batch_size_per_rank: int | None
     # sgd: 3D-ResNets-PyTorch's baseline. adamw: finds weak motion cues far sooner when training from scratch.
     optimizer: Literal["sgd", "adamw"]
     lr: float
@@ -55,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size_per_rank is not None and self.batch_size_per_rank <= 0:
+            raise ValueError(f"batch_size_per_rank must be > 0 or null, got {self.batch_size_per_rank}")
         if min(self.batch_size, self.val_every, self.checkpoint_every, self.plateau_patience) <= 0 or self.num_workers < 0:
             raise ValueError("batch_size, val_every, checkpoint_every and plateau_patience must be > 0, num_workers >= 0")
 
@@ -72,47 +85,56 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
 
 
-def evaluate(model: ResNet3D, loader: DataLoader, plan: AccelPlan) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Validation metrics, and the labels and fight probabilities they came from."""
+def evaluate(model: ResNet3D, val_set: Dataset, batch_size: int, num_workers: int,
+             plan: AccelPlan) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Validation metrics, and the labels and fight probabilities they came from; each rank scores a shard."""
+    rank, world_size = world()
+    loader = DataLoader(Subset(val_set, shard(len(val_set), rank, world_size)), batch_size, num_workers=num_workers)
     model.eval()
-    losses, labels, probs = [], [], []
+    loss, labels, probs = 0.0, [np.zeros(0, int)], [np.zeros(0)]
     with torch.no_grad(), plan.autocast():
         for x, y in loader:
             logits = model(plan.input(x)).float()
-            losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
             labels.append(y.numpy())
             probs.append(torch.softmax(logits, 1)[:, 1].numpy())
-    labels, probs = np.concatenate(labels), np.concatenate(probs)
+    shards = gather((loss, np.concatenate(labels), np.concatenate(probs)))
+    labels, probs = np.concatenate([s[1] for s in shards]), np.concatenate([s[2] for s in shards])
     metrics = classification_metrics(labels, (probs >= 0.5).astype(int), probs)
-    return {"loss": sum(losses) / max(1, len(labels)), **metrics}, labels, probs
+    return {"loss": sum(s[0] for s in shards) / max(1, len(labels)), **metrics}, labels, probs
 
 
-def _train_epoch(model, loader, optimizer, plan: AccelPlan, ft_begin: str, desc: str) -> dict[str, float]:
-    train_mode(model)
+def _train_epoch(trunk, head, loader, accumulation: int, optimizer, plan: AccelPlan, desc: str) -> dict[str, float]:
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
-        with plan.autocast():
-            logits = finetune_forward(model, plan.input(x), ft_begin)
-            loss = F.cross_entropy(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise InputError(f"the training loss became {loss.item()} (precision {plan.precision}); "
-                                     "lower train.lr or set accel.precision=fp32")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=world()[0] != 0)):
+        steps = (i + 1) % accumulation == 0
+        # DDP all-reduces in backward; micro-batches before the last of a step only accumulate
+        with head.no_sync() if hasattr(head, "no_sync") and not steps else contextlib.nullcontext():
+            with plan.autocast():
+                logits = finetune_forward(trunk, head, plan.input(x))
+                loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise InputError(f"the training loss became {loss.item()} (precision {plan.precision}); "
+                                 "lower train.lr or set accel.precision=fp32")
+            (loss / accumulation).backward()
+        if steps:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
+    total_loss, correct, seen = sum_across([total_loss, correct, seen])
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: Dataset, val_set: Dataset,
           run_dir: Path, tracker: Tracker, seed: int, resume: dict | None = None,
-          sampler: Sampler | None = None) -> tuple[ResNet3D, dict[str, float]]:
+          sync: GradSync = GradSync(25.0, "fp32")) -> tuple[ResNet3D, dict[str, float]]:
     """Train to cfg.epochs (from `resume`, a checkpoint dict, when given); return the model and last val metrics.
 
-    `sampler` replaces the seeded shuffle (a DistributedSampler under DDP).
+    Under a process group every rank calls this with the same arguments (and the same `resume`).
     """
+    rank, world_size = world()
     torch.manual_seed(seed)
     model = ResNet3D(model_cfg)
     if model_cfg.pretrained and resume is None:
@@ -121,34 +143,38 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
     optimizer = build_optimizer(cfg, freeze_before(model, model_cfg.ft_begin))
     model, optimizer = apply(plan, model, optimizer)
     scheduler = build_scheduler(cfg, optimizer)
-    generator = torch.Generator().manual_seed(seed)
     start, best_loss, history = 1, float("inf"), {}
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["loader_rng"])
         torch.set_rng_state(resume["torch_rng"])
         start, best_loss, history = resume["epoch"] + 1, resume["best_loss"], resume["history"]
         tracker.log_metrics_once(resume["metrics"], step=resume["epoch"])
         log.info("resumed at epoch %d of %d", start, cfg.epochs)
-    train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                              generator=generator, num_workers=cfg.num_workers,
-                              drop_last=len(train_set) > cfg.batch_size)
-    val_loader = DataLoader(val_set, cfg.batch_size, num_workers=cfg.num_workers)
-    log.info("training %s (width %d) from ft_begin=%s on %d train / %d val clips, %s",
-             model_cfg.arch, model_cfg.width, model_cfg.ft_begin, len(train_set), len(val_set), plan.reason)
+    try:
+        sampler = MicroBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size_per_rank, rank, world_size, seed)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers)
+    trunk, head = split(model, model_cfg.ft_begin)
+    head = wrap_head(head, sync)
+    log.info("training %s (width %d) from ft_begin=%s on %d train / %d val clips; rank %d of %d, %d clips per "
+             "micro-batch, %d micro-batch(es) per step of %d; %s", model_cfg.arch, model_cfg.width,
+             model_cfg.ft_begin, len(train_set), len(val_set), rank, world_size, sampler.per_rank,
+             sampler.accumulation, cfg.batch_size, plan.reason)
     val_metrics: dict[str, float] = {}
     ckpt_dir = run_dir / "checkpoints"
     for epoch in range(start, cfg.epochs + 1):
         train_set.set_epoch(epoch)
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        metrics = _train_epoch(model, train_loader, optimizer, plan, model_cfg.ft_begin, f"epoch {epoch}/{cfg.epochs}")
+        sampler.set_epoch(epoch)
+        train_mode(model)
+        metrics = _train_epoch(trunk, head, train_loader, sampler.accumulation, optimizer, plan,
+                               f"epoch {epoch}/{cfg.epochs}")
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            val_metrics, val_labels, val_probs = evaluate(model, val_loader, plan)
+            val_metrics, val_labels, val_probs = evaluate(model, val_set, cfg.batch_size, cfg.num_workers, plan)
             metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
             improved = val_metrics["loss"] < best_loss
             best_loss = min(best_loss, val_metrics["loss"])
@@ -158,20 +184,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             scheduler.step()
         for name, value in metrics.items():
             history.setdefault(name, []).append((epoch, value))
-        extra = {"scheduler": scheduler.state_dict(), "loader_rng": generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "best_loss": best_loss, "metrics": metrics,
-                 "history": history, "mlflow_run_id": tracker.run_id}
-        save_checkpoint(ckpt_dir / "last.pth", model, model_cfg, epoch, optimizer, extra=extra)
-        if improved:
-            save_checkpoint(ckpt_dir / "best.pth", model, model_cfg, epoch, optimizer, extra=extra)
-        if epoch % cfg.checkpoint_every == 0:
-            path = ckpt_dir / f"epoch_{epoch:04d}.pth"
-            save_checkpoint(path, model, model_cfg, epoch, optimizer, extra=extra)
-            tracker.log_artifact(path, "checkpoints")
-        tracker.log_metrics_once(metrics, step=epoch)
-        log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    if val_metrics:
+        if rank == 0:
+            extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "best_loss": best_loss,
+                     "metrics": metrics, "history": history, "mlflow_run_id": tracker.run_id}
+            save_checkpoint(ckpt_dir / "last.pth", model, model_cfg, epoch, optimizer, extra=extra)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pth", model, model_cfg, epoch, optimizer, extra=extra)
+            if epoch % cfg.checkpoint_every == 0:
+                path = ckpt_dir / f"epoch_{epoch:04d}.pth"
+                save_checkpoint(path, model, model_cfg, epoch, optimizer, extra=extra)
+                tracker.log_artifact(path, "checkpoints")
+            tracker.log_metrics_once(metrics, step=epoch)
+            log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if val_metrics and rank == 0:
         _log_plots(tracker, run_dir, history, val_labels, val_probs, val_metrics)
+    barrier()
     return model, val_metrics
 
 

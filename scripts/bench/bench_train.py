@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainer.accel import AccelConfig, cpu_flags, finetune_forward, ipex_importable, resolve, stage_calls
-from trainer.model import ModelConfig, ResNet3D, freeze_before, train_mode
+from trainer.accel import AccelConfig, cpu_flags, finetune_forward, ipex_importable, resolve
+from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, stage_module, train_mode
 
 FT_BEGIN = "layer4"
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
@@ -91,11 +91,11 @@ def count_flops(batch: int) -> dict[str, float]:
     out = {}
     with torch.no_grad():
         h = x
-        for stage, call in stage_calls(meta_model):
+        for stage in STAGES:
             with FlopCounterMode(display=False) as counter:
-                h = call(h)
+                h = stage_module(meta_model, stage)(h)
             out[stage] = counter.get_total_flops() / batch
-    out["forward"] = sum(out[s] for s, _ in stage_calls(meta_model))
+    out["forward"] = sum(out[s] for s in STAGES)
 
     def step(forward):
         meta_model.zero_grad(set_to_none=True)
@@ -103,7 +103,7 @@ def count_flops(batch: int) -> dict[str, float]:
         F.cross_entropy(logits, y).backward()
 
     out["train seed"] = flops(lambda: step(lambda m, v: m(v))) / batch
-    out["train no_grad"] = flops(lambda: step(lambda m, v: finetune_forward(m, v, FT_BEGIN))) / batch
+    out["train no_grad"] = flops(lambda: step(lambda m, v: finetune_forward(*split(m, FT_BEGIN), v))) / batch
     return out
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     fp32 = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
     seed_fwd = lambda m, v: m(v)  # noqa: E731
-    ft_fwd = lambda m, v: finetune_forward(m, v, FT_BEGIN)  # noqa: E731
+    ft_fwd = lambda m, v: finetune_forward(*split(m, FT_BEGIN), v)  # noqa: E731
     cl = lambda v: v.contiguous(memory_format=torch.channels_last_3d)  # noqa: E731
 
     rows = []  # (name, precision, median and fastest seconds per batch, FLOPs per clip)

@@ -1,0 +1,156 @@
+"""The DDP process group on CPUs: which backend, where the rendezvous is, which cores a rank owns.
+
+Rendezvous comes from whoever started the ranks, in this order:
+  Ray Train  -> TorchTrainer has already initialised the process group; use it, leave it to Ray.
+  torchrun   -> RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (env://).
+  srun       -> SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE; the master is the first
+                host of `scontrol show hostnames $SLURM_JOB_NODELIST`, port MASTER_PORT or 29500.
+  otherwise  -> one process, no process group, all the machine's cores.
+Backend: stock PyTorch's CPU collectives are gloo; oneCCL (`oneccl_bindings_for_pytorch`) reached its end
+of life with torch 2.8 and is not on PyPI, so `ccl` is for clusters that have it. Asking for it where it
+is missing fails before any rendezvous, so no rank waits for one that already died.
+Each launched rank binds itself (cluster/placement.py) from its local rank, so the same code is right
+under all three launchers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import importlib.util
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch.distributed as dist
+
+from data.errors import InputError
+from trainer.ddp import GradSync
+
+log = logging.getLogger(__name__)
+
+CCL_HINT = ("oneccl_bindings_for_pytorch is not installed (Intel ended it after torch 2.8; it is not on PyPI): "
+            "install Intel's wheel for your torch 2.8 stack, or set dist.backend=gloo")
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    backend: Literal["auto", "ccl", "gloo"]
+    per: Literal["numa", "socket"]
+    use_logical_cores: bool
+    ccl_workers: int
+    topology: str | None  # an `lscpu -p=CPU,CORE,SOCKET,NODE` file; null: this node's /sys
+    timeout_s: float
+    bucket_mb: float
+    grad_dtype: Literal["fp32", "bf16"]
+
+    def __post_init__(self):
+        if self.timeout_s <= 0 or self.ccl_workers < 0:
+            raise ValueError("timeout_s must be > 0 and ccl_workers >= 0")
+        GradSync(self.bucket_mb, self.grad_dtype)
+
+    @property
+    def grad_sync(self) -> GradSync:
+        return GradSync(self.bucket_mb, self.grad_dtype)
+
+
+def ccl_importable() -> bool:
+    return importlib.util.find_spec("oneccl_bindings_for_pytorch") is not None
+
+
+def choose_backend(requested: str, ccl_available: Callable[[], bool] = ccl_importable) -> str:
+    """'ccl' or 'gloo' for dist.backend (auto | ccl | gloo); InputError when ccl is asked for but missing."""
+    if requested == "gloo" or (requested == "auto" and not ccl_available()):
+        log.info("backend gloo: %s", "requested" if requested == "gloo" else "oneccl_bindings_for_pytorch not installed")
+        return "gloo"
+    if not ccl_available():
+        raise InputError(f"dist.backend=ccl: {CCL_HINT}")
+    import oneccl_bindings_for_pytorch  # noqa: F401  (registers the "ccl" backend with torch.distributed)
+
+    log.info("backend ccl: oneccl_bindings_for_pytorch %s", "requested" if requested == "ccl" else "importable")
+    return "ccl"
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    master_addr: str | None
+    master_port: int | None
+    launcher: Literal["ray", "torchrun", "slurm", "none"]
+    backend: str = "gloo"  # what process_group() chose
+
+
+def slurm_first_host(nodelist: str) -> str:
+    """The first host of a Slurm nodelist ("node[01-04]" -> "node01")."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise InputError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol: {e}") from None
+    return out[0]
+
+
+def rendezvous_from_env(env: Mapping[str, str], already_initialized: bool = False,
+                        first_host: Callable[[str], str] = slurm_first_host) -> Rendezvous:
+    """Who this process is, from the launcher's environment (see the module docstring)."""
+    def number(key: str, default: int | None = None) -> int:
+        try:
+            return int(env[key]) if key in env or default is None else default
+        except (KeyError, ValueError):
+            raise InputError(f"environment variable {key}={env.get(key)!r}: expected an integer") from None
+
+    if already_initialized or "RANK" in env:
+        world = number("WORLD_SIZE")
+        return Rendezvous(number("RANK"), world, number("LOCAL_RANK", 0), number("LOCAL_WORLD_SIZE", world),
+                          env.get("MASTER_ADDR"), number("MASTER_PORT", 0) or None,
+                          "ray" if already_initialized else "torchrun")
+    if number("SLURM_NTASKS", 1) > 1:
+        world = number("SLURM_NTASKS")
+        per_node = number("SLURM_NTASKS_PER_NODE", 0) or world // max(1, number("SLURM_NNODES", 1))
+        return Rendezvous(number("SLURM_PROCID"), world, number("SLURM_LOCALID"), per_node,
+                          first_host(env["SLURM_JOB_NODELIST"]), number("MASTER_PORT", 29500), "slurm")
+    return Rendezvous(0, 1, 0, 1, None, None, "none")
+
+
+def bind_rank(rdzv: Rendezvous, cfg: DistConfig) -> None:
+    """Pin this rank to its cores: the plan for this node's topology and its number of local ranks."""
+    from cluster.placement import bind_local_rank, plan_ranks
+    from cluster.topology import load_topology
+
+    bindings = plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node=rdzv.local_world_size,
+                          use_logical_cores=cfg.use_logical_cores, ccl_workers=cfg.ccl_workers)
+    bind_local_rank(bindings[rdzv.local_rank])
+
+
+@contextlib.contextmanager
+def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iterator[Rendezvous]:
+    """Join (or find) the process group for the duration of the block; destroyed on every way out."""
+    env = os.environ if env is None else env
+    backend = choose_backend(cfg.backend)
+    initialized = dist.is_available() and dist.is_initialized()
+    rdzv = dataclasses.replace(rendezvous_from_env(env, initialized), backend=backend)
+    if rdzv.launcher == "none":
+        log.info("one process (not launched by torchrun, srun or Ray Train): no process group")
+        yield rdzv
+        return
+    bind_rank(rdzv, cfg)
+    if initialized:
+        yield rdzv  # Ray Train owns the group and destroys it
+        return
+    log.info("rank %d of %d (local %d of %d) joining %s:%s over %s via %s", rdzv.rank, rdzv.world_size,
+             rdzv.local_rank, rdzv.local_world_size, rdzv.master_addr, rdzv.master_port, backend, rdzv.launcher)
+    if rdzv.launcher == "slurm":
+        os.environ.update(MASTER_ADDR=rdzv.master_addr, MASTER_PORT=str(rdzv.master_port))
+    dist.init_process_group(backend, rank=rdzv.rank, world_size=rdzv.world_size,
+                            timeout=datetime.timedelta(seconds=cfg.timeout_s))
+    try:
+        yield rdzv
+    finally:
+        dist.destroy_process_group()

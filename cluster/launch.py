@@ -1,0 +1,35 @@
+"""`fightwatch train --launch local`: torchrun on this node with the plan's number of ranks.
+
+The ranks bind themselves (cluster/distributed.py), so this only chooses how many and starts them;
+for several nodes run torchrun yourself (README) or use scripts/slurm/train.sbatch or scripts/ray_job.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from cluster.distributed import DistConfig
+from cluster.placement import plan_ranks
+from cluster.topology import load_topology
+
+log = logging.getLogger(__name__)
+
+
+def local_ranks(cfg: DistConfig, nproc_per_node: int | None) -> int:
+    """Ranks for this node: one per NUMA node (or socket), or nproc_per_node checked against the cores."""
+    return len(plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node, cfg.use_logical_cores,
+                          cfg.ccl_workers))
+
+
+def torchrun_command(nproc_per_node: int, train_args: list[str], max_restarts: int = 0) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
+            f"--max-restarts={max_restarts}", "-m", "cluster.cli", "train", *train_args]
+
+
+def launch_local(cfg: DistConfig, nproc_per_node: int | None, train_args: list[str], max_restarts: int = 0) -> int:
+    """Run the training job as local DDP ranks; returns torchrun's exit code."""
+    command = torchrun_command(local_ranks(cfg, nproc_per_node), train_args, max_restarts)
+    log.info("launching: %s", " ".join(command))
+    return subprocess.run(command).returncode

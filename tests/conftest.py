@@ -1,0 +1,19 @@
+"""Fixtures shared by the modules that train: one tiny prepared run dir per session (Ray extraction is slow)."""
+
+import subprocess
+
+import pytest
+
+from tests.test_cli import FIGHTWATCH, ROOT
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""
+    from tests.test_train import TINY
+
+    run_dir = tmp_path_factory.mktemp("prepared") / "run"
+    result = subprocess.run([str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

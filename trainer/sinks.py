@@ -1,0 +1,276 @@
+"""Where alerts go: a JSON-lines file or stdout, a webhook, or several at once.
+
+An alert payload is a JSON-able dict built by the caller (path-like values are written as strings).
+Sinks are called from the decode/inference loop, so `send` must not wait on the network: the webhook
+queues the alert and a daemon thread delivers it, retrying with backoff, and appends what it could not
+deliver to an undelivered file. Call `close` before exit, or alerts still queued are lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from data.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _json_default(value):
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"alert field of type {type(value).__name__} is not JSON-serializable")
+
+
+def _to_json(payload: dict) -> str:
+    # allow_nan=False: NaN is not JSON and would break the receiver's parser, so fail in the caller.
+    return json.dumps(payload, default=_json_default, allow_nan=False)
+
+
+def _open_append(path: Path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot append to {path}: {error.strerror or error}") from None
+
+
+class Sink:
+    """Where alerts go. `send` returns quickly; `close` delivers what is pending, waiting up to timeout_s."""
+
+    def send(self, alert: dict) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class JsonLinesSink(Sink):
+    """One JSON line per alert, appended to `path` or written to stdout for "-", flushed per line for `tail -f`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        self._file = None if str(path) == "-" else _open_append(Path(path))
+        self._lock = threading.Lock()  # several cameras' loops may share one sink; keep lines whole
+
+    def send(self, alert: dict) -> None:
+        line = _to_json(alert) + "\n"
+        with self._lock:
+            out = sys.stdout if self._file is None else self._file  # looked up per write: honours a redirect
+            out.write(line)
+            out.flush()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __repr__(self):
+        return f"JsonLinesSink({str(self.path)!r})"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect would turn the POST into a bodiless GET and forward the secret header to another host;
+    # refusing it makes a 3xx an HTTPError, i.e. a failed delivery.
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class WebhookSink(Sink):
+    """POSTs each alert as JSON from a daemon thread; `send` only queues, dropping the oldest when full.
+
+    A delivery that fails (connection error, timeout, non-2xx) is retried `retries` times with backoff
+    backoff_s, 2 * backoff_s, ...; then it is counted undelivered and, with `undelivered_path`, appended
+    there as a JSON line with the reason. The secret (the value of the environment variable `secret_env`,
+    sent in `header`) is never logged or written.
+    """
+
+    def __init__(self, url: str, secret_env: str | None = None, header: str = "X-Fightwatch-Secret",
+                 timeout_s: float = 5.0, retries: int = 4, backoff_s: float = 0.5,
+                 undelivered_path: Path | None = None, max_queued: int = 1000):
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0 or max_queued < 1:
+            raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0, max_queued >= 1")
+        self.url, self.secret_env, self.timeout_s = url, secret_env, timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self._log_url = _checked_url(url)
+        self._headers = {"Content-Type": "application/json"}
+        if secret_env is not None:
+            if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+                raise InputError(f"webhook header name {header!r} must be letters, digits and '-'")
+            self._headers[header] = _secret_from(secret_env)
+        self.undelivered_path = None if undelivered_path is None else Path(undelivered_path)
+        if self.undelivered_path is not None:
+            _open_append(self.undelivered_path).close()  # fail now, not when an alert is already lost
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._queue: collections.deque[bytes] = collections.deque()  # JSON bodies, frozen at send()
+        self._max_queued = max_queued
+        self._counts = dict(sent=0, retried=0, undelivered=0, dropped=0)
+        self._wake = threading.Condition()  # guards the queue, the counts and the flags below
+        self._busy = self._closed = self._stopping = False
+        self._undelivered_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._serve, name="webhook-sink", daemon=True)
+        self._worker.start()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """A snapshot of sent, retried (attempts after the first), undelivered and dropped (queue full)."""
+        with self._wake:
+            return dict(self._counts)
+
+    def send(self, alert: dict) -> None:
+        body = _to_json(alert).encode()  # here, so a payload that is not JSON fails in the caller
+        with self._wake:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            if len(self._queue) >= self._max_queued:
+                self._queue.popleft()
+                self._counts["dropped"] += 1
+                log.warning("webhook %s: %d alerts queued, dropped the oldest", self._log_url, self._max_queued)
+            self._queue.append(body)
+            self._wake.notify_all()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait up to timeout_s for the queue to drain, record what is left as undelivered, stop the thread."""
+        deadline = time.monotonic() + timeout_s
+        with self._wake:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.wait_for(lambda: not self._queue and not self._busy, timeout_s)
+            self._stopping = True
+            leftover = list(self._queue)
+            self._queue.clear()
+            self._wake.notify_all()
+        for body in leftover:
+            self._give_up(body, "sink closed before delivery", attempts=0)
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        if self._worker.is_alive():
+            log.warning("webhook %s: closed with a delivery still in flight", self._log_url)
+
+    def __repr__(self):
+        return f"WebhookSink({self._log_url!r}, secret_env={self.secret_env!r}, counts={self.counts})"
+
+    def _serve(self):
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
+                    return
+                body = self._queue.popleft()
+                self._busy = True
+            try:
+                self._deliver(body)
+            except Exception:  # a bug here must not kill the thread and with it every later alert
+                log.exception("webhook %s: delivering an alert failed", self._log_url)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _deliver(self, body: bytes):
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                with self._wake:  # back off, but stop retrying once close() has given up waiting
+                    closing = self._wake.wait_for(lambda: self._stopping, self.backoff_s * 2 ** (attempt - 2))
+                    self._counts["retried"] += not closing
+                if closing:
+                    self._give_up(body, f"sink closed while retrying; last: {reason}", attempt - 1)
+                    return
+            reason = self._post(body)
+            if reason is None:
+                with self._wake:
+                    self._counts["sent"] += 1
+                return
+            log.warning("webhook %s: attempt %d of %d failed: %s", self._log_url, attempt, attempts, reason)
+        self._give_up(body, reason, attempts)
+
+    def _post(self, body: bytes) -> str | None:
+        """One delivery attempt: None when delivered, else why not."""
+        request = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout_s):
+                return None  # urllib raises HTTPError for anything but 2xx
+        except urllib.error.HTTPError as error:
+            error.close()
+            return f"HTTP {error.code} {error.reason}"
+        except (OSError, http.client.HTTPException) as error:
+            cause = error.reason if isinstance(error, urllib.error.URLError) else error
+            if isinstance(cause, TimeoutError):
+                return f"timed out after {self.timeout_s:g} s"
+            return str(cause) or type(cause).__name__
+
+    def _give_up(self, body: bytes, reason: str, attempts: int):
+        with self._wake:
+            self._counts["undelivered"] += 1
+        log.error("webhook %s: alert undelivered after %d attempts: %s", self._log_url, attempts, reason)
+        if self.undelivered_path is None:
+            return
+        record = dict(alert=json.loads(body), reason=reason, attempts=attempts, url=self._log_url,
+                      at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        with self._undelivered_lock, open(self.undelivered_path, "a", encoding="utf-8") as file:
+            file.write(_to_json(record) + "\n")
+
+
+def _checked_url(url: str) -> str:
+    """Validate a webhook URL; return it without query or fragment (they may hold tokens) for logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises on a non-numeric port
+    except ValueError as error:
+        raise InputError(f"webhook URL {url!r} is not a URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"webhook URL {url!r} must be http:// or https:// with a host")
+    if parts.username is not None or parts.password is not None:
+        raise InputError("webhook URL must not hold user:password@; pass a secret through secret_env")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _secret_from(env_var: str) -> str:
+    secret = os.environ.get(env_var)
+    if secret is None:
+        raise InputError(f"environment variable {env_var} (the webhook secret) is not set")
+    # Checked here: http.client's own error for a bad header value would quote the secret.
+    if not secret or not secret.isascii() or not secret.isprintable():
+        raise InputError(f"environment variable {env_var} (the webhook secret) must be non-empty printable ASCII")
+    return secret
+
+
+class MultiSink(Sink):
+    """Sends each alert to every sink; one that fails is logged and does not keep it from the others."""
+
+    def __init__(self, sinks: Iterable[Sink]):
+        self.sinks = list(sinks)
+
+    def send(self, alert: dict) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(alert)
+            except Exception:  # e.g. a full disk under a JSON-lines file must not silence the webhook
+                log.exception("alert sink %r failed", sink)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for sink in self.sinks:
+            sink.close(max(0.0, deadline - time.monotonic()))
+
+    def __repr__(self):
+        return f"MultiSink({self.sinks!r})"

@@ -173,6 +173,8 @@ def _convert(hint, value: Any, key: str, where) -> Any:
         if value is None and type(None) in args:
             return None
         (hint,) = [a for a in args if a is not type(None)]
+        if dataclasses.is_dataclass(hint) and value in (False, "off"):  # `off` (YAML reads false) turns a section off
+            return None
         return _convert(hint, value, key, where)
     if origin is typing.Literal:
         if value not in args:

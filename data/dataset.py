@@ -78,13 +78,21 @@ class ClipDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        row = self.rows[index]
-        shape = self.store.shape(row["clip_id"])
+        """A training clip's view of the current epoch, or a validation clip's centre view."""
         if self.train:
-            t, y, x, size, flip = random_view(np.random.default_rng((self.seed, self.epoch, index)), *shape,
-                                              self.duration)
-        else:
-            (t, y, x, size), flip = center_view(*shape, self.duration), False
+            return self.view(index, self.epoch)
+        row = self.rows[index]
+        (t, y, x, size), flip = center_view(*self.store.shape(row["clip_id"]), self.duration), False
+        return self._input(row, t, y, x, size, flip)
+
+    def view(self, index: int, draw: int) -> tuple[torch.Tensor, int]:
+        """The random training view seeded by (seed, draw, index): draw d is what epoch d trains on."""
+        row = self.rows[index]
+        t, y, x, size, flip = random_view(np.random.default_rng((self.seed, draw, index)),
+                                          *self.store.shape(row["clip_id"]), self.duration)
+        return self._input(row, t, y, x, size, flip)
+
+    def _input(self, row: dict, t, y: int, x: int, size: int, flip: bool) -> tuple[torch.Tensor, int]:
         # Only the frames of the view are read and decoded.
         view = self.store.read(row["clip_id"], t)[:, y : y + size, x : x + size]
         return to_input(view[:, :, ::-1] if flip else view, self.sample_size, self.norm), int(row["label_id"])

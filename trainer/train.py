@@ -36,6 +36,7 @@ from trainer.metrics import classification_metrics, confusion
 from trainer.ddp import GradSync, barrier, gather, sum_across, wrap_head, world
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 from trainer.tracking import Tracker
+from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class TrainConfig:
     val_every: int
     checkpoint_every: int
     num_workers: int
+    # {views: K}: the frozen trunk runs once on K views per clip, not once per epoch (trainer/trunk_cache.py)
+    trunk_cache: TrunkCacheConfig | None
 
     def __post_init__(self):
         if self.epochs <= 0:
@@ -85,16 +88,19 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
 
 
-def evaluate(model: ResNet3D, val_set: Dataset, batch_size: int, num_workers: int,
+def evaluate(model: ResNet3D, forward, val_set: Dataset, batch_size: int, num_workers: int,
              plan: AccelPlan) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Validation metrics, and the labels and fight probabilities they came from; each rank scores a shard."""
+    """Validation metrics, and the labels and fight probabilities they came from; each rank scores a shard.
+
+    `forward` maps a batch of val_set to logits (the model, or the head on cached trunk activations).
+    """
     rank, world_size = world()
     loader = DataLoader(Subset(val_set, shard(len(val_set), rank, world_size)), batch_size, num_workers=num_workers)
     model.eval()
     loss, labels, probs = 0.0, [np.zeros(0, int)], [np.zeros(0)]
     with torch.no_grad(), plan.autocast():
         for x, y in loader:
-            logits = model(plan.input(x)).float()
+            logits = forward(plan.input(x)).float()
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             labels.append(y.numpy())
             probs.append(torch.softmax(logits, 1)[:, 1].numpy())
@@ -156,9 +162,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         sampler = MicroBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size_per_rank, rank, world_size, seed)
     except ValueError as e:
         raise InputError(str(e)) from None
-    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers)
     trunk, head = split(model, model_cfg.ft_begin)
-    head = wrap_head(head, sync)
+    if cfg.trunk_cache is not None:
+        if not len(trunk):
+            raise InputError("train.trunk_cache needs frozen stages to cache, but model.ft_begin is conv1 "
+                             "(everything trains): set model.ft_begin to a later stage or train.trunk_cache=off")
+        cache = TrunkCache(run_dir / "trunk_cache", cfg.trunk_cache, trunk, plan, train_set, val_set)
+        cache.build()
+        train_set, val_set = cache.datasets()
+        trunk = torch.nn.Sequential()  # the cached activations are the head's input
+    evaluate_forward = lambda x: head(trunk(x))  # noqa: E731  (the unwrapped head: no DDP buffer broadcast)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers)
+    ddp_head = wrap_head(head, sync)
     log.info("training %s (width %d) from ft_begin=%s on %d train / %d val clips; rank %d of %d, %d clips per "
              "micro-batch, %d micro-batch(es) per step of %d; %s", model_cfg.arch, model_cfg.width,
              model_cfg.ft_begin, len(train_set), len(val_set), rank, world_size, sampler.per_rank,
@@ -169,12 +184,13 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
         train_mode(model)
-        metrics = _train_epoch(trunk, head, train_loader, sampler.accumulation, optimizer, plan,
+        metrics = _train_epoch(trunk, ddp_head, train_loader, sampler.accumulation, optimizer, plan,
                                f"epoch {epoch}/{cfg.epochs}")
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            val_metrics, val_labels, val_probs = evaluate(model, val_set, cfg.batch_size, cfg.num_workers, plan)
+            val_metrics, val_labels, val_probs = evaluate(model, evaluate_forward, val_set, cfg.batch_size,
+                                                          cfg.num_workers, plan)
             metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
             improved = val_metrics["loss"] < best_loss
             best_loss = min(best_loss, val_metrics["loss"])

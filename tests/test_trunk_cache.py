@@ -1,0 +1,162 @@
+"""The trunk cache on real clips: keys and invalidation, resume, corruption, same logits as uncached."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.dataset import ClipDataset
+from data.errors import InputError
+from data.store import ClipStore, read_manifest
+from tests.test_cli import assert_one_line_error, fightwatch
+from tests.test_train import TINY
+from trainer.accel import AccelPlan, finetune_forward
+from trainer.model import ModelConfig, ResNet3D, freeze_before, split
+from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
+
+MODEL = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=8, pretrained=None,
+                    ft_begin="layer4", mean=(114.8, 107.7, 99.5), std=(1.0, 1.0, 1.0), value_scale=255.0)
+FP32 = AccelPlan("fp32", "torch", False, "test")
+
+
+def clip_sets(run_dir: Path) -> tuple[ClipDataset, ClipDataset]:
+    rows, store = read_manifest(run_dir / "manifest.jsonl"), ClipStore(run_dir / "clips")
+    return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], MODEL.sample_size,
+                             MODEL.sample_duration, MODEL.normalization, train=subset == "training", seed=0)
+                 for subset in ("training", "validation"))
+
+
+def model_parts(seed=0, ft_begin="layer4"):
+    torch.manual_seed(seed)
+    model = ResNet3D(MODEL)
+    freeze_before(model, ft_begin)
+    return model, *split(model, ft_begin)
+
+
+def cache_for(root, trunk, sets, views=3, plan=FP32):
+    return TrunkCache(root, TrunkCacheConfig(views), trunk, plan, *sets)
+
+
+def files(directory: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in directory.rglob("*.npy")}
+
+
+@pytest.fixture(scope="module")
+def sets(prepared):
+    return clip_sets(prepared)
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("bf16", 0.05)])
+def test_cached_views_give_the_logits_of_the_uncached_views(sets, tmp_path, precision, tolerance):
+    model, trunk, head = model_parts()
+    plan = AccelPlan(precision, "torch", False, "test")
+    cache = cache_for(tmp_path, trunk, sets, plan=plan)
+    assert cache.build() == {"built": len(sets[0]) + len(sets[1]), "reused": 0}
+    cached_train, cached_val = cache.datasets()
+    model.eval()
+    for epoch in (1, 2, 5):
+        cached_train.set_epoch(epoch)
+        for index in (0, 3):
+            activations, label = cached_train[index]
+            assert activations.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+            x, same_label = sets[0].view(index, cached_train.view_of(index) + 1)  # view v is draw v + 1
+            with torch.no_grad(), plan.autocast():
+                expected = finetune_forward(trunk, head, x[None]).float()
+                got = head(activations[None]).float()
+            assert label == same_label
+            torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+    activations, _ = cached_val[1]
+    with torch.no_grad():
+        torch.testing.assert_close(head(activations[None].float()), model(sets[1][1][0][None]), rtol=0.05, atol=0.05)
+    draws = {cached_train.view_of(0) for cached_train.epoch in range(1, 40)}
+    assert draws == {0, 1, 2}  # epochs draw among all the cached views
+
+
+def test_a_changed_trunk_or_ft_begin_rebuilds_and_the_same_one_reuses(sets, tmp_path):
+    _, trunk, _ = model_parts(seed=0)
+    first = cache_for(tmp_path, trunk, sets)
+    first.build()
+    again = cache_for(tmp_path, model_parts(seed=0)[1], sets)
+    assert again.key == first.key and again.build()["built"] == 0
+    other_weights = cache_for(tmp_path, model_parts(seed=1)[1], sets)  # another checkpoint
+    other_stage = cache_for(tmp_path, model_parts(seed=0, ft_begin="layer3")[1], sets)
+    other_views = cache_for(tmp_path, trunk, sets, views=2)
+    assert len({first.key, other_weights.key, other_stage.key, other_views.key}) == 4
+    assert other_weights.build()["reused"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == [other_weights.key]  # the stale cache is removed
+
+
+def test_an_interrupted_build_resumes_without_recomputing_finished_clips(sets, tmp_path):
+    _, trunk, _ = model_parts()
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+    original = sets[0].view
+
+    def view_that_dies(index, draw):
+        calls.append(index)
+        if len(set(calls)) > 4:
+            raise Interrupted
+        return original(index, draw)
+
+    sets[0].view = view_that_dies
+    try:
+        with pytest.raises(Interrupted):
+            cache_for(tmp_path, trunk, sets).build()
+    finally:
+        del sets[0].view
+    cache = cache_for(tmp_path, trunk, sets)
+    done = files(cache.dir)
+    assert len(done) == 4 and not list(cache.dir.rglob("*.tmp"))
+    assert cache.build() == {"built": len(sets[0]) + len(sets[1]) - 4, "reused": 4}
+    assert all(files(cache.dir)[name] == mtime for name, mtime in done.items())
+
+
+def test_a_corrupt_cache_file_is_rebuilt_not_read(sets, tmp_path, caplog):
+    _, trunk, _ = model_parts()
+    cache = cache_for(tmp_path, trunk, sets)
+    cache.build()
+    victim = sorted((cache.dir / "train").glob("*.npy"))[2]
+    good = victim.read_bytes()
+    data = bytearray(good)
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert cache.build()["built"] == 1
+    assert victim.name in caplog.text and "checksum" in caplog.text
+    assert victim.read_bytes() == good
+
+
+def test_views_zero_and_a_cache_with_nothing_frozen_are_one_line(tmp_path):
+    args = ["train", "--config", "configs/demo.yaml", f"run_dir={tmp_path}", *TINY]
+    assert_one_line_error(fightwatch(*args, "train.trunk_cache={views: 0}"), "views must be >= 1")
+    with pytest.raises(ValueError):
+        TrunkCacheConfig(0)
+
+
+def test_trunk_cache_on_a_model_that_trains_everything(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared, run_dir)
+    result = fightwatch("train", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY,
+                        "train.trunk_cache={views: 2}")
+    assert_one_line_error(result, "ft_begin is conv1")
+
+
+@pytest.mark.parametrize("mount_options, needle", [("size=64k", "No space left"), ("ro", "Read-only")])
+def test_a_full_or_read_only_disk_is_a_clear_error_and_leaves_nothing(sets, tmp_path, mount_options, needle):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", mount_options, "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root) to make a full or read-only disk")
+    try:
+        _, trunk, _ = model_parts()
+        with pytest.raises(InputError, match=needle) as error:
+            cache_for(mount / "trunk_cache", trunk, sets).build()
+        assert "train.trunk_cache=off" in str(error.value)
+        assert not list(mount.rglob("*.tmp")) and not list(mount.rglob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -24,6 +24,7 @@ class TrackingConfig:
     tracking_uri: str | None
     experiment: str
     run_name: str | None
+    log_model: bool  # the final model as an MLflow pytorch model (seconds and a copy of the weights per run)
 
 
 def tracking_uri(cfg: TrackingConfig, run_dir: Path) -> str:
@@ -84,7 +85,7 @@ class Tracker:
 
     def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         """The model as an MLflow pytorch flavour; `example` (one input batch) gives its signature."""
-        if self.active:
+        if self.active and self.cfg.log_model:
             mlflow.pytorch.log_model(model.eval(), name="model", input_example=example.numpy())
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:

@@ -1,0 +1,159 @@
+"""`fightwatch watch`: live monitoring of cameras with a trained model (trainer/live.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from data.errors import InputError
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """\
+sources:
+  FILE                 a video file, replayed at its frame rate (--no-realtime: as fast as scoring allows)
+  URL                  rtsp://, rtsps://, http(s)://, rtmp://, udp://, srt:// ... streams (RTSP over TCP by default)
+  /dev/videoN          a capture device (Video4Linux2)
+  NAME=SOURCE          the same with a camera id (letters, digits, _ . -); otherwise the id comes from the
+                       file name or the URL's host and path
+
+alerts are JSON lines ({"event": "start"|"end", "alert_id", "camera", "start_s", "start_time", "peak_prob",
+"snapshot", "clip", ...}) on stdout, or in --alerts FILE; counters go to stderr as one JSON line at the end.
+exit status: 0 when every camera ended or was stopped, 1 when one could not be opened or gave up reconnecting.
+
+examples:
+  fightwatch watch --model runs/demo/model.pth gate=rtsp://cam1.local/stream lobby=/dev/video0
+  fightwatch watch --model model.pth --no-realtime --alerts alerts.jsonl recordings/*.mp4
+  FW_SECRET=... fightwatch watch --model model.pth --webhook https://ops.example/hook \\
+      --webhook-secret-env FW_SECRET rtsp://user:pass@10.0.0.5/ch1
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_watch_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `watch` subcommand to an argparse subparsers object; returns its parser."""
+    watch = subparsers.add_parser(
+        "watch", help="watch cameras live and raise alerts on fights",
+        description="Score live video from files, RTSP/HTTP streams and capture devices with one model: a sliding "
+                    "window per camera, windows of all cameras batched through the model; K hot windows in a row "
+                    "raise an alert (JSON line, webhook) with a JPEG snapshot of the hottest frame and an mp4 of "
+                    "the last seconds. Dropped streams reconnect with exponential backoff. Stops on Ctrl-C, "
+                    "SIGTERM, --max-seconds, or when every source has ended.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    watch.add_argument("sources", nargs="+", metavar="SOURCE", help="[NAME=]FILE, URL or /dev/videoN (see below)")
+    watch.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
+    watch.add_argument("--stride", type=int, default=8, help="frames between window starts (default: 8)")
+    watch.add_argument("--batch-size", type=int, default=8, help="most windows per forward pass (default: 8)")
+    watch.add_argument("--threshold", type=float, default=0.5, help="fight probability that counts as hot "
+                                                                    "(default: 0.5)")
+    watch.add_argument("--consecutive", type=int, default=2, help="hot windows in a row that raise an alert "
+                                                                  "(default: 2)")
+    watch.add_argument("--calm-to-end", type=int, default=2, help="calm windows that end an alert (default: 2)")
+    watch.add_argument("--cooldown", type=float, default=30.0,
+                       help="seconds a camera stays quiet after an alert ends (default: 30)")
+    watch.add_argument("--no-realtime", dest="realtime", action="store_false",
+                       help="replay files as fast as scoring allows instead of at their frame rate")
+    watch.add_argument("--alerts", type=Path, metavar="FILE",
+                       help="append alerts as JSON lines to FILE instead of writing them to stdout")
+    watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL")
+    watch.add_argument("--webhook-secret-env", metavar="NAME",
+                       help="send the value of environment variable NAME in the X-Fightwatch-Secret header "
+                            "(never logged)")
+    watch.add_argument("--out-dir", type=Path, default=Path("runs/watch"), metavar="DIR",
+                       help="where snapshots and clips go, in a folder per camera (default: runs/watch)")
+    watch.add_argument("--clip-seconds", type=_positive_float, default=5.0,
+                       help="seconds of video in each alert's mp4, up to the moment it was raised (default: 5)")
+    watch.add_argument("--clip-height", type=int, default=360,
+                       help="height of snapshots and clips; smaller sources keep theirs (default: 360)")
+    watch.add_argument("--max-reconnects", type=int, metavar="N",
+                       help="give a stream or device up after N reconnects (default: retry forever)")
+    watch.add_argument("--reconnect-delay", type=float, default=1.0, metavar="SECONDS",
+                       help="first reconnect delay; doubles per failure in a row (default: 1)")
+    watch.add_argument("--reconnect-max-delay", type=float, default=30.0, metavar="SECONDS",
+                       help="longest reconnect delay (default: 30)")
+    watch.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="open and read timeout of streams and devices (default: 10)")
+    watch.add_argument("--option", dest="options", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                       help="FFmpeg input option for streams and devices, e.g. rtsp_transport=udp, "
+                            "video_size=1280x720, framerate=25 (repeatable)")
+    watch.add_argument("--stats-every", type=float, default=60.0, metavar="SECONDS",
+                       help="log the counters this often; 0: only at the end (default: 60)")
+    watch.add_argument("--max-seconds", type=_positive_float, metavar="SECONDS", help="stop after this long")
+    watch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
+    return watch
+
+
+def _sink(args):
+    from trainer.sinks import JsonLinesSink, MultiSink, WebhookSink
+
+    if args.webhook_secret_env and not args.webhook:
+        raise InputError("--webhook-secret-env needs --webhook")
+    sinks = [JsonLinesSink(args.alerts if args.alerts is not None else "-")]
+    if args.webhook:
+        sinks.append(WebhookSink(args.webhook, args.webhook_secret_env,
+                                 undelivered_path=args.out_dir / "undelivered.jsonl"))
+    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+
+
+def run_watch(args) -> int:
+    """Run `fightwatch watch`; 0 when every camera ended normally (or was stopped), 1 when one failed."""
+    from trainer.accel import AccelConfig, apply, plan_for
+    from trainer.alerts import AlertPolicy
+    from trainer.checkpoint import load_model
+    from trainer.live import Monitor, WatchConfig, parse_sources
+
+    try:
+        policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
+        cfg = WatchConfig(stride=args.stride, batch_size=args.batch_size, realtime=args.realtime,
+                          out_dir=args.out_dir, clip_seconds=args.clip_seconds, clip_height=args.clip_height,
+                          reconnect_delay_s=args.reconnect_delay, reconnect_max_delay_s=args.reconnect_max_delay,
+                          max_reconnects=args.max_reconnects, timeout_s=args.timeout, options=tuple(args.options),
+                          stats_every_s=args.stats_every, max_seconds=args.max_seconds)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    sources = parse_sources(args.sources)
+    model, model_cfg = load_model(args.model)
+    plan = plan_for(AccelConfig(args.precision, "auto"))
+    model, _ = apply(plan, model)
+    sink = _sink(args)
+    monitor = Monitor(model, model_cfg, plan, sources, policy, sink, cfg)
+
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum, frame):
+            log.info("%s: stopping (again to abort)", signal.Signals(signum).name)
+            monitor.stop()
+            signal.signal(signum, restore.get(signum, signal.SIG_DFL))  # a second one is not polite
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            restore[signum] = signal.signal(signum, on_signal)
+    try:
+        stats = monitor.run()
+    finally:
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
+        sink.close()
+    print(json.dumps({"event": "stats", **stats}), file=sys.stderr, flush=True)
+    bad = {name: cam.get("error") for name, cam in stats["cameras"].items() if cam["status"] in ("failed", "gave_up")}
+    for name, error in bad.items():
+        log.error("camera %s did not finish: %s", name, error)
+    return 1 if bad else 0

@@ -1,0 +1,347 @@
+"""`fightwatch watch`: real videos, real PyAV streams over local HTTP, real tiny models, no mocks."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from cluster.watch import add_watch_parser, run_watch
+from data.errors import InputError
+from tests.videos import write_video
+from trainer.checkpoint import save_checkpoint
+from trainer.live import WindowQueue, parse_sources
+from trainer.model import ModelConfig, ResNet3D
+
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 25
+SECRET_ENV, SECRET = "FIGHTWATCH_WATCH_TEST_SECRET", "w4tch-Secret-Value-31"
+MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
+                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
+                        value_scale=255.0)
+
+
+def n_windows(frames: int, stride: int, duration: int = 16) -> int:
+    """Windows every `stride` frames, plus one on the last frames when some are left (as `score` does)."""
+    regular = (frames - duration) // stride + 1
+    return regular + ((frames - duration) % stride != 0)
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    # both urllib (webhook) and FFmpeg's http honour *_proxy; nothing may sit between us and 127.0.0.1
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Checkpoints whose output is fixed: fc weight 0, bias [0, 5] (always fight) or [5, 0] (always calm)."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, bias in (("fight", [0.0, 5.0]), ("calm", [5.0, 0.0])):
+        torch.manual_seed(0)
+        model = ResNet3D(MODEL_CFG)
+        with torch.no_grad():
+            model.fc.weight.zero_()
+            model.fc.bias.copy_(torch.tensor(bias))
+        paths[name] = folder / f"{name}.pth"
+        save_checkpoint(paths[name], model, MODEL_CFG, epoch=1)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    frames = {"a.mp4": 50, "b.mp4": 40, "four.mp4": 100, "long.mp4": 250, "cam.ts": 100}  # at 25 fps
+    return {("ts" if name.endswith(".ts") else name.split(".")[0]): write_video(folder / name, n, fps=FPS)
+            for name, n in frames.items()}
+
+
+def watch(capsys, *argv):
+    """run_watch on the parsed argv: (exit code, the stats line, JSON lines it printed on stdout)."""
+    parser = argparse.ArgumentParser()
+    add_watch_parser(parser.add_subparsers(dest="command"))
+    capsys.readouterr()
+    rc = run_watch(parser.parse_args(["watch", *map(str, argv)]))
+    out, err = capsys.readouterr()
+    stats = [json.loads(line) for line in err.splitlines() if line.startswith('{"event": "stats"')]
+    assert len(stats) == 1, err
+    return rc, stats[0], [json.loads(line) for line in out.splitlines()]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def decoded_frames(path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_file_cameras_raise_one_alert_each_with_snapshot_and_clip(models, videos, tmp_path, capsys):
+    alerts, out_dir = tmp_path / "alerts.jsonl", tmp_path / "out"
+    rc, stats, stdout = watch(capsys, "--model", models["fight"], "--no-realtime", "--alerts", alerts,
+                              "--out-dir", out_dir, "--consecutive", 2, "--stride", 8, "--stats-every", 0,
+                              f"gate={videos['a']}", videos["b"])
+    assert rc == 0 and stdout == []  # --alerts replaces stdout
+    events = read_jsonl(alerts)
+    assert {e["camera"] for e in events} == {"gate", "b"}
+    for camera, frames in (("gate", 50), ("b", 40)):
+        mine = [e for e in events if e["camera"] == camera]
+        assert [e["event"] for e in mine] == ["start", "end"], mine
+        start, end = mine
+        assert start["alert_id"] == end["alert_id"]
+        # raised when the K-th (2nd) hot window ends: frames 8..23, i.e. at 24 / fps; it began with the 1st
+        assert start["raised_s"] == pytest.approx((8 + 16) / FPS, abs=1 / FPS)
+        assert start["start_s"] == pytest.approx(0.0, abs=1 / FPS)
+        assert start["peak_prob"] > 0.99 and start["threshold"] == 0.5
+        started, raised = datetime.fromisoformat(start["start_time"]), datetime.fromisoformat(start["raised_time"])
+        assert (raised - started).total_seconds() == pytest.approx(start["raised_s"] - start["start_s"], abs=0.01)
+        assert end["reason"] == "source ended" and end["end_s"] == pytest.approx(frames / FPS, abs=1 / FPS)
+        assert end["peak_prob"] >= start["peak_prob"]
+        snapshot, clip = Path(start["snapshot"]), Path(start["clip"])
+        assert snapshot.parent == clip.parent == out_dir / camera
+        assert decoded_frames(snapshot) == 1
+        with av.open(str(clip)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            clip_frames = list(container.decode(video=0))
+        assert len(clip_frames) == 24  # the frames before the raise (clip_seconds 5 > 0.96 s)
+        assert clip_frames[-1].time == pytest.approx(23 / FPS, abs=0.002)
+        assert not list(out_dir.rglob(".*"))  # no temp files left behind
+
+    cams = stats["cameras"]
+    for camera, frames in (("gate", 50), ("b", 40)):
+        assert cams[camera]["status"] == "finished"
+        assert cams[camera]["frames_in"] == frames
+        assert cams[camera]["windows"] == n_windows(frames, 8)
+        assert cams[camera]["alerts"] == 1 and cams[camera]["windows_dropped"] == 0
+    total = stats["total"]
+    assert total["frames_in"] == 90 and total["alerts"] == 2
+    assert total["windows"] == cams["gate"]["windows"] + cams["b"]["windows"] == 10
+
+
+def test_calm_model_raises_nothing(models, videos, tmp_path, capsys):
+    rc, stats, stdout = watch(capsys, "--model", models["calm"], "--no-realtime", "--out-dir", tmp_path / "out",
+                              videos["a"], videos["b"])
+    assert rc == 0 and stdout == []
+    assert stats["total"]["alerts"] == 0 and stats["total"]["windows"] == 10 and stats["total"]["frames_in"] == 90
+    assert not any((tmp_path / "out").rglob("*.jpg")) and not any((tmp_path / "out").rglob("*.mp4"))
+
+
+@pytest.mark.parametrize("bad", ["missing file", "refused url"])
+def test_a_bad_camera_is_reported_and_the_good_one_goes_on(models, videos, tmp_path, capsys, caplog, bad):
+    url = str(tmp_path / "nope.mp4") if bad == "missing file" else f"http://127.0.0.1:{closed_port()}/x.mp4"
+    rc, stats, events = watch(capsys, "--model", models["fight"], "--no-realtime", "--out-dir", tmp_path / "out",
+                              "--max-reconnects", 1, "--reconnect-delay", 0.05, f"bad={url}", f"good={videos['a']}")
+    assert rc == 1  # a camera failed
+    good, broken = stats["cameras"]["good"], stats["cameras"]["bad"]
+    assert good["status"] == "finished" and good["frames_in"] == 50 and good["alerts"] == 1
+    assert [e["event"] for e in events] == ["start", "end"] and {e["camera"] for e in events} == {"good"}
+    assert broken["status"] == "failed" and broken["frames_in"] == 0
+    if bad == "missing file":
+        assert broken["open_failures"] == 1 and broken["reconnects"] == 0  # files are not retried
+        assert broken["error"] == "no such video file"
+    else:
+        assert broken["open_failures"] == 2 and broken["reconnects"] == 1 and broken["kind"] == "stream"
+        assert "cannot open" in broken["error"] and "refused" in broken["error"].lower()
+    assert "camera bad" in caplog.text
+
+
+def test_no_usable_source_or_no_model_is_an_input_error(models, tmp_path, capsys):
+    with pytest.raises(InputError, match="no camera source could be opened: a .*no such video file; b .*cannot open"):
+        watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out",
+              tmp_path / "a.mp4", f"b=http://127.0.0.1:{closed_port()}/x.ts")
+    with pytest.raises(InputError, match="model file not found"):
+        watch(capsys, "--model", tmp_path / "absent.pth", tmp_path / "a.mp4")
+    with pytest.raises(InputError, match="given more than once"):
+        watch(capsys, "--model", models["fight"], "x=a.mp4", "x=b.mp4")
+
+
+class FlakyStream(ThreadingHTTPServer):
+    """Serves an MPEG-TS file as a live stream (no Content-Length); the first response stops after `cut` bytes."""
+
+    daemon_threads = True
+
+    def __init__(self, data: bytes, cut: int):
+        super().__init__(("127.0.0.1", 0), FlakyHandler)
+        self.data, self.cut, self.requests = data, cut, 0
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.requests += 1
+        body = self.server.data[:self.server.cut] if self.server.requests == 1 else self.server.data
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        self.wfile.write(body)  # HTTP/1.0: the connection closes after this
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_stream(videos):
+    data = Path(videos["ts"]).read_bytes()
+    server = FlakyStream(data, len(data) // 2)
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_reconnects_after_a_drop_and_goes_on(models, flaky_stream, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="trainer.live")
+    url = f"http://127.0.0.1:{flaky_stream.server_port}/live/cam.ts"
+    rc, stats, events = watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out",
+                              "--max-reconnects", 1, "--reconnect-delay", 0.05, url)
+    cam = stats["cameras"]["127.0.0.1-live-cam"]
+    assert flaky_stream.requests == 2
+    assert cam["kind"] == "stream" and cam["reconnects"] == 1 and cam["drops"] == 2
+    assert cam["status"] == "gave_up" and rc == 1  # the second connection ended too, and one reconnect was all
+    assert 100 + 16 < cam["frames_in"] < 200  # part of the first connection, then the whole video
+    assert "reconnecting" in caplog.text and "connected again" in caplog.text
+    # one alert that lasted across the drop, on a clock that kept running
+    assert [e["event"] for e in events] == ["start", "end"]
+    assert events[1]["reason"] == "source lost" and events[1]["end_s"] > 100 / FPS + 0.5
+    assert decoded_frames(events[0]["clip"]) > 0
+
+
+@pytest.fixture
+def receiver():
+    got, arrived = [], threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append((dict(self.headers), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.got = got
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_receives_the_alerts_and_the_secret_stays_out_of_logs(models, videos, receiver, tmp_path, capsys,
+                                                                       caplog, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    url = f"http://127.0.0.1:{receiver.server_port}/hook"
+    rc, stats, stdout = watch(capsys, "--model", models["fight"], "--no-realtime", "--out-dir", tmp_path / "out",
+                              "--webhook", url, "--webhook-secret-env", SECRET_ENV, f"door={videos['b']}")
+    assert rc == 0
+    assert [payload for _, payload in receiver.got] == stdout  # the webhook gets what stdout shows, in order
+    assert [p["event"] for _, p in receiver.got] == ["start", "end"]
+    headers, start = receiver.got[0]
+    assert headers["X-Fightwatch-Secret"] == SECRET
+    assert start["camera"] == "door" and Path(start["snapshot"]).is_file() and Path(start["clip"]).is_file()
+    assert SECRET not in caplog.text and SECRET not in json.dumps(stats)
+
+
+def test_realtime_replay_takes_the_video_length(models, videos, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="trainer.live")
+    common = ("--model", models["calm"], "--out-dir", tmp_path / "out", videos["four"])  # 100 frames: 4 s
+    _, fast, _ = watch(capsys, "--no-realtime", *common)
+    caplog.clear()
+    _, paced, _ = watch(capsys, "--stats-every", 0.5, *common)
+    assert paced["elapsed_s"] >= 3.9 and paced["total"]["frames_in"] == fast["total"]["frames_in"] == 100
+    assert caplog.text.count("watch stats: ") >= 4  # logged periodically
+    assert fast["elapsed_s"] < 2.5  # about 0.3 s on an idle machine: generous for a loaded one
+
+
+def test_max_seconds_stops_a_replay_and_ends_its_alert(models, videos, tmp_path, capsys):
+    rc, stats, events = watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out", "--stride", 4,
+                              "--consecutive", 1, "--max-seconds", 1.5, videos["long"])  # 10 s, in real time
+    assert rc == 0 and 1.4 < stats["elapsed_s"] < 4
+    assert stats["cameras"]["long"]["status"] == "stopped" and 20 < stats["cameras"]["long"]["frames_in"] < 100
+    assert [e["event"] for e in events] == ["start", "end"] and events[1]["reason"] == "max-seconds"
+    assert decoded_frames(events[0]["clip"]) == 16  # the one window before the raise
+
+
+def test_ctrl_c_stops_cleanly(models, videos, tmp_path):
+    code = ("import argparse, logging, sys; from cluster.watch import add_watch_parser, run_watch; "
+            "logging.basicConfig(level=logging.INFO); p = argparse.ArgumentParser(); "
+            "add_watch_parser(p.add_subparsers()); sys.exit(run_watch(p.parse_args(sys.argv[1:])))")
+    argv = ["watch", "--model", models["fight"], "--out-dir", tmp_path / "out", "--stride", 4, "--consecutive", 1,
+            videos["long"]]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(60, proc.kill)  # a hang fails the test instead of blocking the suite
+    watchdog.start()
+    try:
+        start = json.loads(proc.stdout.readline())  # blocks until the first alert
+        assert start["event"] == "start"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    end = json.loads(out.splitlines()[-1])
+    assert end["event"] == "end" and end["alert_id"] == start["alert_id"] and end["reason"] == "stopped"
+    stats = json.loads(err.splitlines()[-1])
+    assert stats["event"] == "stats" and stats["cameras"]["long"]["status"] == "stopped"
+    assert stats["cameras"]["long"]["frames_in"] < 250
+    assert decoded_frames(start["clip"]) > 0 and decoded_frames(start["snapshot"]) == 1
+
+
+def test_sources_get_ids_and_credentials_stay_out_of_display():
+    sources = parse_sources(["/v/gate.mp4", "/w/gate.mp4", "lobby=rtsp://user:pw@10.0.0.5:554/live/ch1?token=t0k",
+                             "rtsp://10.0.0.6/stream?channel=1", "/dev/video0", "file:///v/yard.mkv"])
+    assert [(s.camera, s.kind) for s in sources] == [
+        ("gate", "file"), ("gate-2", "file"), ("lobby", "stream"), ("10.0.0.6-stream", "stream"),
+        ("video0", "device"), ("yard", "file")]
+    assert sources[2].url == "rtsp://user:pw@10.0.0.5:554/live/ch1?token=t0k"
+    assert sources[2].display == "rtsp://***@10.0.0.5:554/live/ch1?..."
+    assert sources[5].url == "/v/yard.mkv"
+
+
+def test_window_queue_is_round_robin_and_drops_the_oldest_of_a_live_camera():
+    queue, stop = WindowQueue(max_per_camera=3), threading.Event()
+    for i in range(5):
+        queue.put("a", ("a", i), block=False, stop=stop)
+    queue.put("b", ("b", 0), block=False, stop=stop)
+    assert queue.depth("a") == 3  # a2, a3, a4: the two oldest were dropped
+    assert queue.take(3, timeout=0) in ([("a", 2), ("b", 0), ("a", 3)], [("b", 0), ("a", 2), ("a", 3)])
+    assert queue.take(10, timeout=0) == [("a", 4)]
+    t0 = time.monotonic()
+    assert queue.take(10, timeout=0.05) == [] and time.monotonic() - t0 >= 0.04
+
+
+def test_watch_through_the_installed_command(tmp_path):
+    from tests.test_cli import assert_one_line_error, fightwatch
+
+    assert "watch" in fightwatch("--help").stdout
+    assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),
+                          "missing.pth")

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
 
 EXAMPLES = """\
@@ -22,6 +23,7 @@ examples:
   fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
+  fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
 """
 
 
@@ -75,22 +77,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser(
         "score", help="score videos in 16-frame segments",
-        description="Score each listed video in consecutive segments and write output.json in the layout of "
-                    "video-classification-3d-cnn-pytorch's --mode score, plus alerts.")
+        description="Score each listed video in consecutive 16-frame segments and write output.json in the layout "
+                    "of video-classification-3d-cnn-pytorch (--mode score: label and logits per segment, plus "
+                    "start/end seconds and fight probability; --mode feature: the pooled features per segment), "
+                    "plus alerts. A video that cannot be read gets an entry with 'error' and the rest go on; the "
+                    "command then exits 2. With --ray the videos are spread over a Ray cluster, one model per "
+                    "NUMA node; output.json is the same, in the order of --input.")
     score.add_argument("--input", required=True, type=Path, help="text file, one video name per line")
     score.add_argument("--video_root", "--video-root", dest="video_root", required=True, type=Path,
                        help="directory the names in --input are relative to")
     score.add_argument("--output", required=True, type=Path, help="output.json to write")
     score.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch")
-    score.add_argument("--mode", choices=["score"], default="score", help="what to write (default: score)")
+    score.add_argument("--mode", choices=["score", "feature"], default="score",
+                       help="score: label, logits and fight probability per segment; feature: the model's pooled "
+                            "features (512-d for the ResNet-34) per segment, no alerts (default: score)")
+    score.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
     score.add_argument("--stride", type=int, default=16, help="frames between segment starts (default: 16)")
     score.add_argument("--batch-size", type=int, default=8, help="segments per forward pass (default: 8)")
     score.add_argument("--threshold", type=float, default=0.5, help="fight probability that counts as hot")
     score.add_argument("--consecutive", type=int, default=2, help="hot segments in a row that raise an alert")
     score.add_argument("--calm-to-end", type=int, default=2, help="calm segments that end an alert")
     score.add_argument("--cooldown", type=float, default=30.0, help="seconds of quiet after an alert ends")
-    score.add_argument("--annotated-dir", type=Path, help="also write annotated mp4s and probability plots here")
+    score.add_argument("--annotated-dir", type=Path,
+                       help="also write annotated mp4s (<name>_annotated.mp4) and probability plots here")
+    score.add_argument("--gif", action="store_true",
+                       help="with --annotated-dir: also a GIF of each video's most violent 3 seconds "
+                            "(<name>_fight.gif)")
     score.add_argument("--alerts", type=Path, help="also write alerts as JSON lines to this file")
+    score.add_argument("--ray", action="store_true",
+                       help="score with Ray Data, one actor (model) per NUMA node of each Ray node")
+    score.add_argument("--ray-address", metavar="ADDRESS",
+                       help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
 
     plan = commands.add_parser(
         "plan", help="show which CPUs each training rank of a node runs on",
@@ -111,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also run compute threads on SMT siblings (default: physical cores only)")
     plan.add_argument("--ccl-workers", type=int, default=0, metavar="K",
                       help="reserve each rank's last K cores for oneCCL communication workers (default: 0)")
+    add_watch_parser(commands)
     return parser
 
 
@@ -165,27 +184,50 @@ def _train(args) -> int:
 
 
 def _score(args) -> None:
-    from cluster.score import read_video_list, score_job, write_alerts
+    from cluster.score import read_video_list, score_job, score_job_ray, write_alerts
+    from trainer.accel import AccelConfig, plan_for
     from trainer.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.infer import ScoreConfig
+    from trainer.infer import ScoreConfig, check_model
 
     try:
         score_cfg = ScoreConfig(args.stride, args.batch_size)
         policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
     except ValueError as e:
         raise InputError(str(e)) from None
-    if args.output.is_dir():
-        raise InputError(f"{args.output}: --output is a directory; name the JSON file to write")
+    if args.mode == "feature":
+        extra = [flag for flag, value in (("--annotated-dir", args.annotated_dir), ("--gif", args.gif),
+                                          ("--alerts", args.alerts)) if value]
+        if extra:
+            raise InputError(f"{', '.join(extra)}: need --mode score (feature mode has no fight probability)")
+    if args.gif and args.annotated_dir is None:
+        raise InputError("--gif writes into --annotated-dir; name that directory too")
+    for flag, path in (("--output", args.output), ("--alerts", args.alerts)):
+        if path is not None and path.is_dir():
+            raise InputError(f"{path}: {flag} is a directory; name the file to write")
+        if path is not None and path.parent.exists() and not path.parent.is_dir():
+            raise InputError(f"{path}: {flag}'s parent {path.parent} is not a directory")
+    if args.annotated_dir is not None and args.annotated_dir.exists() and not args.annotated_dir.is_dir():
+        raise InputError(f"{args.annotated_dir}: --annotated-dir is not a directory")
     videos = read_video_list(args.input, args.video_root)
     model, model_cfg = load_model(args.model)
-    entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir)
+    check_model(model_cfg, args.model, args.mode)
+    if args.ray or args.ray_address:
+        del model  # each Ray actor loads its own
+        entries, alerts = score_job_ray(args.model, videos, args.output, score_cfg, policy, args.annotated_dir,
+                                        precision=args.precision, mode=args.mode, gif=args.gif,
+                                        ray_address=args.ray_address)
+    else:
+        plan = plan_for(AccelConfig(args.precision, "auto"))
+        entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
+                                    plan=plan, mode=args.mode, gif=args.gif)
     for alert in alerts:
         print(json.dumps(alert))
     if args.alerts:
         write_alerts(args.alerts, alerts)
     failed = [e for e in entries if "error" in e]
-    print(f"scored {len(entries) - len(failed)} of {len(entries)} video(s), {len(alerts)} alert(s) -> {args.output}",
+    what = "feature-extracted" if args.mode == "feature" else "scored"
+    print(f"{what} {len(entries) - len(failed)} of {len(entries)} video(s), {len(alerts)} alert(s) -> {args.output}",
           file=sys.stderr)
     if failed:
         raise InputError(f"{len(failed)} video(s) could not be read, first: {failed[0]['error']}")
@@ -205,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "plan": _plan}[args.command](args) or 0
+        return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "plan": _plan,
+                "watch": run_watch}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise

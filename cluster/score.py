@@ -1,4 +1,17 @@
-"""The scoring job: videos in, output.json, alerts and (optionally) annotated videos out."""
+"""The scoring job: videos in, output.json, alerts and (optionally) annotated videos out.
+
+`score_job` scores the videos one after another in this process; `score_job_ray` spreads them over
+a Ray cluster with Ray Data. Both run `score_one` per video, so they write the same output.json (in
+the order of the video list) and the same alerts, annotated videos, plots and GIFs.
+
+With Ray, the videos are a `ray.data.from_items` dataset (one video per block) mapped by
+`map_batches` onto a pool of actors (`_RayScorer`), each holding one model: one actor per NUMA node
+of every node in the cluster, each reserving that NUMA node's CPUs (`num_cpus`) and running that
+many torch threads, so a node's NUMA nodes score different videos side by side instead of one model
+stretching its threads across the sockets. The NUMA layout is read on the driver's node
+(cluster/topology.py) and assumed for every node, as on a homogeneous cluster. Ray does not pin an
+actor to its NUMA node's cores; the OS scheduler places its threads.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +24,10 @@ from tqdm import tqdm
 
 from data.errors import InputError
 from data.store import atomic_write
+from trainer.accel import AccelPlan
 from trainer.alerts import AlertPolicy, detect_alerts
-from trainer.annotate import annotate_video, plot_probabilities
-from trainer.infer import ScoreConfig, frame_probabilities, score_video, windows
+from trainer.annotate import annotate_video, fight_gif, plot_probabilities
+from trainer.infer import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
 from trainer.model import ModelConfig, ResNet3D
 
 log = logging.getLogger(__name__)
@@ -32,32 +46,168 @@ def read_video_list(list_file: Path, video_root: Path) -> list[Path]:
     return [video_root / n for n in names if n]
 
 
-def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Path], output: Path, score_cfg: ScoreConfig,
-              policy: AlertPolicy, annotated_dir: Path | None = None) -> tuple[list[dict], list[dict]]:
-    """Score every video; one that cannot be read gets an `error` entry and the rest go on.
+def score_one(model: ResNet3D, model_cfg: ModelConfig, path: Path, score_cfg: ScoreConfig, policy: AlertPolicy, *,
+              plan: AccelPlan | None = None, mode: str = "score", annotated_dir: Path | None = None,
+              gif: bool = False) -> tuple[dict, list[dict]]:
+    """(output.json entry, alert dicts) of one video; an unreadable video gets an `error` entry.
 
-    Writes `output` (JSON list) atomically and returns (entries, alerts).
+    In score mode, with `annotated_dir`: `<stem>_annotated.mp4`, `<stem>_probs.png` and, with `gif`,
+    `<stem>_fight.gif` there. Feature mode has no probabilities, hence no alerts and nothing to draw.
+    `model` must be prepared for `plan` (trainer.infer.prepare_model).
     """
-    entries, alerts = [], []
-    for path in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
-        try:
-            entry = score_video(model, model_cfg, path, score_cfg)
-        except InputError as e:
-            log.error("%s", e)
-            entries.append({"video": path.name, "error": str(e), "clips": []})
-            continue
-        entries.append(entry)
-        found = detect_alerts(policy, windows(entry), camera=path.name)
-        alerts += [{"event": "alert", **dataclasses.asdict(a)} for a in found]
-        if annotated_dir is not None:
-            probs = frame_probabilities(entry, entry["frames"])
-            annotate_video(path, annotated_dir / f"{path.stem}_annotated.mp4", probs, policy.threshold)
-            plot_probabilities([c["start_s"] for c in entry["clips"]],
-                               [c["fight_prob"] for c in entry["clips"]], policy.threshold,
-                               [(a.start_s, a.end_s) for a in found], annotated_dir / f"{path.stem}_probs.png",
-                               title=path.name)
+    path = Path(path)
+    try:
+        entry = score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode)
+    except InputError as e:
+        log.error("%s", e)
+        return {"video": path.name, "error": str(e), "clips": []}, []
+    if mode != "score":
+        return entry, []
+    found = detect_alerts(policy, windows(entry), camera=path.name)
+    alerts = [{"event": "alert", **dataclasses.asdict(a)} for a in found]
+    if annotated_dir is not None:
+        probs = frame_probabilities(entry, entry["frames"])
+        annotate_video(path, annotated_dir / f"{path.stem}_annotated.mp4", probs, policy.threshold)
+        plot_probabilities([c["start_s"] for c in entry["clips"]],
+                           [c["fight_prob"] for c in entry["clips"]], policy.threshold,
+                           [(a.start_s, a.end_s) for a in found], annotated_dir / f"{path.stem}_probs.png",
+                           title=path.name)
+        if gif:
+            fight_gif(path, annotated_dir / f"{path.stem}_fight.gif", probs, policy.threshold)
+    return entry, alerts
+
+
+def write_output(output: Path, entries: list[dict]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, lambda f: f.write(json.dumps(entries, indent=1).encode()))
+
+
+def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Path], output: Path, score_cfg: ScoreConfig,
+              policy: AlertPolicy, annotated_dir: Path | None = None, *, plan: AccelPlan | None = None,
+              mode: str = "score", gif: bool = False) -> tuple[list[dict], list[dict]]:
+    """Score every video in this process; one that cannot be read gets an `error` entry and the rest go on.
+
+    The model is prepared for `plan` here (None: plain fp32). Writes `output` (JSON list, in the order
+    of `videos`) atomically and returns (entries, alerts).
+    """
+    model = prepare_model(model, plan) if plan is not None else model.eval()
+    entries, alerts = [], []
+    for path in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
+        entry, found = score_one(model, model_cfg, path, score_cfg, policy, plan=plan, mode=mode,
+                                 annotated_dir=annotated_dir, gif=gif)
+        entries.append(entry)
+        alerts += found
+    write_output(output, entries)
+    return entries, alerts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ray
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorPool:
+    actors: int  # concurrency of map_batches
+    cpus: int  # num_cpus each actor reserves
+    threads: int  # torch threads in each actor
+
+
+def actor_pool(domain_cpus: list[int], domain_cores: list[int], node_cpus: list[float], n_videos: int) -> ActorPool:
+    """One actor per NUMA domain of every Ray node, each reserving its domain's CPUs. Pure.
+
+    domain_cpus / domain_cores: logical CPUs / physical cores of each NUMA domain of one node;
+    node_cpus: the CPU resource of each Ray node that has any. An actor never asks for more CPUs than
+    the smallest node offers (it could never start), there are never more actors than videos, and
+    each runs one torch thread per physical core of its domain (SMT siblings only slow convolutions).
+    """
+    if not domain_cpus or not node_cpus:
+        raise InputError("ray: no CPUs to score on (no NUMA domain, or no Ray node with CPUs)")
+    cpus = max(1, min(min(domain_cpus), int(min(node_cpus))))
+    threads = max(1, min(min(domain_cores), cpus))
+    per_node = sum(max(1, int(n) // cpus) for n in node_cpus)
+    actors = max(1, min(n_videos, len(domain_cpus) * len(node_cpus), per_node))
+    return ActorPool(actors, cpus, threads)
+
+
+class _RayScorer:
+    """A Ray Data actor holding one prepared model; maps batches of {"index", "path"} to JSON results."""
+
+    def __init__(self, model_path: str, score_cfg: ScoreConfig, policy: AlertPolicy, precision: str, mode: str,
+                 annotated_dir: str | None, gif: bool, threads: int):
+        import torch
+
+        from trainer.accel import AccelConfig, plan_for
+        from trainer.checkpoint import load_model
+
+        logging.basicConfig(level=logging.INFO)
+        torch.set_num_threads(threads)
+        model, self.model_cfg = load_model(model_path)
+        self.plan = plan_for(AccelConfig(precision, "auto"))
+        self.model = prepare_model(model, self.plan)
+        self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
+        self.annotated_dir = Path(annotated_dir) if annotated_dir else None
+        self.path_taken = (f"{self.plan.precision}{' channels_last_3d' if self.plan.channels_last else ''} "
+                           f"{self.plan.kernels}, {torch.get_num_threads()} threads")
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        results = []
+        for path in batch["path"]:
+            entry, alerts = score_one(self.model, self.model_cfg, Path(str(path)), self.score_cfg, self.policy,
+                                      plan=self.plan, mode=self.mode, annotated_dir=self.annotated_dir, gif=self.gif)
+            results.append(json.dumps({"entry": entry, "alerts": alerts, "path_taken": self.path_taken}))
+        return {"index": np.asarray(batch["index"]), "result": np.array(results, dtype=object)}
+
+
+def score_job_ray(model_path: Path, videos: list[Path], output: Path, score_cfg: ScoreConfig, policy: AlertPolicy,
+                  annotated_dir: Path | None = None, *, precision: str = "auto", mode: str = "score",
+                  gif: bool = False, ray_address: str | None = None) -> tuple[list[dict], list[dict]]:
+    """`score_job` on Ray Data (see the module doc): the same output.json, alerts and files, in input order.
+
+    Joins `ray_address` (else RAY_ADDRESS, else starts an embedded local Ray, shut down at the end).
+    Paths are made absolute: the actors may run elsewhere, and must see the same files (a shared
+    file system on a cluster).
+    """
+    import ray
+
+    from cluster.topology import load_topology
+    from data.pipeline import init_ray
+
+    if not videos:
+        write_output(output, [])
+        return [], []
+    started = not ray.is_initialized()
+    init_ray(ray_address)
+    try:
+        topo = load_topology()
+        domains = list(topo.domains("numa").values())
+        node_cpus = [n["Resources"]["CPU"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
+        pool = actor_pool([len(d) for d in domains], [len(topo.physical(d)) for d in domains], node_cpus, len(videos))
+        log.info("ray: %d video(s) on %d actor(s) (%d NUMA domain(s) per node x %d node(s)), %d CPUs and %d torch "
+                 "threads each", len(videos), pool.actors, len(domains), len(node_cpus), pool.cpus, pool.threads)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        items = [{"index": i, "path": str(Path(p).resolve())} for i, p in enumerate(videos)]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _RayScorer, batch_size=1, num_cpus=pool.cpus,
+            # A fixed pool; one video in flight per actor, so a long video never holds others back in its queue.
+            compute=ray.data.ActorPoolStrategy(size=pool.actors, max_tasks_in_flight_per_actor=1),
+            fn_constructor_kwargs={
+                "model_path": str(Path(model_path).resolve()), "score_cfg": score_cfg, "policy": policy,
+                "precision": precision, "mode": mode, "gif": gif, "threads": pool.threads,
+                "annotated_dir": str(Path(annotated_dir).resolve()) if annotated_dir is not None else None})
+        results: dict[int, dict] = {}
+        for row in dataset.iter_rows():
+            result = json.loads(row["result"])
+            results[int(row["index"])] = result
+            log.info("ray: scored %s (%d/%d) in %s", result["entry"]["video"], len(results), len(videos),
+                     result["path_taken"])
+    finally:
+        if started:
+            ray.shutdown()
+    entries = [results[i]["entry"] for i in range(len(videos))]
+    alerts = [a for i in range(len(videos)) for a in results[i]["alerts"]]
+    write_output(output, entries)
     return entries, alerts
 
 

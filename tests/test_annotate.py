@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.annotate import annotate_video, plot_probabilities
+from trainer.annotate import annotate_video, fight_gif, plot_probabilities
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -225,3 +225,32 @@ def test_plot_probabilities_writes_png(tmp_path):
 def test_plot_probabilities_rejects_mismatched_lengths(tmp_path):
     with pytest.raises(ValueError, match="3.*2"):
         plot_probabilities([0, 1, 2], [0.1, 0.2], 0.5, [], tmp_path / "p.png")
+
+
+def test_fight_gif_shows_the_most_violent_seconds(tmp_path):
+    src = make_video(tmp_path / "src.mp4", 640, 480, frames=100)  # 4 s at 25 fps
+    probs = [0.1] * 40 + [0.9] * 25 + [0.2] * 35  # the fight: frames 40-64, one second
+    dst = tmp_path / "gifs" / "fight.gif"
+
+    assert fight_gif(src, dst, probs, threshold=0.5, seconds=1.0, fps=10, max_width=320) == (40, 65)
+
+    assert dst.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    with Image.open(dst) as gif:
+        assert gif.format == "GIF" and gif.size == (320, 240) and gif.info["loop"] == 0
+        assert gif.n_frames == 13  # every 2nd frame of 25 (25 fps / 10 fps, rounded)
+        assert gif.info["duration"] == 80
+        gif.seek(0)
+        red, green = _count_bar_colours(np.asarray(gif.convert("RGB")))
+        assert red > 20 and green == 0  # the overlay, red: frame 40 is above the threshold
+    assert [p.name for p in dst.parent.iterdir()] == ["fight.gif"]
+
+
+def test_fight_gif_of_a_video_shorter_than_the_window_and_bad_probs(tmp_path):
+    src = make_video(tmp_path / "src.mp4", frames=12)
+    dst = tmp_path / "short.gif"
+    assert fight_gif(src, dst, [0.3] * 12, seconds=3.0, fps=25) == (0, 12)
+    with Image.open(dst) as gif:
+        assert gif.n_frames == 12 and gif.size == (96, 72)
+    with pytest.raises(ValueError, match=r"11 values but .* 12 frames"):
+        fight_gif(src, tmp_path / "bad.gif", [0.3] * 11)
+    assert not (tmp_path / "bad.gif").exists()

@@ -77,3 +77,76 @@ def test_loading_something_that_is_not_a_checkpoint(tmp_path):
         load_model(tmp_path / "x.pth")
     with pytest.raises(InputError, match="model file not found"):
         load_model(tmp_path / "absent.pth")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Coverage, feature mode, precision
+
+
+def _covered(entry):
+    return sorted({f for c in entry["clips"] for f in range(c["segment"][0], c["segment"][1] + 1)})
+
+
+@pytest.mark.parametrize("n, segments", [
+    (50, [[1, 16], [17, 32], [33, 48], [35, 50]]),  # the tail: the last 16 frames, overlapping
+    (10, [[1, 10]]),                                 # shorter than a segment: its own frames, loop-padded
+])
+def test_segments_cover_the_video_one_based(tmp_path, n, segments):
+    model = ResNet3D(MODEL_CFG).eval()
+    entry = score_video(model, MODEL_CFG, write_video(tmp_path / "v.mp4", n), ScoreConfig(16, 8))
+    assert [c["segment"] for c in entry["clips"]] == segments
+    assert [c["segment"][0] - 1 for c in entry["clips"]] == segment_starts(n, 16, 16)
+    assert _covered(entry) == list(range(1, n + 1))
+    assert entry["clips"][-1]["end_s"] == pytest.approx(n / 25)
+    assert entry["clips"][0]["start_s"] == 0.0
+
+
+def test_feature_mode_writes_the_pooled_features_of_the_last_stage(tmp_path):
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    video = write_video(tmp_path / "v.mp4", 40)
+    features = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8), mode="feature")
+    scores = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
+    assert [c["segment"] for c in features["clips"]] == [c["segment"] for c in scores["clips"]]
+    for f, s in zip(features["clips"], scores["clips"]):
+        assert set(f) == {"segment", "features", "start_s", "end_s"}  # the seed's feature layout + seconds
+        assert len(f["features"]) == 8 * MODEL_CFG.width == model.fc.in_features  # 512 at width 64
+        with torch.no_grad():  # the features are what fc turns into the scores
+            logits = model.fc(torch.tensor([f["features"]]))[0].tolist()
+        assert logits == pytest.approx(s["scores"], abs=1e-5)
+
+
+def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
+    import copy
+    import logging
+
+    from trainer.accel import AccelPlan
+    from trainer.infer import prepare_model
+
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    video = write_video(tmp_path / "v.mp4", 40)
+    fp32 = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
+    plan = AccelPlan("bf16", "torch", True, "bf16: test")
+    with caplog.at_level(logging.INFO, logger="trainer.infer"):
+        bf16_model = prepare_model(copy.deepcopy(model), plan)
+    assert "scoring in bf16 channels_last_3d" in caplog.text
+    assert bf16_model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    bf16 = score_video(bf16_model, MODEL_CFG, video, ScoreConfig(16, 8), plan=plan)
+    a = torch.tensor([c["scores"] for c in fp32["clips"]])
+    b = torch.tensor([c["scores"] for c in bf16["clips"]])
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # it did run in bf16
+    # bf16 keeps 8 bits of mantissa: ~0.4% per rounding, a few roundings deep
+    torch.testing.assert_close(b, a, rtol=0.02, atol=0.02 * a.abs().max().item())
+
+
+def test_a_model_of_another_class_count_is_refused_for_scores_not_features(tmp_path):
+    import dataclasses
+
+    from trainer.infer import check_model
+
+    three = dataclasses.replace(MODEL_CFG, n_classes=3)
+    with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch scores 2 \(no fight, fight\)"):
+        check_model(three, tmp_path / "m.pth", "score")
+    check_model(three, tmp_path / "m.pth", "feature")
+    check_model(MODEL_CFG, tmp_path / "m.pth", "score")

@@ -5,9 +5,12 @@ above the alert threshold, green below) on a translucent dark box in the top-lef
 writes H.264/yuv420p MP4 that plays anywhere. It streams frame by frame, keeps the frame count
 and frame rate of the source, and carries the source's audio along.
 
+``fight_gif`` writes a short GIF of the most violent few seconds (the window of frames with the
+highest mean fight probability), overlay included, at a reduced rate and size for chat and email.
+
 ``plot_probabilities`` draws the score over time with the threshold and the alert intervals.
 
-Both write atomically: a temp file beside the destination is renamed over it only once complete,
+All write atomically: a temp file beside the destination is renamed over it only once complete,
 so a crash never leaves a truncated video or plot where a viewer (or a watcher) would pick it up.
 """
 
@@ -98,6 +101,62 @@ def annotate_video(
             if audio is not None:
                 audio.finish()
     return n_frames
+
+
+def fight_gif(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    frame_probs: Sequence[float],
+    threshold: float = 0.5,
+    seconds: float = 3.0,
+    fps: float = 10.0,
+    max_width: int = 320,
+    labels: tuple[str, str] = ("no fight", "fight"),
+) -> tuple[int, int]:
+    """Write ``dst``: a looping GIF of the ``seconds`` of ``src`` with the highest mean fight probability.
+
+    ``frame_probs`` is one probability per decoded frame, as for ``annotate_video``, whose overlay
+    the GIF frames carry. Frames are taken every ``round(source rate / fps)`` frames (at least every
+    frame) and scaled down to at most ``max_width`` pixels wide. The window is ``seconds`` of source
+    frames (the whole video when shorter); of equal windows the earliest wins.
+
+    Returns the window as 0-based (first frame, end frame exclusive). Raises ValueError as
+    ``annotate_video`` does; ``dst`` is then left untouched.
+    """
+    if seconds <= 0 or fps <= 0 or max_width < 16:
+        raise ValueError("seconds and fps must be > 0 and max_width >= 16")
+    probs = _probabilities(frame_probs)
+    with av.open(os.fspath(src)) as inp:
+        if not inp.streams.video:
+            raise ValueError(f"{src} has no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        rate = float(vin.average_rate or vin.guessed_rate or 25)
+        length = max(1, min(len(probs), round(seconds * rate)))
+        sums = np.concatenate([[0.0], np.cumsum(probs)])
+        first = int(np.argmax(sums[length:] - sums[:-length])) if probs else 0
+        end = first + length
+        step = max(1, round(rate / fps))
+        overlay = _Overlay(vin.height, labels)
+        images, n_frames = [], 0
+        for frame in inp.decode(vin):
+            if first <= n_frames < end and (n_frames - first) % step == 0:
+                image = frame.to_image()
+                overlay.draw(image, probs[n_frames], threshold)
+                if image.width > max_width:
+                    height = max(1, round(image.height * max_width / image.width))
+                    image = image.resize((max_width, height), Image.Resampling.LANCZOS)
+                images.append(image)
+            n_frames += 1
+    if n_frames != len(probs):
+        raise ValueError(f"frame_probs has {len(probs)} values but {src} has {n_frames} frames")
+    if not images:
+        raise ValueError(f"{src} has no frames")
+    with _atomic_path(Path(dst)) as tmp:
+        # GIF delays are in centiseconds; Pillow rounds the millisecond duration to them.
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                       duration=round(1000 * step / rate), optimize=False)
+    return first, end
 
 
 def plot_probabilities(

@@ -1,28 +1,58 @@
 """Scoring a video in 16-frame segments, in the layout of video-classification-3d-cnn-pytorch.
 
 As in that tool's `--mode score`, frames are numbered from 1, a segment is
-`[i, i+15]` inclusive, and `scores` are the raw logits; each segment also
-carries its start and end in seconds and the fight probability (softmax).
-Unlike that tool, the whole video is covered: when frames are left after the
-last full segment, one more segment is scored on the video's last 16 frames
-(it overlaps the one before), and a video shorter than 16 frames is
-loop-padded into one segment.
+`[i, i+15]` inclusive (`sample_duration` frames; segment starts `stride` = 16
+frames apart by default, so each frame is scored once), and `scores` are the
+raw logits with `label` the class of the highest; each segment also carries
+its start and end in seconds (`end_s` is the end of its last frame, i.e.
+`last / fps`) and the fight probability (softmax). `--mode feature` writes,
+as that tool's feature mode does, `features` instead of `label` and `scores`:
+the pooled vector `ResNet3D.features` (512-d for ResNet-18/34 at width 64;
+in general 8 x width x block expansion), plus the same start/end seconds.
+
+Unlike that tool (which drops the frames after the last full segment), the
+whole video is covered, the short tail included:
+- when frames are left after the last regular segment, one more segment is
+  scored on the video's last 16 frames; it overlaps the one before, e.g. a
+  50-frame video gives [1, 16], [17, 32], [33, 48], [35, 50];
+- a video shorter than 16 frames is one segment `[1, n]`, its n frames
+  loop-padded to 16 for the model (as that tool's LoopPadding does).
+`segment_starts` is this plan; `score_video` follows it on the frames it
+actually decodes (a header's frame count is not trusted). With a stride
+larger than 16 the frames between segments are skipped, by request.
+
+Precision: `score_video` takes an `AccelPlan` (trainer/accel.py). The model is
+prepared once with `prepare_model` (apply(plan, model), no optimizer), each
+batch goes through `plan.input` and the forward runs under `plan.autocast()`,
+so bf16 autocast and channels_last_3d are used where the plan says; outputs are
+returned as fp32.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+
+import av
 import numpy as np
 import torch
 
-from data.clips import iter_frames, probe
+from data.clips import iter_frames
 from data.dataset import crop_box, temporal_indices, to_input
+from data.errors import InputError
+from trainer.accel import AccelPlan, apply
 from trainer.alerts import Window
 from trainer.model import ModelConfig, ResNet3D
 
+log = logging.getLogger(__name__)
+
 CLASS_NAMES = ("no fight", "fight")
+MODES = ("score", "feature")
+# The plan when none is given: plain fp32, contiguous, as torch runs by default.
+FP32_PLAN = AccelPlan("fp32", "torch", False, "fp32: default (no accel plan given)")
 
 
 @dataclass(frozen=True)
@@ -45,48 +75,99 @@ def segment_starts(n_frames: int, duration: int, stride: int) -> list[int]:
     return starts
 
 
-def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: ScoreConfig) -> dict:
-    """One output.json entry: {"video", "fps", "frames", "clips": [...]}."""
+def check_model(model_cfg: ModelConfig, path: str | Path, mode: str = "score") -> None:
+    """InputError unless the model can be scored in `mode` (score mode needs the fight/no-fight classes)."""
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode == "score" and model_cfg.n_classes != len(CLASS_NAMES):
+        raise InputError(f"{path}: checkpoint has {model_cfg.n_classes} classes, fightwatch scores "
+                         f"{len(CLASS_NAMES)} ({', '.join(CLASS_NAMES)}); use a model fine-tuned by "
+                         "fightwatch train (or --mode feature for its features)")
+
+
+def prepare_model(model: ResNet3D, plan: AccelPlan) -> ResNet3D:
+    """The model in eval mode, prepared for `plan` (apply without an optimizer); logs the path taken."""
+    model, _ = apply(plan, model.eval())
+    log.info("scoring in %s%s with %s kernels, %d threads (%s)", plan.precision,
+             " channels_last_3d" if plan.channels_last else "", plan.kernels, torch.get_num_threads(), plan.reason)
+    return model
+
+
+def frame_rate(path: str | Path) -> Fraction:
+    """The video's average frame rate (FFmpeg's guess where the header has none; 25 as a last resort)."""
     path = Path(path)
-    info = probe(path)
-    fps = float(info.fps)
-    clips, batch = [], []
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            return Fraction(stream.average_rate or stream.guessed_rate or 25)
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot open video: {e}") from None
+
+
+def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: ScoreConfig, *,
+                plan: AccelPlan | None = None, mode: str = "score") -> dict:
+    """One output.json entry: {"video", "fps", "frames", "clips": [...]}.
+
+    `model` must already be prepared for `plan` (prepare_model); None means plain fp32.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "score" and model_cfg.n_classes != len(CLASS_NAMES):  # check_model says it to users
+        raise ValueError(f"a {model_cfg.n_classes}-class model cannot score {CLASS_NAMES}")
+    plan = plan or FP32_PLAN
+    path = Path(path)
+    fps = float(frame_rate(path))
+    clips: list[dict] = []
+    batch: list[tuple[int, int, np.ndarray]] = []  # (0-based first frame, frame count, (T, h, w, 3) crop)
 
     def flush():
-        x = torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.normalization) for _, frames in batch])
-        with torch.no_grad():
-            logits = model(x)
-        probs = torch.softmax(logits.float(), 1)[:, 1]
-        for (start, _), row, prob in zip(batch, logits.tolist(), probs.tolist()):
-            end = start + model_cfg.sample_duration
-            clips.append({
-                "segment": [start + 1, end],
-                "label": CLASS_NAMES[int(np.argmax(row))],
-                "scores": row,
-                "start_s": round(start / fps, 4),
-                "end_s": round(end / fps, 4),
-                "fight_prob": prob,
-            })
+        x = plan.input(torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.normalization)
+                                    for _, _, frames in batch]))
+        with torch.inference_mode(), plan.autocast():
+            out = model.features(x) if mode == "feature" else model(x)
+        out = out.float()
+        rows = out.tolist()
+        probs = torch.softmax(out, 1)[:, 1].tolist() if mode == "score" else [None] * len(rows)
+        for (start, length, _), row, prob in zip(batch, rows, probs):
+            end = start + length
+            clip = {"segment": [start + 1, end]}
+            if mode == "score":
+                clip |= {"label": CLASS_NAMES[int(np.argmax(row))], "scores": row}
+            else:
+                clip["features"] = row
+            clip |= {"start_s": round(start / fps, 4), "end_s": round(end / fps, 4)}
+            if mode == "score":
+                clip["fight_prob"] = prob
+            clips.append(clip)
         batch.clear()
 
     model.eval()
     duration, size = model_cfg.sample_duration, model_cfg.sample_size
-    # Decode once, holding only the last `duration` frames; the header's frame count plans the
-    # segments, the decoded count is what the entry reports.
-    starts = deque(segment_starts(info.frames, duration, cfg.stride))
+    # Decode once, holding only the last `duration` frames; segments follow segment_starts() on the
+    # frames actually decoded, so a header that miscounts frames neither drops nor doubles any.
     recent: deque[np.ndarray] = deque(maxlen=duration)
-    n_frames = 0
+    n_frames, next_start, covered = 0, 0, 0
     for frame in iter_frames(path, short_side=size):
         y, x = crop_box(frame.shape[0], frame.shape[1], size, "c")
         recent.append(frame[y : y + size, x : x + size])
         n_frames += 1
-        while starts and starts[0] + duration == n_frames:
-            batch.append((starts.popleft(), np.stack(recent)))
+        if n_frames == next_start + duration:
+            batch.append((next_start, duration, np.stack(recent)))
+            covered, next_start = n_frames, next_start + cfg.stride
             if len(batch) == cfg.batch_size:
                 flush()
-    if starts and recent:  # shorter than one segment, or fewer frames than the header said: loop-pad the rest
+    if n_frames == 0:
+        raise InputError(f"{path}: no frames could be decoded")
+    if covered < n_frames:
         frames = np.stack(recent)
-        batch.append((max(0, n_frames - duration), frames[temporal_indices(len(frames), duration, 0)]))
+        if n_frames >= duration:  # the tail: the last `duration` frames
+            batch.append((n_frames - duration, duration, frames))
+        else:  # shorter than one segment: its frames, loop-padded for the model
+            batch.append((0, n_frames, frames[temporal_indices(n_frames, duration, 0)]))
     if batch:
         flush()
     return {"video": path.name, "fps": fps, "frames": n_frames, "clips": clips}

@@ -19,7 +19,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -35,8 +35,10 @@ from trainer.checkpoint import load_pretrained, save_checkpoint
 from trainer.metrics import classification_metrics, confusion
 from trainer.ddp import GradSync, barrier, gather, sum_across, wrap_head, world
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
-from trainer.tracking import Tracker
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
+
+if TYPE_CHECKING:  # the loop only calls a Tracker; MLflow is imported by whoever makes one
+    from trainer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

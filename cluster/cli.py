@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local: start the ranks of this node with torchrun (one per NUMA node, or "
                             "--nproc-per-node) instead of training in this process")
     train.add_argument("--nproc-per-node", type=int, metavar="N",
-                       help="ranks for --launch local (default: one per dist.per domain; at most the cores)")
+                       help="ranks for --launch local (default: dist.local_ranks, else one per dist.per "
+                            "domain; at most the cores)")
     train.add_argument("--max-restarts", type=int, default=0, metavar="N",
                        help="with --launch local: restart the ranks up to N times after a failure; each "
                             "restart resumes from the last checkpoint (default: 0)")
@@ -137,8 +138,8 @@ def _demo(args) -> None:
     from cluster.config import load_config
     from cluster.demo import run_demo
 
-    cfg = load_config(args.config, args.overrides + args.more_overrides)
-    summary = run_demo(cfg)
+    overrides = args.overrides + args.more_overrides
+    summary = run_demo(load_config(args.config, overrides), ["--config", str(args.config), *overrides])
     run_dir = Path(summary["run_dir"])
     for alert in summary["alerts"]:
         print(json.dumps(alert))

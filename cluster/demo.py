@@ -11,18 +11,20 @@ import logging
 from pathlib import Path
 
 from cluster.config import Config
+from cluster.launch import launch_local, local_ranks
 from cluster.prepare import run_prepare
 from cluster.score import score_job, write_alerts
 from cluster.train_job import run_train
 from data.errors import InputError
 from data.synthetic import write_timeline
-from trainer.checkpoint import load_model
+from trainer.checkpoint import latest_checkpoint, load_model
 from trainer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
-def run_demo(cfg: Config) -> dict:
+def run_demo(cfg: Config, train_args: list[str]) -> dict:
+    """`train_args` (--config and overrides) start the DDP ranks (dist.local_ranks) with the same config."""
     if cfg.data.source != "synthetic":
         raise InputError(f"the demo generates its videos: data.source must be 'synthetic', not {cfg.data.source!r}")
     run_prepare(cfg)
@@ -32,7 +34,16 @@ def run_demo(cfg: Config) -> dict:
     truth = write_timeline(timeline, cfg.seed + 1, syn.timeline_calm_before, syn.timeline_fight,
                            syn.timeline_calm_after, width=syn.width, height=syn.height, fps=syn.fps)
 
-    val_metrics, run_id = run_train(cfg)
+    ranks = local_ranks(cfg.dist)
+    if ranks == 1:
+        val_metrics, run_id = run_train(cfg)
+    else:
+        log.info("training with %d DDP ranks on this machine (torchrun)", ranks)
+        if launch_local(cfg.dist, ranks, train_args) != 0:
+            raise InputError(f"training with {ranks} DDP ranks failed; its log is above")
+        last = latest_checkpoint(Path(cfg.run_dir) / "checkpoints")[1]
+        val_metrics = {k[4:]: v for k, v in last["metrics"].items() if k.startswith("val_")}
+        run_id = last["mlflow_run_id"]
     model_path = run_dir / "model.pth"
     model, model_cfg = load_model(model_path)
     with Tracker(cfg.tracking, run_dir, run_id=run_id) as tracker:

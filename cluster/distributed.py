@@ -47,10 +47,13 @@ class DistConfig:
     timeout_s: float
     bucket_mb: float
     grad_dtype: Literal["fp32", "bf16"]
+    local_ranks: int | None  # ranks `demo` and `train --launch local` start here; null: one per dist.per domain
 
     def __post_init__(self):
         if self.timeout_s <= 0 or self.ccl_workers < 0:
             raise ValueError("timeout_s must be > 0 and ccl_workers >= 0")
+        if self.local_ranks is not None and self.local_ranks < 1:
+            raise ValueError(f"local_ranks must be >= 1 or null, got {self.local_ranks}")
         GradSync(self.bucket_mb, self.grad_dtype)
 
     @property

@@ -17,10 +17,11 @@ from cluster.topology import load_topology
 log = logging.getLogger(__name__)
 
 
-def local_ranks(cfg: DistConfig, nproc_per_node: int | None) -> int:
-    """Ranks for this node: one per NUMA node (or socket), or nproc_per_node checked against the cores."""
-    return len(plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node, cfg.use_logical_cores,
-                          cfg.ccl_workers))
+def local_ranks(cfg: DistConfig, nproc_per_node: int | None = None) -> int:
+    """Ranks for this node: nproc_per_node, else dist.local_ranks, else one per NUMA node (or socket);
+    checked against the cores."""
+    return len(plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node or cfg.local_ranks,
+                          cfg.use_logical_cores, cfg.ccl_workers))
 
 
 def torchrun_command(nproc_per_node: int, train_args: list[str], max_restarts: int = 0) -> list[str]:

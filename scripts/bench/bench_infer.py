@@ -147,16 +147,16 @@ def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> 
 
 
 def bench_latency(model_path: Path, seeds: list[int], segment_s: float, big_plan: AccelPlan) -> None:
-    from cluster.config import load_config
+    print(f"\nalert latency over {len(seeds)} synthetic timelines (seeds {seeds[0]}..{seeds[-1]}), model {model_path}:")
+    if not model_path.is_file():
+        print(f"  skipped: {model_path} not found; write it with `bash scripts/demo.sh` or pass --model")
+        return
+    from cluster.config import load_config  # imports MLflow: only when there is a model to measure
     from data.synthetic import write_timeline
     from trainer.alerts import detect_alerts
     from trainer.checkpoint import load_model
     from trainer.infer import windows
 
-    print(f"\nalert latency over {len(seeds)} synthetic timelines (seeds {seeds[0]}..{seeds[-1]}), model {model_path}:")
-    if not model_path.is_file():
-        print(f"  skipped: {model_path} not found; write it with `bash scripts/demo.sh` or pass --model")
-        return
     demo = load_config(ROOT / "configs" / "demo.yaml")
     syn, policy, score_cfg = demo.data.synthetic, demo.alerts, demo.score
     model, model_cfg = load_model(model_path)

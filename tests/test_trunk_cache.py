@@ -83,7 +83,11 @@ def test_a_changed_trunk_or_ft_begin_rebuilds_and_the_same_one_reuses(sets, tmp_
     other_weights = cache_for(tmp_path, model_parts(seed=1)[1], sets)  # another checkpoint
     other_stage = cache_for(tmp_path, model_parts(seed=0, ft_begin="layer3")[1], sets)
     other_views = cache_for(tmp_path, trunk, sets, views=2)
-    assert len({first.key, other_weights.key, other_stage.key, other_views.key}) == 4
+    reextracted = clip_sets(sets[0].store.root.parent)
+    entry = reextracted[0].store.index[reextracted[0].rows[0]["clip_id"]]
+    entry["offsets"] = [[start, size + 1] for start, size in entry["offsets"]]  # other JPEG bytes, as re-extracted
+    other_clips = cache_for(tmp_path, trunk, reextracted)
+    assert len({first.key, other_weights.key, other_stage.key, other_views.key, other_clips.key}) == 5
     assert other_weights.build()["reused"] == 0
     assert [p.name for p in tmp_path.iterdir()] == [other_weights.key]  # the stale cache is removed
 

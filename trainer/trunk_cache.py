@@ -9,7 +9,8 @@ view per clip, drawn with a seed from (seed, epoch, clip). Validation clips cach
 
 On disk, beside the clip store: `<run_dir>/trunk_cache/<key>/{train,val}/<clip>.npy` (K views of one clip;
 bf16 as uint16 bits when the precision is bf16, else fp32) with a `.sha256` sidecar. The key hashes the
-trunk's weights (so a changed checkpoint or ft_begin gives a new key), the input size, normalisation,
+trunk's weights (so a changed checkpoint or ft_begin gives a new key), the stored clips' index entries (a
+re-extraction with other settings gives a new key), the input size, normalisation,
 precision, seed and K; caches under other keys are removed when a new one is built. Files are written
 atomically and verified against their sidecar before use: an interrupted build resumes from the clips
 it finished, and a corrupt file is rebuilt, never read. Under DDP each rank builds its shard of clips.
@@ -49,8 +50,11 @@ class TrunkCacheConfig:
             raise ValueError(f"views must be >= 1, got {self.views} (to train without the cache: trunk_cache: off)")
 
 
-def cache_key(trunk: torch.nn.Module, dataset: ClipDataset, precision: str, views: int) -> str:
+def cache_key(trunk: torch.nn.Module, dataset: ClipDataset, precision: str, views: int,
+              val_set: ClipDataset | None = None) -> str:
     digest = hashlib.sha256()
+    for clips in (dataset, val_set or dataset):  # the stored clips: re-extracted ones (other frames, sizes) differ
+        digest.update(json.dumps([[row["clip_id"], clips.store.index[row["clip_id"]]] for row in clips.rows]).encode())
     for name, tensor in trunk.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())
@@ -103,7 +107,7 @@ class TrunkCache:
     def __init__(self, root: Path, cfg: TrunkCacheConfig, trunk: torch.nn.Module, plan: AccelPlan,
                  train_set: ClipDataset, val_set: ClipDataset):
         self.cfg, self.trunk, self.plan, self.train_set, self.val_set = cfg, trunk, plan, train_set, val_set
-        self.key = cache_key(trunk, train_set, plan.precision, cfg.views)
+        self.key = cache_key(trunk, train_set, plan.precision, cfg.views, val_set)
         self.root, self.dir = Path(root), Path(root) / self.key
 
     def build(self) -> dict[str, int]:

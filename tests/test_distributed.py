@@ -106,8 +106,10 @@ def test_backend_choice():
     assert choose_backend("gloo", lambda: True) == "gloo"
     with pytest.raises(InputError, match="oneccl_bindings_for_pytorch is not installed"):
         choose_backend("ccl", lambda: False)
-    with pytest.raises(ValueError):
-        DistConfig("auto", "numa", False, 0, None, 0, 25, "bf16")
+    with pytest.raises(ValueError, match="timeout_s"):
+        DistConfig("auto", "numa", False, 0, None, 0, 25, "bf16", None)
+    with pytest.raises(ValueError, match="local_ranks"):
+        DistConfig("auto", "numa", False, 0, None, 60, 25, "bf16", 0)
 
 
 # ---- real process groups ----

@@ -14,6 +14,8 @@ recorded there (`parse_lscpu`), so a placement can be planned and tested away fr
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +57,12 @@ class Topology:
         for cpu in sorted(cpus, key=lambda c: c.id):
             first.setdefault((cpu.socket, cpu.core), cpu)
         return list(first.values())
+
+    def within(self, allowed: Iterable[int]) -> "Topology":
+        """The CPUs outside `allowed` (a Slurm or container cpuset) taken as offline: no rank is placed there."""
+        allowed = set(allowed)
+        cpus = tuple(cpu if cpu.id in allowed else dataclasses.replace(cpu, online=False) for cpu in self.cpus)
+        return Topology(cpus, f"{self.source} within the {len(allowed)} CPUs this process may use")
 
     def siblings(self, cpus: Iterable[Cpu]) -> list[Cpu]:
         """The other SMT threads among `cpus`: all but the first of each physical core."""
@@ -192,9 +200,10 @@ def read_sysfs(root: Path = Path("/sys")) -> Topology:
 
 
 def load_topology(path: str | Path | None = None) -> Topology:
-    """This machine's topology (path None), or the one recorded in an lscpu -p file."""
+    """This machine's topology within this process's CPU affinity (path None), or the one recorded in an lscpu -p
+    file (another node's: taken whole)."""
     if path is None:
-        return read_sysfs()
+        return read_sysfs().within(os.sched_getaffinity(0))
     path = Path(path)
     try:
         text = path.read_text()

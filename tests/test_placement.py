@@ -35,6 +35,14 @@ def test_xeon_logical_cores_add_the_siblings():
     assert bindings[0].env()["OMP_NUM_THREADS"] == "12"
 
 
+def test_a_cpuset_keeps_ranks_on_the_cpus_the_job_may_use():
+    """A Slurm job given cores 3-8 of the Xeon: node0 keeps 3-5, node1 6-8, and nothing outside is bound."""
+    topo = load_topology(XEON).within(range(3, 9))
+    assert [b.cpus for b in plan_ranks(topo)] == [(3, 4, 5), (6, 7, 8)]
+    assert [b.cpus for b in plan_ranks(load_topology(XEON).within(range(6, 12)))] == [(6, 7, 8, 9, 10, 11)]
+    assert "within the 6 CPUs" in topo.source
+
+
 def test_ccl_workers_take_the_last_cores():
     bindings = plan_ranks(topology("xeon_gold_6128"), ccl_workers=2)
     assert layout(bindings) == [(0, [0, 1, 2, 3], [4, 5]), (1, [6, 7, 8, 9], [10, 11])]

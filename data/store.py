@@ -10,11 +10,13 @@ shards or none.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tarfile
-import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +27,26 @@ from data.errors import InputError
 INDEX_SUFFIX = ".index.json"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temp file beside `path`, fsync, then rename over `path`."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to (for writers that want a file name: PyAV, Pillow, matplotlib);
+    fsynced and renamed over `path` only when the block succeeds, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # same directory: the rename is atomic
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename: power loss can't expose a torn file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temp file beside `path`, fsync, then rename over `path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

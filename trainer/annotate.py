@@ -17,9 +17,7 @@ so a crash never leaves a truncated video or plot where a viewer (or a watcher) 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+
+from data.store import atomic_path
 
 # Audio codecs copied into the MP4 untouched; every common player decodes them. Others become AAC.
 _REMUX_AUDIO_CODECS = frozenset({"aac", "mp3"})
@@ -61,7 +61,7 @@ def annotate_video(
     """
     probs = _probabilities(frame_probs)
     dst = Path(dst)
-    with _atomic_path(dst) as tmp, av.open(os.fspath(src)) as inp:
+    with atomic_path(dst) as tmp, av.open(os.fspath(src)) as inp:
         if not inp.streams.video:
             raise ValueError(f"{src} has no video stream")
         vin = inp.streams.video[0]
@@ -152,7 +152,7 @@ def fight_gif(
         raise ValueError(f"frame_probs has {len(probs)} values but {src} has {n_frames} frames")
     if not images:
         raise ValueError(f"{src} has no frames")
-    with _atomic_path(Path(dst)) as tmp:
+    with atomic_path(Path(dst)) as tmp:
         # GIF delays are in centiseconds; Pillow rounds the millisecond duration to them.
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
                        duration=round(1000 * step / rate), optimize=False)
@@ -186,7 +186,7 @@ def plot_probabilities(
     ax.set_ylabel("fight probability")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small", frameon=False)
-    with _atomic_path(Path(path)) as tmp:
+    with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
 
@@ -196,21 +196,6 @@ def _probabilities(values: Sequence[float]) -> list[float]:
     if probs.ndim != 1 or not np.all((probs >= 0) & (probs <= 1)):
         raise ValueError("frame_probs must be a flat sequence of probabilities in [0, 1]")
     return probs.tolist()
-
-
-@contextmanager
-def _atomic_path(dst: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``dst`` that replaces ``dst`` only if the block succeeds."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory so os.replace is an atomic rename; hidden so watchers skip it.
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # on disk before the rename: power loss can't expose a torn file
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _Overlay:

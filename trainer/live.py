@@ -52,7 +52,6 @@ import re
 import threading
 import time
 import urllib.parse
-import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,6 +66,7 @@ import torch
 from data.clips import resized
 from data.dataset import crop_box, temporal_indices, to_input
 from data.errors import InputError
+from data.store import atomic_path
 from trainer.accel import AccelPlan
 from trainer.alerts import Alert, AlertPolicy, AlertState, Window, step
 from trainer.model import ModelConfig
@@ -320,10 +320,6 @@ class _Clock:
 # Writing snapshots and clips (on the writer thread)
 
 
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-
-
 def _av_frame(frame: Frame, size: tuple[int, int] | None = None) -> av.VideoFrame:
     out = av.VideoFrame.from_ndarray(frame.yuv, format="yuv420p")
     if size is not None and size != frame.size:
@@ -333,20 +329,14 @@ def _av_frame(frame: Frame, size: tuple[int, int] | None = None) -> av.VideoFram
 
 def write_jpeg(frame: Frame, path: Path) -> Path:
     """One frame as a JPEG (PyAV's MJPEG encoder), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with av.open(str(tmp), "w", format="mjpeg") as container:
-            stream = container.add_stream("mjpeg", rate=1)
-            stream.width, stream.height = frame.size
-            stream.pix_fmt = "yuvj420p"
-            if hasattr(stream.codec_context, "qscale"):
-                stream.codec_context.qscale = 3
-            container.mux(stream.encode(_av_frame(frame).reformat(format="yuvj420p")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mjpeg") as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width, stream.height = frame.size
+        stream.pix_fmt = "yuvj420p"
+        if hasattr(stream.codec_context, "qscale"):
+            stream.codec_context.qscale = 3
+        container.mux(stream.encode(_av_frame(frame).reformat(format="yuvj420p")))
+        container.mux(stream.encode())
     return path
 
 
@@ -354,25 +344,19 @@ def write_mp4(frames: list[Frame], path: Path, fps: float) -> Path:
     """Frames as an H.264 mp4 at their own timestamps (ms), written atomically; sizes follow the first."""
     if not frames:
         raise ValueError("no frames for the clip")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
     size = frames[0].size
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=round(fps) or 25,
-                                          options={"preset": "veryfast", "crf": "23"})
-            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-            stream.codec_context.time_base = Fraction(1, 1000)
-            last_pts, t0 = -1, frames[0].t
-            for frame in frames:
-                pts = max(round((frame.t - t0) * 1000), last_pts + 1)
-                out = _av_frame(frame, size)
-                out.pts, out.time_base, last_pts = pts, Fraction(1, 1000), pts
-                container.mux(stream.encode(out))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (atomic_path(path) as tmp,
+          av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container):
+        stream = container.add_stream("libx264", rate=round(fps) or 25, options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        last_pts, t0 = -1, frames[0].t
+        for frame in frames:
+            pts = max(round((frame.t - t0) * 1000), last_pts + 1)
+            out = _av_frame(frame, size)
+            out.pts, out.time_base, last_pts = pts, Fraction(1, 1000), pts
+            container.mux(stream.encode(out))
+        container.mux(stream.encode())
     return path
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+from cluster.logs import log_to_run_dir, setup_console
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fightwatch",
         description="Detect violence in video with a 3D ResNet; train it on CPU clusters; alert on fights.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks, debug logs and the libraries' own logs on the console (without it, "
+                             "demo, prepare and train keep those in <run_dir>/fightwatch.log)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -139,7 +141,9 @@ def _demo(args) -> None:
     from cluster.demo import run_demo
 
     overrides = args.overrides + args.more_overrides
-    summary = run_demo(load_config(args.config, overrides), ["--config", str(args.config), *overrides])
+    cfg = load_config(args.config, overrides)
+    log_file = log_to_run_dir(cfg.run_dir)
+    summary = run_demo(cfg, ["--config", str(args.config), *overrides])
     run_dir = Path(summary["run_dir"])
     for alert in summary["alerts"]:
         print(json.dumps(alert))
@@ -151,7 +155,8 @@ def _demo(args) -> None:
           f"scores:       {run_dir / 'output.json'}\n"
           f"annotated:    {run_dir / 'timeline_annotated.mp4'} (plot: {run_dir / 'timeline_probs.png'})\n"
           f"alerts:       {run_dir / 'alerts.jsonl'}\n"
-          f"MLflow:       mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()}")
+          f"MLflow:       mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()}\n"
+          f"log:          {log_file}")
 
 
 def _prepare(args) -> None:
@@ -160,6 +165,7 @@ def _prepare(args) -> None:
 
     ray_override = [f"data.ray_address={args.ray_address}"] if args.ray_address else []
     cfg = load_config(args.config, args.overrides + args.more_overrides + ray_override)
+    log_to_run_dir(cfg.run_dir)
     result = run_prepare(cfg)
     print(f"{result.line()}\nmanifest: {cfg.run_dir}/manifest.jsonl ({len(result.rows)} clips), "
           f"store: {result.store_root}")
@@ -170,6 +176,7 @@ def _train(args) -> int:
     from cluster.train_job import run_train
 
     cfg = load_config(args.config, args.overrides + args.more_overrides)
+    log_to_run_dir(cfg.run_dir)
     if args.launch == "local":
         from cluster.launch import launch_local
 
@@ -245,8 +252,7 @@ def _plan(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_console(args.debug)
     try:
         return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "plan": _plan,
                 "watch": run_watch}[args.command](args) or 0

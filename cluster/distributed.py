@@ -28,6 +28,7 @@ from typing import Literal
 
 import torch.distributed as dist
 
+from cluster.logs import console_for_rank
 from data.errors import InputError
 from trainer.ddp import GradSync
 
@@ -136,9 +137,11 @@ def bind_rank(rdzv: Rendezvous, cfg: DistConfig) -> None:
 def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iterator[Rendezvous]:
     """Join (or find) the process group for the duration of the block; destroyed on every way out."""
     env = os.environ if env is None else env
-    backend = choose_backend(cfg.backend)
     initialized = dist.is_available() and dist.is_initialized()
-    rdzv = dataclasses.replace(rendezvous_from_env(env, initialized), backend=backend)
+    rdzv = rendezvous_from_env(env, initialized)
+    console_for_rank(rdzv.rank)
+    rdzv = dataclasses.replace(rdzv, backend=choose_backend(cfg.backend))
+    backend = rdzv.backend
     if rdzv.launcher == "none":
         log.info("one process (not launched by torchrun, srun or Ray Train): no process group")
         yield rdzv

@@ -7,6 +7,7 @@ for several nodes run torchrun yourself (README) or use scripts/slurm/train.sbat
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -17,11 +18,15 @@ from cluster.topology import load_topology
 log = logging.getLogger(__name__)
 
 
+def local_plan(cfg: DistConfig, nproc_per_node: int | None = None) -> list:
+    """This node's rank bindings: nproc_per_node ranks, else dist.local_ranks, else one per NUMA node (or
+    socket); checked against the cores."""
+    return plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node or cfg.local_ranks,
+                      cfg.use_logical_cores, cfg.ccl_workers)
+
+
 def local_ranks(cfg: DistConfig, nproc_per_node: int | None = None) -> int:
-    """Ranks for this node: nproc_per_node, else dist.local_ranks, else one per NUMA node (or socket);
-    checked against the cores."""
-    return len(plan_ranks(load_topology(cfg.topology), cfg.per, nproc_per_node or cfg.local_ranks,
-                          cfg.use_logical_cores, cfg.ccl_workers))
+    return len(local_plan(cfg, nproc_per_node))
 
 
 def torchrun_command(nproc_per_node: int, train_args: list[str], max_restarts: int = 0) -> list[str]:
@@ -31,6 +36,10 @@ def torchrun_command(nproc_per_node: int, train_args: list[str], max_restarts: i
 
 def launch_local(cfg: DistConfig, nproc_per_node: int | None, train_args: list[str], max_restarts: int = 0) -> int:
     """Run the training job as local DDP ranks; returns torchrun's exit code."""
-    command = torchrun_command(local_ranks(cfg, nproc_per_node), train_args, max_restarts)
+    bindings = local_plan(cfg, nproc_per_node)
+    command = torchrun_command(len(bindings), train_args, max_restarts)
     log.info("launching: %s", " ".join(command))
-    return subprocess.run(command).returncode
+    # Each rank sets its own threads when it binds (cluster/placement.py); stating them here also keeps torchrun
+    # from setting OMP_NUM_THREADS=1 with a banner about it.
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(bindings[0].cpus))}
+    return subprocess.run(command, env=env).returncode

@@ -4,7 +4,7 @@ The manifest is grouped by source video, so each video is opened by one task
 (num_cpus=1) that seeks to each of its clips and writes them as one shard
 straight into the store: frames never travel through the driver. Videos whose
 shard is complete are skipped, so a re-run resumes. Without RAY_ADDRESS or an
-explicit address an embedded local Ray is started.
+explicit address an embedded local Ray is started, and shut down when the clips are in.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
+from tqdm import tqdm
 
 from data.extract import ClipError, extract_window
 from data.store import ClipStore
@@ -64,6 +65,23 @@ def _extract_video(item: dict, store_root: str, fps: float, short_side: int) -> 
             "node": ray.get_runtime_context().get_node_id()}
 
 
+def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: int,
+                    summary: ExtractionSummary) -> None:
+    kwargs = {"store_root": str(store.root.resolve()), "fps": fps, "short_side": short_side}
+    # One video per block, so Ray Data can spread videos over every node's CPUs; our own progress bar instead
+    # of Ray Data's (which, off a terminal, logs a status block every 10 s).
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
+    results = dataset.map(_extract_video, fn_kwargs=kwargs, num_cpus=1).iter_rows()
+    for result in tqdm(results, total=len(todo), desc="extracting clips", unit="video"):
+        summary.ok += len(result["ok"])
+        summary.nodes[result["node"]] += len(result["ok"])
+        for failure in result["failures"]:
+            summary.failed[failure["reason"]] += 1
+            summary.failures.append(failure)
+            log.warning("clip %s failed (%s): %s", failure["clip_id"], failure["reason"], failure["error"])
+
+
 def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: int,
                   ray_address: str | None = None) -> ExtractionSummary:
     """Extract every manifest row's clip ({"clip_id", "video_id", "path", "start_s", "end_s"}) into `store`."""
@@ -75,18 +93,13 @@ def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: in
         else:
             todo.append(item)
     if todo:
+        started = not ray.is_initialized()
         init_ray(ray_address)
-        kwargs = {"store_root": str(store.root.resolve()), "fps": fps, "short_side": short_side}
-        # One video per block, so Ray Data can spread videos over every node's CPUs.
-        dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
-        for result in dataset.map(_extract_video, fn_kwargs=kwargs, num_cpus=1).iter_rows():
-            summary.ok += len(result["ok"])
-            summary.nodes[result["node"]] += len(result["ok"])
-            for failure in result["failures"]:
-                summary.failed[failure["reason"]] += 1
-                summary.failures.append(failure)
-                log.warning("clip %s failed (%s): %s", failure["clip_id"], failure["reason"], failure["error"])
+        try:
+            _run_extraction(todo, store, fps, short_side, summary)
+        finally:
+            if started:  # an embedded Ray would sit beside the training ranks on the same cores
+                ray.shutdown()
         store.refresh()  # pick up the shards the workers wrote
-    log.info("%s", summary.line())
     return summary
 

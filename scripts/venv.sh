@@ -9,9 +9,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  echo "installing fightwatch into $VENV (torch 2.13.0 CPU build first, so nothing pulls a CUDA build)" >&2
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.13.0
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT[dev]"
+  # pip's output (and its warnings about this machine's package locations) goes to a log, shown on failure.
+  LOG="$VENV/install.log"
+  echo "installing fightwatch into $VENV (torch 2.13.0 CPU build first, so nothing pulls a CUDA build; log: $LOG)" >&2
+  if ! { "$VENV/bin/pip" install --disable-pip-version-check torch==2.13.0 \
+         && "$VENV/bin/pip" install --disable-pip-version-check -e "$ROOT[dev]"; } >"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    echo "install failed; the whole log: $LOG" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

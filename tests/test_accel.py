@@ -78,6 +78,12 @@ def test_resolve_reasons_name_the_flag_or_the_emulation():
     assert "emulated" not in resolve(AccelConfig("bf16", "torch"), ZEN4, False).reason
 
 
+def test_requested_bf16_without_native_support_says_how_much_slower():
+    # measured with oneDNN held to each ISA (trainer/accel.py): AVX-512 without bf16, and AVX2 only (AMD Zen 3)
+    assert "~3.5x slower than fp32" in resolve(AccelConfig("bf16", "torch"), SKYLAKE, False).reason
+    assert "~50x slower than fp32" in resolve(AccelConfig("bf16", "torch"), HASWELL, False).reason
+
+
 def test_kernels_ipex_without_ipex_is_an_input_error_with_install_hint():
     with pytest.raises(InputError, match=r"fightwatch\[intel\].*torch 2\.8.*kernels: torch"):
         resolve(AccelConfig("auto", "ipex"), SAPPHIRE_RAPIDS, False)

@@ -1,6 +1,7 @@
 """The demo end to end through the real command: Ray Data, training, MLflow, scoring, annotation, alerts."""
 
 import json
+import re
 import subprocess
 
 import av
@@ -8,6 +9,10 @@ import mlflow
 import pytest
 
 from tests.test_cli import FIGHTWATCH, ROOT
+from trainer.metrics import timeline_report
+
+PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "training:  40%|████      | 12/30 [...]"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the cursor moves of nested bars
 
 
 @pytest.fixture(scope="module")
@@ -27,27 +32,40 @@ def frame_count(path):
 def test_demo_writes_scores_annotated_video_and_alerts(demo_run):
     run_dir, result = demo_run
     truth = json.loads((run_dir / "heldout" / "timeline.json").read_text())
-    (fight_start, fight_end), = truth["fight_intervals"]
     (entry,) = json.loads((run_dir / "output.json").read_text())
     assert entry["video"] == "timeline.mp4" and entry["frames"] == truth["frames"]
-
-    # the fight is scored higher than the calm parts around it
-    inside = [c["fight_prob"] for c in entry["clips"] if fight_start <= c["start_s"] and c["end_s"] <= fight_end]
-    outside = [c["fight_prob"] for c in entry["clips"] if c["end_s"] <= fight_start or c["start_s"] >= fight_end]
-    assert sum(inside) / len(inside) > sum(outside) / len(outside) + 0.3
-
-    # an alert inside the fight interval, none in the calm parts
     alerts = [json.loads(line) for line in (run_dir / "alerts.jsonl").read_text().splitlines()]
-    assert alerts and [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")] == alerts
-    probs = [(c["start_s"], round(c["fight_prob"], 2)) for c in entry["clips"]]
+    assert [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")] == alerts
     for alert in alerts:
-        # starts in the fight (a segment may straddle its start), may run on while the fighters calm down
-        assert fight_start - 1.0 <= alert["start_s"] < fight_end and alert["end_s"] <= fight_end + 2.0, (alert, probs)
         assert alert["start_s"] <= alert["raised_s"] <= alert["end_s"]
+
+    # The bar scripts/bench/bench_demo_robustness.py holds every seed to (README, "Demo robustness"): the fight
+    # is caught within 2 s, calm time raises nothing, and every segment inside the fight scores above every calm
+    # one. A model that did not learn fails here.
+    report = timeline_report(entry["clips"], alerts, truth["fight_intervals"])
+    probs = [(c["start_s"], round(c["fight_prob"], 2)) for c in entry["clips"]]
+    assert report["false_alerts"] == 0 and report["caught"] == 1, (report, alerts, probs)
+    assert report["latency_s"][0] <= 2.0, (report, probs)
+    assert report["fight_p"] > report["calm_p"], (report, probs)
 
     annotated = run_dir / "timeline_annotated.mp4"
     assert frame_count(annotated) == frame_count(run_dir / "heldout" / "timeline.mp4") == truth["frames"]
     assert (run_dir / "timeline_probs.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_demo_console_is_quiet_and_the_run_log_keeps_the_rest(demo_run):
+    """The console: progress bars, fightwatch's own lines (rank 0's) and the summary. The run log: everything."""
+    run_dir, result = demo_run
+    run_log = (run_dir / "fightwatch.log").read_text()
+    assert "epoch 1: train_loss=" in run_log and "epoch 1: train_loss=" not in result.stderr  # the epoch bar has it
+    for library in ("ray.data", "mlflow."):
+        assert f" {library}" in run_log and f" {library}" not in result.stderr, library
+    assert "rank 1 of 2" in run_log and "rank 1 of 2" not in result.stderr
+    assert "OMP_NUM_THREADS" not in result.stderr
+    # tqdm redraws a bar with "\r"; what is left once each bar's last state is dropped fits on a screen
+    lines = [ANSI.sub("", line.split("\r")[-1]) for line in (result.stdout + result.stderr).splitlines()]
+    text = [line for line in lines if line.strip() and not PROGRESS.search(line)]
+    assert len(text) <= 30, "\n".join(text)
 
 
 def test_demo_is_one_mlflow_run_with_epoch_metrics_and_artifacts(demo_run):
@@ -59,8 +77,9 @@ def test_demo_is_one_mlflow_run_with_epoch_metrics_and_artifacts(demo_run):
     epochs = int(run.data.params["train.epochs"])
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == list(range(1, epochs + 1))
-    assert history[-1].value >= 0.9
+    assert history[-1].value >= 0.95
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "heldout")}
     assert {"heldout/output.json", "heldout/alerts.jsonl", "heldout/timeline_probs.png"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/epoch_0010.pth",
-                                                                                      "checkpoints/epoch_0020.pth"}
+    every = int(run.data.params["train.checkpoint_every"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
+        f"checkpoints/epoch_{e:04d}.pth" for e in range(every, epochs + 1, every)}

@@ -32,3 +32,29 @@ def classification_metrics(labels, predictions, scores=None) -> dict[str, float]
     if scores is not None:
         metrics["roc_auc"] = roc_auc(labels, scores)
     return metrics
+
+
+def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list[list[float]]) -> dict:
+    """How a scored untrimmed video's alerts match its true fight intervals (seconds). Pure.
+
+    `clips`: output.json segments ({"start_s", "end_s", "fight_prob"}); `alerts`: {"start_s", "end_s",
+    "raised_s"}. Returns false_alerts (alerts that overlap no fight), caught (fights with an alert),
+    latency_s (per fight: the first overlapping alert's raised_s minus the fight's start; None when missed),
+    and fight_p / calm_p: the lowest fight probability of a segment wholly inside a fight and the highest of a
+    segment that touches none (None where there is no such segment).
+    """
+    def overlaps(start: float, end: float, interval) -> bool:
+        return start < interval[1] and end > interval[0]
+
+    hits = [[a for a in alerts if overlaps(a["start_s"], a["end_s"], fight)] for fight in fight_intervals]
+    inside = [c["fight_prob"] for c in clips
+              if any(f[0] <= c["start_s"] and c["end_s"] <= f[1] for f in fight_intervals)]
+    calm = [c["fight_prob"] for c in clips if not any(overlaps(c["start_s"], c["end_s"], f) for f in fight_intervals)]
+    return {
+        "false_alerts": sum(not any(overlaps(a["start_s"], a["end_s"], f) for f in fight_intervals) for a in alerts),
+        "caught": sum(bool(h) for h in hits),
+        "latency_s": [round(min(a["raised_s"] for a in h) - f[0], 3) if h else None
+                      for h, f in zip(hits, fight_intervals)],
+        "fight_p": min(inside, default=None),
+        "calm_p": max(calm, default=None),
+    }

@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # the loop only calls a Tracker; MLflow is imported by whoeve
 
 log = logging.getLogger(__name__)
 
+EPOCH_POSTFIX = ("train_loss", "val_loss", "val_accuracy")  # what the epoch progress bar shows
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -57,9 +59,11 @@ class TrainConfig:
     dampening: float  # sgd only; 3D-ResNets-PyTorch uses 0.9
     weight_decay: float
     # plateau: divide lr by 10 after `plateau_patience` validations without a lower val loss (the baseline);
-    # cosine: decay to 0 over the run.
+    # cosine: decay to 0 over the run, per optimizer step, after `warmup_epochs` of linear warm-up.
     lr_schedule: Literal["plateau", "cosine"]
     plateau_patience: int
+    # Warm-up steadies the first steps of a model trained from scratch (BatchNorm statistics still moving).
+    warmup_epochs: int
     val_every: int
     checkpoint_every: int
     num_workers: int
@@ -75,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"batch_size_per_rank must be > 0 or null, got {self.batch_size_per_rank}")
         if min(self.batch_size, self.val_every, self.checkpoint_every, self.plateau_patience) <= 0 or self.num_workers < 0:
             raise ValueError("batch_size, val_every, checkpoint_every and plateau_patience must be > 0, num_workers >= 0")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be >= 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule: cosine (plateau lowers the lr on validation loss)")
 
 
 def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -84,10 +92,16 @@ def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """plateau: stepped on each validation loss; cosine: stepped after every optimizer step."""
+    sched = torch.optim.lr_scheduler
     if cfg.lr_schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", patience=cfg.plateau_patience)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return sched.ReduceLROnPlateau(optimizer, "min", patience=cfg.plateau_patience)
+    warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+    cosine = sched.CosineAnnealingLR(optimizer, T_max=total - warmup)
+    if not warmup:
+        return cosine
+    return sched.SequentialLR(optimizer, [sched.LinearLR(optimizer, 1 / warmup, 1.0, warmup), cosine], [warmup])
 
 
 def evaluate(model: ResNet3D, forward, val_set: Dataset, batch_size: int, num_workers: int,
@@ -112,7 +126,8 @@ def evaluate(model: ResNet3D, forward, val_set: Dataset, batch_size: int, num_wo
     return {"loss": sum(s[0] for s in shards) / max(1, len(labels)), **metrics}, labels, probs
 
 
-def _train_epoch(trunk, head, loader, accumulation: int, optimizer, plan: AccelPlan, desc: str) -> dict[str, float]:
+def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_scheduler, plan: AccelPlan,
+                 desc: str) -> dict[str, float]:
     total_loss, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=world()[0] != 0)):
         steps = (i + 1) % accumulation == 0
@@ -128,6 +143,7 @@ def _train_epoch(trunk, head, loader, accumulation: int, optimizer, plan: AccelP
         if steps:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            step_scheduler()
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
@@ -150,7 +166,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         log.info("loaded pretrained weights from %s", model_cfg.pretrained)
     optimizer = build_optimizer(cfg, freeze_before(model, model_cfg.ft_begin))
     model, optimizer = apply(plan, model, optimizer)
-    scheduler = build_scheduler(cfg, optimizer)
+    try:
+        sampler = MicroBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size_per_rank, rank, world_size, seed)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    scheduler = build_scheduler(cfg, optimizer, len(train_set) // cfg.batch_size)
     start, best_loss, history = 1, float("inf"), {}
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
@@ -160,10 +180,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         start, best_loss, history = resume["epoch"] + 1, resume["best_loss"], resume["history"]
         tracker.log_metrics_once(resume["metrics"], step=resume["epoch"])
         log.info("resumed at epoch %d of %d", start, cfg.epochs)
-    try:
-        sampler = MicroBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size_per_rank, rank, world_size, seed)
-    except ValueError as e:
-        raise InputError(str(e)) from None
     trunk, head = split(model, model_cfg.ft_begin)
     if cfg.trunk_cache is not None:
         if not len(trunk):
@@ -182,11 +198,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
              sampler.accumulation, cfg.batch_size, plan.reason)
     val_metrics: dict[str, float] = {}
     ckpt_dir = run_dir / "checkpoints"
-    for epoch in range(start, cfg.epochs + 1):
+    step_scheduler = scheduler.step if cfg.lr_schedule == "cosine" else lambda: None
+    epochs = tqdm(range(start, cfg.epochs + 1), desc="training", unit="epoch", initial=start - 1,
+                  total=cfg.epochs, disable=rank != 0)
+    for epoch in epochs:
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
         train_mode(model)
-        metrics = _train_epoch(trunk, ddp_head, train_loader, sampler.accumulation, optimizer, plan,
+        metrics = _train_epoch(trunk, ddp_head, train_loader, sampler.accumulation, optimizer, step_scheduler, plan,
                                f"epoch {epoch}/{cfg.epochs}")
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         improved = False
@@ -198,8 +217,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             best_loss = min(best_loss, val_metrics["loss"])
             if cfg.lr_schedule == "plateau":
                 scheduler.step(val_metrics["loss"])
-        if cfg.lr_schedule == "cosine":
-            scheduler.step()
         for name, value in metrics.items():
             history.setdefault(name, []).append((epoch, value))
         if rank == 0:
@@ -213,7 +230,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
                 save_checkpoint(path, model, model_cfg, epoch, optimizer, extra=extra)
                 tracker.log_artifact(path, "checkpoints")
             tracker.log_metrics_once(metrics, step=epoch)
-            log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            # the bar shows the headline; the whole line goes to the run log only (cluster/logs.py), and to MLflow
+            epochs.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in EPOCH_POSTFIX}, refresh=False)
+            log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+                     extra={"file_only": True})
+    epochs.close()
     if val_metrics and rank == 0:
         _log_plots(tracker, run_dir, history, val_labels, val_probs, val_metrics)
     barrier()

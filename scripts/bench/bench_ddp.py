@@ -1,11 +1,13 @@
 """Scaling benchmark: 1 rank x R*T threads vs R ranks x T threads (gloo), and what the gradient all-reduce costs.
 
     .venv/bin/python scripts/bench/bench_ddp.py [--ranks 2] [--threads T] [--batch 8] [--steps 3]
+        [--precision auto|fp32|bf16]
 
 R ranks of T threads stand for one rank per NUMA node (or socket) of a node; each rank is pinned to
 its own T cores, as cluster/placement.py pins them.
 The real fine-tune step (3D ResNet-34, shortcut A, width 64, 3x16x112x112, layer4+fc trained, the
-frozen trunk under no_grad, SGD with momentum) at a global batch of --batch clips, in fresh processes:
+frozen trunk under no_grad, SGD with momentum, the trainer's precision plan: --precision auto is bf16 autocast
+and channels_last_3d with native bf16, else fp32) at a global batch of --batch clips, in fresh processes:
   1 rank x R*T threads         one process, the whole batch
   R ranks x T threads          DDP over gloo on loopback, batch/R clips per rank, fp32 and bf16 gradients
   R ranks x T threads, no sync the same steps under DDP.no_sync(): compute alone
@@ -19,10 +21,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import socket
 import statistics
-import subprocess
 import time
 
 import torch
@@ -30,7 +30,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from trainer.accel import finetune_forward
+from common import add_precision_arg, bench_plan  # scripts/bench/common.py
+from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.ddp import GradSync, wrap_head
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 
@@ -49,7 +50,8 @@ def timed(step, steps: int) -> float:
     return statistics.median(times)
 
 
-def worker(rank: int, world_size: int, threads: int, port: int, batch: int, steps: int, results) -> None:
+def worker(rank: int, world_size: int, threads: int, port: int, batch: int, steps: int, plan: AccelPlan,
+           results) -> None:
     torch.set_num_threads(threads)
     if world_size > 1:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[rank * threads:(rank + 1) * threads])
@@ -57,17 +59,19 @@ def worker(rank: int, world_size: int, threads: int, port: int, batch: int, step
     torch.manual_seed(0)
     model = ResNet3D(MODEL)
     optimizer = torch.optim.SGD(freeze_before(model, MODEL.ft_begin), lr=1e-3, momentum=0.9)
+    model, optimizer = apply(plan, model, optimizer)
     trunk, head = split(model, MODEL.ft_begin)
     train_mode(model)
     per_rank = batch // world_size
-    x = torch.randn(per_rank, 3, MODEL.sample_duration, MODEL.sample_size, MODEL.sample_size)
+    x = plan.input(torch.randn(per_rank, 3, MODEL.sample_duration, MODEL.sample_size, MODEL.sample_size))
     y = torch.arange(per_rank) % 2
     trained = sum(p.numel() for p in head.parameters())
     out = {}
 
     def step(head, sync=True):
         with contextlib.nullcontext() if sync else head.no_sync():
-            loss = F.cross_entropy(finetune_forward(trunk, head, x), y)
+            with plan.autocast():
+                loss = F.cross_entropy(finetune_forward(trunk, head, x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         optimizer.step()
@@ -87,13 +91,13 @@ def worker(rank: int, world_size: int, threads: int, port: int, batch: int, step
     results.put((rank, out))
 
 
-def run(world_size: int, threads: int, batch: int, steps: int) -> dict:
+def run(world_size: int, threads: int, batch: int, steps: int, plan: AccelPlan) -> dict:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [ctx.Process(target=worker, args=(r, world_size, threads, port, batch, steps, results))
+    procs = [ctx.Process(target=worker, args=(r, world_size, threads, port, batch, steps, plan, results))
              for r in range(world_size)]
     for p in procs:
         p.start()
@@ -111,17 +115,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="threads per rank (default: this process's cores / ranks)")
     parser.add_argument("--batch", type=int, default=8, help="global batch in clips (default: 8)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (default: 3)")
+    add_precision_arg(parser)
     args = parser.parse_args()
     threads = args.threads or max(1, cores // args.ranks)
     if args.ranks * threads > cores or args.batch % args.ranks:
         parser.error(f"--ranks x --threads must fit the {cores} cores and --ranks divide --batch")
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"{platform.node()}: {model_name}, {len(os.sched_getaffinity(0))} cores usable, torch {torch.__version__}")
+    plan = bench_plan(args.precision)
+    print(f"{cores} cores usable")
     print(f"ResNet-34 3x16x112x112, layer4+fc trained, global batch {args.batch}, median of {args.steps} steps\n")
 
-    single = run(1, args.ranks * threads, args.batch, args.steps)
-    multi = run(args.ranks, threads, args.batch, args.steps)
+    single = run(1, args.ranks * threads, args.batch, args.steps, plan)
+    multi = run(args.ranks, threads, args.batch, args.steps, plan)
     fp32_bytes, bf16_bytes = single["trained_params"] * 4, single["trained_params"] * 2
     ranks = f"{args.ranks} ranks x {threads} thread(s)"
     rows = [(f"1 rank x {args.ranks * threads} threads", single["step"]),

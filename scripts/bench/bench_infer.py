@@ -1,18 +1,19 @@
 """Scoring throughput of the product's ResNet-34 on this CPU, cameras per socket, and alert latency.
 
     .venv/bin/python scripts/bench/bench_infer.py [--model runs/demo/model.pth] [--seeds 5] [--reps 3]
+        [--precision auto|fp32|bf16]
 
 Throughput: the real model (3D ResNet-34, shortcut A, width 64, 2 classes, 3x16x112x112, as
 configs/ava_fight.yaml) in eval mode, scored the way `fightwatch score` scores: prepared by the accel
 plan (trainer.infer.prepare_model), batches through plan.input, forward under plan.autocast() and
-torch.inference_mode(). Rows: fp32 (contiguous, as the plan runs it) and bf16 (channels_last_3d, as the
-plan runs it), at batch 1 and 8; with --all-layouts also the layouts the plan does not use. Stride 16,
+torch.inference_mode(). Rows: fp32 (contiguous, as the plan runs it) and, where the CPU has native bf16,
+bf16 (channels_last_3d, as the plan runs it), at batch 1 and 8 (--precision fp32|bf16: that one only); with --all-layouts also the layouts the plan does not use. Stride 16,
 so each 16-frame segment scores 16 new frames: frames/s = segments/s x 16. Each row is the median of
 --reps timed batches after one warm-up, on random input (the model's cost does not depend on pixels),
 with torch.set_num_threads(N), N = the CPUs this process may run on. Cameras = frames/s / 25 (25 fps
 cameras, every frame scored once); the 16-core figure scales the per-core rate linearly, an estimate
 that ignores memory bandwidth, clock and SMT differences. An end-to-end row runs score_video on a
-rendered 320x240 video with the plan `fightwatch score` picks here (precision auto) at batch 8, decoding,
+rendered 320x240 video with the plan `fightwatch score` picks here (--precision, default auto) at batch 8, decoding,
 resizing and cropping included (median of --reps runs after one warm-up). A CPU share column says how
 much of the N cores the process got while timed: on a shared machine other load can halve the figures.
 
@@ -33,34 +34,24 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
+from trainer.accel import AccelConfig, AccelPlan, cpu_flags, resolve
+from trainer.infer import ScoreConfig, prepare_model, score_video
+from trainer.model import ModelConfig, ResNet3D
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from trainer.accel import AccelConfig, AccelPlan, cpu_flags, resolve  # noqa: E402
-from trainer.infer import ScoreConfig, prepare_model, score_video  # noqa: E402
-from trainer.model import ModelConfig, ResNet3D  # noqa: E402
 
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
                     pretrained=None, ft_begin="layer4", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
                     value_scale=255.0)
 CAMERA_FPS = 25
 SOCKET_CORES = 16
-
-
-def lscpu() -> dict[str, str]:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
 def time_batches(fn, reps: int) -> tuple[float, float, float]:
@@ -92,13 +83,13 @@ def throughput(model: ResNet3D, plan: AccelPlan, batch: int, reps: int) -> tuple
     return batch / median, batch / fastest, share
 
 
-def bench_throughput(args, cores: int) -> tuple[AccelPlan, float]:
-    """Prints the table; returns the plan `fightwatch score` picks here (auto) and its batch-1 seconds per segment."""
+def bench_throughput(args, cores: int, chosen: AccelPlan) -> float:
+    """Prints the table; returns the batch-1 seconds per segment of `chosen` (--precision's plan)."""
     flags = cpu_flags()
     torch.manual_seed(0)
     base = ResNet3D(MODEL).eval()
     plans = []
-    for precision in ("fp32", "bf16"):
+    for precision in compared_precisions(args.precision):
         plan = resolve(AccelConfig(precision, "torch"), flags, False)
         plans.append(plan)
         if args.all_layouts:
@@ -108,7 +99,6 @@ def bench_throughput(args, cores: int) -> tuple[AccelPlan, float]:
           f"median of {args.reps} timed batches (batch 1: at least 5) after 1 warm-up:")
     print(f"{'precision':9} {'layout':15} {'batch':>5} {'segments/s':>10} {'frames/s':>9} {'(fastest)':>9} "
           f"{'cameras':>8} {'cameras/16 cores (est.)':>24} {'CPU share':>9}")
-    auto = resolve(AccelConfig("auto", "torch"), flags, False)
     seconds_b1 = {}
     for plan in plans:
         model = prepare_model(copy.deepcopy(base), plan)
@@ -126,7 +116,7 @@ def bench_throughput(args, cores: int) -> tuple[AccelPlan, float]:
           f"time / (wall x threads) while timed, well under 100% = other load took cores; "
           f"cameras = frames/s / {CAMERA_FPS} measured on {cores} core(s) of this CPU; the 16-core column is "
           f"frames/s / {cores} x {SOCKET_CORES} / {CAMERA_FPS}, an ESTIMATE (linear per-core scaling)")
-    return auto, seconds_b1.get((auto.precision, auto.channels_last), float("nan"))
+    return seconds_b1.get((chosen.precision, chosen.channels_last), float("nan"))
 
 
 def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> None:
@@ -204,23 +194,16 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--all-layouts", action="store_true", help="also time the layouts the plan does not use")
     ap.add_argument("--e2e-seconds", type=float, default=6.0, help="length of the end-to-end video (default: 6)")
+    add_precision_arg(ap)
     args = ap.parse_args()
 
-    info = lscpu()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
-    print(f"CPU: {info.get('Model name', 'unknown')}; lscpu: {info.get('CPU(s)', '?')} CPU(s), "
-          f"{info.get('Socket(s)', '?')} socket(s) x {info.get('Core(s) per socket', '?')} core(s) x "
-          f"{info.get('Thread(s) per core', '?')} thread(s), {info.get('NUMA node(s)', '?')} NUMA node(s)")
-    flags = cpu_flags()
-    print(f"this process: {cores} core(s), torch.set_num_threads({cores}); torch {torch.__version__}; "
-          f"bf16 native: {'yes' if {'avx512_bf16', 'amx_bf16'} & flags else 'no (emulated)'}; "
-          f"auto plan: {resolve(AccelConfig('auto', 'auto'), flags, False).reason}")
-
+    plan = bench_plan(args.precision)
     print("load average at start: %.2f %.2f %.2f (other processes' load lowers the figures below)" % os.getloadavg())
 
     t = time.perf_counter()
-    plan, segment_s = bench_throughput(args, cores)
+    segment_s = bench_throughput(args, cores, plan)
     bench_end_to_end(plan, args.e2e_seconds, cores, args.reps)
     bench_latency(args.model, list(range(101, 101 + args.seeds)), segment_s, plan)
     print(f"\n(total {time.perf_counter() - t:.0f} s; load average at end: %.2f %.2f %.2f)" % os.getloadavg())

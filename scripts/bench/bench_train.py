@@ -1,6 +1,6 @@
 """Train-step and inference throughput of the product's ResNet-34 on this CPU, per precision and layout.
 
-    .venv/bin/python scripts/bench/bench_train.py [--batch 8] [--steps 3] [--warmup 1]
+    .venv/bin/python scripts/bench/bench_train.py [--batch 8] [--steps 3] [--warmup 1] [--precision auto|fp32|bf16]
 
 The real model (3D ResNet-34, shortcut A, width 64, 2 classes) at 3x16x112x112, fine-tuned from layer4:
 layer4 and fc train, the frozen stages' BatchNorm stays in eval (train_mode), SGD with momentum. Rows:
@@ -10,7 +10,9 @@ layer4 and fc train, the frozen stages' BatchNorm stays in eval (train_mode), SG
   bf16 no_grad trunk        under torch.autocast("cpu", bfloat16)
   bf16 ... + channels_last
   ipex bf16                 ipex.optimize(model, optimizer, bfloat16) when IPEX imports
-and forward-only (torch.no_grad, eval) in fp32 and bf16, contiguous and channels_last.
+and forward-only (torch.no_grad, eval) in fp32 and bf16, contiguous and channels_last. The bf16 rows run
+where the CPU has native bf16 (--precision auto, the default; emulated bf16 is many times slower than fp32);
+--precision fp32 or bf16 runs that precision's rows only.
 Each row: median clips/s of --steps steps after --warmup. FLOPs come from torch.utils.flop_counter
 (a multiply-add counts 2) run on meta tensors, for one forward and for one train step (forward plus the
 backward of what is trained); GFLOP/s are set against a measured torch.mm 2048x2048 peak of the same dtype.
@@ -19,33 +21,21 @@ backward of what is trained); GFLOP/s are set against a measured torch.mm 2048x2
 from __future__ import annotations
 
 import argparse
-import copy
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainer.accel import AccelConfig, cpu_flags, finetune_forward, ipex_importable, resolve
+from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
+from trainer.accel import finetune_forward, ipex_importable
 from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, stage_module, train_mode
 
 FT_BEGIN = "layer4"
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
                     pretrained=None, ft_begin=FT_BEGIN, mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
                     value_scale=255.0)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -124,18 +114,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    add_precision_arg(ap)
     args = ap.parse_args()
 
-    flags = cpu_flags()
-    native = sorted(f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
-    has_ipex = ipex_importable()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU {cpu_model()}")
-    print(f"flags: {' '.join(native) or '(none of avx512f/avx512_bf16/amx_bf16)'}; bf16 native: "
-          f"{'yes' if {'avx512_bf16', 'amx_bf16'} & flags else 'no (emulated)'}")
-    print(f"auto plan: {resolve(AccelConfig('auto', 'auto'), flags, has_ipex).reason}")
-
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak (torch.mm 2048x2048): fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+    bench_plan(args.precision)
+    precisions = compared_precisions(args.precision)
+    has_ipex = "bf16" in precisions and ipex_importable()
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peak = {p: matmul_peak(dtypes[p]) for p in dict.fromkeys(["fp32", *precisions])}  # fp32: the seed's row
+    print("matmul peak (torch.mm 2048x2048): " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()))
 
     fl = count_flops(args.batch)
     trunk = sum(fl[s] for s in ("conv1", "layer1", "layer2", "layer3"))
@@ -188,17 +175,16 @@ def main() -> None:
         print(f"  {name}: {sec:.2f} s/batch", flush=True)
 
     print("timing:")
-    train_row("train fp32 seed model(x)", "fp32", seed_fwd, fp32)
-    train_row("train fp32 no_grad trunk", "fp32", ft_fwd, fp32)
-    train_row("train fp32 no_grad trunk + channels_last", "fp32", ft_fwd, fp32, channels_last=True)
-    train_row("train bf16 no_grad trunk", "bf16", ft_fwd, bf16)
-    train_row("train bf16 no_grad trunk + channels_last", "bf16", ft_fwd, bf16, channels_last=True)
+    autocasts = {"fp32": fp32, "bf16": bf16}
+    train_row("train fp32 seed model(x)", "fp32", seed_fwd, fp32)  # the baseline, whatever --precision
+    for p in precisions:
+        train_row(f"train {p} no_grad trunk", p, ft_fwd, autocasts[p])
+        train_row(f"train {p} no_grad trunk + channels_last", p, ft_fwd, autocasts[p], channels_last=True)
     if has_ipex:
         train_row("train ipex bf16 no_grad trunk + channels_last", "bf16", ft_fwd, bf16, channels_last=True, ipex=True)
-    forward_row("forward fp32", "fp32", fp32)
-    forward_row("forward fp32 + channels_last", "fp32", fp32, channels_last=True)
-    forward_row("forward bf16", "bf16", bf16)
-    forward_row("forward bf16 + channels_last", "bf16", bf16, channels_last=True)
+    for p in precisions:
+        forward_row(f"forward {p}", p, autocasts[p])
+        forward_row(f"forward {p} + channels_last", p, autocasts[p], channels_last=True)
 
     width = max(len(r[0]) for r in rows)
     print(f"\n{'configuration':<{width}}  {'clips/s':>7}  {'(best)':>6}  {'GFLOP/clip':>10}  {'GFLOP/s':>7}  "
@@ -211,7 +197,7 @@ def main() -> None:
     print("clips/s: median step; (best): fastest step. GFLOP/s and % of peak use the median. oneDNN's Conv3d can run\n"
           "above torch.mm's 2048x2048 rate, so a row over 100% means that mm is not this CPU's ceiling.")
     if not has_ipex:
-        print("ipex: not installed")
+        print("ipex: not timed (not installed, or no bf16 rows)")
 
 
 if __name__ == "__main__":

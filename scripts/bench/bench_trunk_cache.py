@@ -1,7 +1,7 @@
 """One epoch of the real ResNet-34 fine-tune, end to end: seed vs best uncached vs trunk cache, and 850 epochs.
 
     .venv/bin/python scripts/bench/bench_trunk_cache.py [--clips 64] [--views 32] [--repeats 3]
-        [--warmup-batches 1] [--workers 0] [--threads N] [--dir DIR] [--keep]
+        [--warmup-batches 1] [--workers 0] [--threads N] [--dir DIR] [--keep] [--precision auto|fp32|bf16]
 
 The model is the product's (3D ResNet-34, shortcut A, width 64, 2 classes, 3x16x112x112, ft_begin layer4:
 layer4 and fc train, SGD momentum 0.9, batch 8, the frozen stages' BatchNorm in eval via train_mode). Its
@@ -18,10 +18,11 @@ Configurations (each on a fresh model with the same weights):
   (a) seed       fp32 eager, contiguous, `model(x)`: the frozen stages only have requires_grad=False
                  (3D-ResNets-PyTorch); 3D-ResNets-PyTorch's loop (forward, loss, zero_grad, backward, step).
                  As neither the input nor a trunk parameter requires grad, autograd records nothing in the
-                 trunk here either: what (b) gains is bf16 and the layout, not the no_grad.
-  (b) uncached   trainer.train._train_epoch (finetune_forward: the trunk under torch.no_grad()) in bf16
-                 autocast, once contiguous and once channels_last_3d; the faster one is (b).
-  (c) cached     TrunkCache(views=K).build() with the trainer's bf16 plan (timed apart: K trunk passes per
+                 trunk here either: what (b) gains is the precision and the layout, not the no_grad.
+  (b) uncached   trainer.train._train_epoch (finetune_forward: the trunk under torch.no_grad()) in the
+                 trainer's precision for this CPU (--precision auto: bf16 with native bf16, else fp32),
+                 once contiguous and once channels_last_3d; the faster one is (b).
+  (c) cached     TrunkCache(views=K).build() with the trainer's plan (timed apart: K trunk passes per
                  clip, including reading and augmenting the K views), then _train_epoch of the head on
                  CachedViews, once channels_last_3d and once contiguous; the faster one is (c).
 Timing. The cache is built first (its wall time, CPU, the part spent reading and augmenting views, and the
@@ -58,11 +59,11 @@ Quality (val accuracy and F1 with views 8, 32 and off): scripts/bench/quality_tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,29 +79,19 @@ from torch.utils.data import DataLoader
 from data.dataset import ClipDataset
 from data.store import ClipStore
 from data.synthetic import LABELS, render_clip
-from trainer.accel import AccelConfig, AccelPlan, apply, cpu_flags, resolve
+from trainer.accel import AccelPlan, apply
 from trainer.batches import MicroBatchSampler
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 from trainer.train import _train_epoch
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
+
+from common import add_precision_arg, bench_plan  # scripts/bench/common.py
 
 FT_BEGIN, HEAD_BATCH, EPOCHS, FULL_CLIPS = "layer4", 32, 850, 1000
 FRAMES, WIDTH, HEIGHT, FPS, CLIPS_PER_SHARD = 100, 170, 128, 25, 4
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
                     pretrained=None, ft_begin=FT_BEGIN, mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
                     value_scale=255.0)
-
-
-def lscpu() -> tuple[str, str]:
-    """(model name, a cores line) from lscpu."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", f"{os.cpu_count()} CPU(s)"
-    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-    cores = (f"{fields.get('CPU(s)', '?')} CPU(s), {fields.get('Socket(s)', '?')} socket(s) x "
-             f"{fields.get('Core(s) per socket', '?')} core(s) x {fields.get('Thread(s) per core', '?')} thread(s)")
-    return fields.get("Model name", "unknown"), cores
 
 
 class TimedClipDataset(ClipDataset):
@@ -264,6 +255,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: cores)")
     ap.add_argument("--dir", type=Path, default=None, help="where the store and cache go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the store and cache")
+    add_precision_arg(ap)
     args = ap.parse_args()
     if args.clips < args.batch:
         ap.error(f"--clips must be >= the batch {args.batch}")
@@ -271,10 +263,7 @@ def main() -> None:
         ap.error("--repeats and --views must be >= 1")
     torch.set_num_threads(args.threads)
 
-    model_name, cores = lscpu()
-    flags = cpu_flags()
-    print(f"CPU: {model_name}; {cores}; bf16 native: "
-          f"{'yes' if {'avx512_bf16', 'amx_bf16'} & flags else 'no (emulated)'}")
+    plan = bench_plan(args.precision)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, DataLoader workers {args.workers}, "
           f"load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -286,7 +275,7 @@ def main() -> None:
     if args.dir is not None and args.dir.exists():
         shutil.rmtree(args.dir)
     try:
-        run(args, work)
+        run(args, work, plan)
     finally:
         if args.keep:
             print(f"\nkept {work}")
@@ -294,7 +283,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args, work: Path) -> None:
+def run(args, work: Path, plan: AccelPlan) -> None:
     t = time.perf_counter()
     store, rows = write_store(work / "clips", args.clips)
     print(f"store: {args.clips} clips x {FRAMES} frames at {WIDTH}x{HEIGHT}, {du_mb(work / 'clips'):.1f} MiB of "
@@ -303,16 +292,16 @@ def run(args, work: Path) -> None:
                                  train=True, seed=0)
     no_val = ClipDataset(store, [], MODEL.sample_size, MODEL.sample_duration, MODEL.normalization, train=False)
     weights = calibrated_weights(train_set)
-    # the trainer's plan for accel.precision bf16 on torch kernels is channels_last_3d (trainer/accel.py)
-    bf16_cl = resolve(AccelConfig("bf16", "torch"), cpu_flags(), False)
-    assert bf16_cl.channels_last and bf16_cl.precision == "bf16", bf16_cl
-    bf16 = AccelPlan("bf16", "torch", False, "bf16, contiguous")
+    # the trainer's plan (the CPU's for --precision auto) and the same precision in the other memory layout
+    other = dataclasses.replace(plan, channels_last=not plan.channels_last, reason="the other layout")
+    layout = {True: "channels_last", False: "contiguous"}
+    by_layout = {layout[p.channels_last]: p for p in (plan, other)}
     n, threads = args.clips, torch.get_num_threads()
 
     # (c)'s build: the trainer's plan, K trunk passes per clip
-    model, _ = fresh(weights, bf16_cl)
+    model, _ = fresh(weights, plan)
     trunk, _ = split(model, FT_BEGIN)
-    cache = TrunkCache(work / "trunk_cache", TrunkCacheConfig(args.views), trunk, bf16_cl, train_set, no_val)
+    cache = TrunkCache(work / "trunk_cache", TrunkCacheConfig(args.views), trunk, plan, train_set, no_val)
     data_before = train_set.seconds
     train_set.stamps.clear()
     t, cpu = time.perf_counter(), time.process_time()
@@ -330,7 +319,7 @@ def run(args, work: Path) -> None:
           flush=True)
 
     def trainer_epoch(trunk, head, optimizer, plan):
-        return lambda batches: _train_epoch(trunk, head, batches, 1, optimizer, plan, "epoch")
+        return lambda batches: _train_epoch(trunk, head, batches, 1, optimizer, lambda: None, plan, "epoch")
 
     def config(group, variant, plan, cached, batch=args.batch) -> Config:
         model, optimizer = fresh(weights, plan)
@@ -344,11 +333,10 @@ def run(args, work: Path) -> None:
             run_epoch = trainer_epoch(nn.Sequential() if cached else trunk, head, optimizer, plan)
         return Config(group, variant, run_epoch, dataset, sampler, loader)
 
+    p = plan.precision
     configs = [config("(a) seed", "fp32 model(x), contiguous", None, False),
-               config("(b) uncached", "bf16 no_grad trunk, contiguous", bf16, False),
-               config("(b) uncached", "bf16 no_grad trunk, channels_last", bf16_cl, False),
-               config("(c) cached", "bf16 head, channels_last", bf16_cl, True),
-               config("(c) cached", "bf16 head, contiguous", bf16, True)]
+               *(config("(b) uncached", f"{p} no_grad trunk, {name}", lp, False) for name, lp in by_layout.items()),
+               *(config("(c) cached", f"{p} head, {name}", lp, True) for name, lp in by_layout.items())]
     for c in configs:
         c.warm_up(args.warmup_batches)
     print(f"\nepochs (training only), {args.repeats} per configuration, in turn:")
@@ -369,11 +357,12 @@ def run(args, work: Path) -> None:
           f"it ({threads} when it had {threads} cores to itself; see the docstring); data: reading and augmenting "
           "clips in it; loss: its training loss")
     if n >= HEAD_BATCH > args.batch:  # information only: the head's work is mostly its weights', so it gains from a larger batch
-        big = config("(c) cached", f"bf16 head, channels_last, batch {HEAD_BATCH}", bf16_cl, True, HEAD_BATCH)
+        big = config("(c) cached", f"{p} head, {layout[plan.channels_last]}, batch {HEAD_BATCH}", plan, True,
+                     HEAD_BATCH)
         big.warm_up(1)
         for epoch in range(1, args.repeats + 1):
             big.time_epoch(epoch)
-        print(f"  [information, not projected] (c) at batch {HEAD_BATCH} (configs/ava_fight.yaml's), channels_last: "
+        print(f"  [information, not projected] (c) at batch {HEAD_BATCH} (configs/ava_fight.yaml's), {big.variant}: "
               f"best epoch {big.best.seconds:.2f} s, {len(big.sampler) * HEAD_BATCH / big.best.seconds:.2f} clips/s, "
               f"cpu {big.best.cpu / big.best.seconds:.2f} x wall", flush=True)
 

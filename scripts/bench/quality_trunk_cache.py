@@ -1,7 +1,7 @@
 """Does the trunk cache cost accuracy? Fine-tunes of a frozen trunk with trunk_cache views 8, 32 and off, per seed.
 
     .venv/bin/python scripts/bench/quality_trunk_cache.py [--videos-per-class 96] [--val-fraction 0.5] [--epochs 10] [--seeds 0 1 2]
-        [--configs off 8 32] [--precision bf16] [--dir runs/quality_trunk_cache] [--fresh]
+        [--configs off 8 32] [--precision auto] [--dir runs/quality_trunk_cache] [--fresh]
 
 Everything runs through the product's own jobs (cluster/prepare.py's run_prepare, cluster/train_job.py's
 run_train) on configs/demo.yaml with overrides, so the trunk cache is exercised exactly as `fightwatch train`
@@ -52,6 +52,7 @@ import torch
 
 import cluster.train_job as train_job
 import trainer.trunk_cache as trunk_cache
+from common import describe_cpu  # scripts/bench/common.py
 from cluster.config import load_config
 from cluster.prepare import run_prepare
 from cluster.train_job import run_train
@@ -130,8 +131,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=10, help="fine-tune epochs")
     ap.add_argument("--lr", type=float, default=0.003, help="fine-tune lr (the demo's AdamW)")
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                    help="fine-tune accel.precision (bf16: what auto picks on avx512_bf16 CPUs like this one)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="fine-tune accel.precision (auto, the default: bf16 with native bf16, else fp32)")
     ap.add_argument("--videos-per-class", type=int, default=96, help="fine-tune videos per class")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--pretrain-videos", type=int, default=48, help="trunk pre-training videos per class (3/4 train)")
@@ -155,6 +156,7 @@ def main() -> None:
         shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.mkdir(parents=True, exist_ok=True)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(describe_cpu())
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 

@@ -328,6 +328,16 @@ def _norm(name: str) -> str:
     return " ".join(name.lower().split())
 
 
+def suggestions(text: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """Up to n class names for a name not in the map: those with a word starting with it ('fight' ->
+    'fight/hit (a person)'), then those containing it, then difflib's close spellings ('lie/slep')."""
+    query, names = _norm(text), sorted(names)
+    by_word = [name for name in names if query and any(w.startswith(query) for w in re.findall(r"\w+", _norm(name)))]
+    containing = [name for name in names if query and query in _norm(name)]
+    close = difflib.get_close_matches(text, names, n=n, cutoff=0.5)
+    return list(dict.fromkeys(by_word + containing + close))[:n]
+
+
 def resolve_classes(names_or_ids: Iterable[str | int], label_map: Mapping[int, str],
                     label_map_path: str | Path) -> list[int]:
     """Class names (exact, ignoring case and extra spaces) or ids -> ids, in the order given."""
@@ -343,9 +353,7 @@ def resolve_classes(names_or_ids: Iterable[str | int], label_map: Mapping[int, s
         if _norm(text) in by_name:
             result.append(by_name[_norm(text)])
             continue
-        names = sorted(label_map.values())
-        close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
-        close += [n for n in names if _norm(text) and _norm(text) in _norm(n) and n not in close][: 3 - len(close)]
+        close = suggestions(text, label_map.values())
         hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
         raise InputError(f"class {text!r} is not in the label map {label_map_path}{hint}")
     return result

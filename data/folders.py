@@ -6,7 +6,8 @@ Accepted layouts (as the public fight datasets ship):
 Class folder names are matched case-insensitively: fight, fights, violence -> fight;
 nonfight, nonfights, non-fight, nofight, noviolence, non-violence, calm -> nonfight. Without split folders a seeded,
 class-stratified `val_fraction` of the videos is held out. Each video becomes one clip spanning the whole video
-(these datasets are cut into short clips already).
+(these datasets are cut into short clips already); its id is its path under the root, percent-encoded
+(`video_id_of`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
+from urllib.parse import quote
 
 from data.clips import probe
 from data.errors import InputError
@@ -26,6 +28,13 @@ CLASS_FOLDERS = {
 }
 log = logging.getLogger(__name__)
 SPLIT_FOLDERS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
+
+
+def video_id_of(path: Path, root: Path) -> str:
+    """The video's path under root, percent-encoded into one file name ('fights/a_b.avi' -> 'fights%2Fa_b.avi'):
+    distinct files get distinct ids (joining folders with '_' made 'a/b_c.mp4' and 'a_b/c.mp4' one shard), and the
+    id still reads as the path."""
+    return quote(path.relative_to(root).as_posix(), safe="")
 
 
 def _class_videos(folder: Path) -> dict[str, list[Path]]:
@@ -57,7 +66,7 @@ def folder_manifest(root: str | Path, val_fraction: float, seed: int) -> list[di
     for subset, classes in by_subset.items():
         for label, videos in classes.items():
             for path in videos:
-                video_id = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+                video_id = video_id_of(path, root)
                 try:
                     info = probe(path)
                 except InputError as e:  # one unreadable file must not stop the import

@@ -9,7 +9,7 @@ import pytest
 
 from data import ava
 from data.ava import (AvaRow, manifest_rows, read_annotations, read_excluded, read_label_map, resolve_classes,
-                      select_samples, split_by_video, split_official, write_resnets_annotation)
+                      select_samples, split_by_video, split_official, suggestions, write_resnets_annotation)
 from data.store import write_manifest
 from data.errors import InputError
 
@@ -276,6 +276,15 @@ def test_unknown_class_names_close_match_and_file(tmp_path, name, close):
         resolve_classes([name], read_label_map(path), path)
     message = str(e.value)
     assert repr(name) in message and repr(close) in message and str(path) in message
+
+
+def test_suggestions_put_the_class_a_word_starts_before_near_spellings():
+    # the real list has 'sit', 'fishing' and 'dig', which difflib ranks above the fight class for 'fight'
+    names = ["sit", "fishing", "dig", "fight/hit (a person)", "eat", "lie/sleep"]
+    assert suggestions("fight", names)[0] == "fight/hit (a person)"
+    assert suggestions("Sleep", names)[0] == "lie/sleep"
+    assert suggestions("lie/slep", names) == ["lie/sleep"]
+    assert suggestions("zzz", names) == []
 
 
 def test_unknown_class_id(tmp_path):

@@ -10,7 +10,8 @@ precision (`/proc/cpuinfo` flags decide "auto")
              instructions oneDNN emulates bf16 by converting to fp32 and back, which is slower than
              plain fp32 (e.g. the product's Xeon Gold 6128, Skylake: avx512f but no bf16).
     fp32  -> fp32.
-    bf16  -> bf16, honoured even without native support; the reason then says it is emulated.
+    bf16  -> bf16, honoured even without native support; the reason, and a warning from plan_for,
+             then say it is emulated and how much slower (emulated_bf16_slowdown).
     bf16 means torch.autocast("cpu", dtype=torch.bfloat16): conv/linear run in bf16, weights,
     optimizer state and the loss stay fp32, so no loss scaling is needed.
 
@@ -21,17 +22,10 @@ kernels
     torch -> torch (IPEX is not even imported).
 
 channels_last (channels_last_3d model and input, NDHWC)
-    torch path -> only for bf16. Measured with scripts/bench/bench_train.py (ResNet-34, shortcut A,
-                  3x16x112x112, batch 8, layer4+fc trained, 2 cores of an AMD EPYC Zen 4 with
-                  avx512_bf16, torch 2.13 CPU):
-                    train step  fp32 1.22 clips/s contiguous vs 1.13 channels_last  (-7%)
-                                bf16 2.16 clips/s contiguous vs 2.74 channels_last  (+27%)
-                    forward     fp32 1.24 clips/s contiguous vs 1.13 channels_last  (-9%)
-                                bf16 2.20 clips/s contiguous vs 2.76 channels_last  (+25%)
-                  oneDNN's fp32 Conv3d already runs a blocked layout internally, so NDHWC only adds
-                  reorders; its bf16 kernels want NDHWC and otherwise reorder every call.
-    ipex path  -> on, as IPEX recommends (ipex.optimize prepacks weights for NDHWC); not measured
-                  here since IPEX cannot be installed on torch 2.13.
+    torch path -> only for bf16: oneDNN's fp32 Conv3d already runs a blocked layout internally, so NDHWC
+                  only adds reorders, while its bf16 kernels want NDHWC and otherwise reorder every call
+                  (scripts/bench/bench_train.py measures both layouts; README, "Training throughput").
+    ipex path  -> on, as IPEX recommends (ipex.optimize prepacks weights for NDHWC).
 
 `finetune_forward()` runs the frozen stages before `ft_begin` under torch.no_grad(), so no autograd
 graph (and no saved activation) is kept for what is not trained.

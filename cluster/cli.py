@@ -194,9 +194,9 @@ def _train(args) -> int:
 def _score(args) -> None:
     from cluster.score import read_video_list, score_job, score_job_ray, write_alerts
     from trainer.accel import AccelConfig, plan_for
-    from trainer.alerts import AlertPolicy
+    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.infer import ScoreConfig, check_model
+    from trainer.serve.scoring import ScoreConfig, check_model
 
     try:
         score_cfg = ScoreConfig(args.stride, args.batch_size)

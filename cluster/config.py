@@ -20,8 +20,8 @@ from cluster.distributed import DistConfig
 from data.clips import ClipConfig
 from data.errors import InputError
 from trainer.accel import AccelConfig
-from trainer.alerts import AlertPolicy
-from trainer.infer import ScoreConfig
+from trainer.serve.alerts import AlertPolicy
+from trainer.serve.scoring import ScoreConfig
 from trainer.model import ModelConfig
 from trainer.tracking import TrackingConfig
 from trainer.train import TrainConfig

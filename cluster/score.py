@@ -25,9 +25,9 @@ from tqdm import tqdm
 from data.errors import InputError
 from data.store import atomic_write
 from trainer.accel import AccelPlan
-from trainer.alerts import AlertPolicy, detect_alerts
-from trainer.annotate import annotate_video, fight_gif, plot_probabilities
-from trainer.infer import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
+from trainer.serve.alerts import AlertPolicy, detect_alerts
+from trainer.serve.annotate import annotate_video, fight_gif, plot_probabilities
+from trainer.serve.scoring import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
 from trainer.model import ModelConfig, ResNet3D
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def score_one(model: ResNet3D, model_cfg: ModelConfig, path: Path, score_cfg: Sc
 
     In score mode, with `annotated_dir`: `<stem>_annotated.mp4`, `<stem>_probs.png` and, with `gif`,
     `<stem>_fight.gif` there. Feature mode has no probabilities, hence no alerts and nothing to draw.
-    `model` must be prepared for `plan` (trainer.infer.prepare_model).
+    `model` must be prepared for `plan` (trainer.serve.scoring.prepare_model).
     """
     path = Path(path)
     try:

@@ -26,12 +26,11 @@ from trainer.train import train
 log = logging.getLogger(__name__)
 
 
-def datasets(cfg: Config) -> tuple[ClipDataset, ClipDataset]:
-    run_dir = make_run_dir(cfg.run_dir)
-    manifest = run_dir / "manifest.jsonl"
+def datasets(cfg: Config, store: ClipStore) -> tuple[ClipDataset, ClipDataset]:
+    manifest = make_run_dir(cfg.run_dir) / "manifest.jsonl"
     if not manifest.is_file():
         raise InputError(f"{manifest}: no prepared clips; run `fightwatch prepare` with this config first")
-    rows, store, m = read_manifest(manifest), ClipStore(run_dir / "clips"), cfg.model
+    rows, m = read_manifest(manifest), cfg.model
     return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], m.sample_size, m.sample_duration,
                              m.normalization, train=subset == "training", seed=cfg.seed)
                  for subset in ("training", "validation"))
@@ -39,9 +38,9 @@ def datasets(cfg: Config) -> tuple[ClipDataset, ClipDataset]:
 
 def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:
     """Train (or finish training) the run; return the last validation metrics and the MLflow run id (rank 0)."""
-    with process_group(cfg.dist) as rdzv:
-        train_set, val_set = datasets(cfg)
-        run_dir = make_run_dir(cfg.run_dir)
+    run_dir = make_run_dir(cfg.run_dir)
+    with process_group(cfg.dist) as rdzv, ClipStore(run_dir / "clips") as store:
+        train_set, val_set = datasets(cfg, store)
         plan = plan_for(cfg.accel)
         found = latest_checkpoint(run_dir / "checkpoints") if rdzv.rank == 0 else None
         resume_path = from_rank0(str(found[0]) if found else None)

@@ -1,4 +1,4 @@
-"""`fightwatch watch`: live monitoring of cameras with a trained model (trainer/live.py does the work)."""
+"""`fightwatch watch`: live monitoring of cameras with a trained model (trainer/serve/monitor.py does the work)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
                        help="replay files as fast as scoring allows instead of at their frame rate")
     watch.add_argument("--alerts", type=Path, metavar="FILE",
                        help="append alerts as JSON lines to FILE instead of writing them to stdout")
+    watch.add_argument("--scores", type=Path, metavar="FILE",
+                       help="append every scored window to FILE as a JSON line (camera, start_s, end_s, "
+                            "fight_prob), e.g. to review why an alert fired or to compare with `fightwatch score`")
     watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL")
     watch.add_argument("--webhook-secret-env", metavar="NAME",
                        help="send the value of environment variable NAME in the X-Fightwatch-Secret header "
@@ -103,7 +106,7 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _sink(args):
-    from trainer.sinks import JsonLinesSink, MultiSink, WebhookSink
+    from trainer.serve.sinks import JsonLinesSink, MultiSink, WebhookSink
 
     if args.webhook_secret_env and not args.webhook:
         raise InputError("--webhook-secret-env needs --webhook")
@@ -117,9 +120,11 @@ def _sink(args):
 def run_watch(args) -> int:
     """Run `fightwatch watch`; 0 when every camera ended normally (or was stopped), 1 when one failed."""
     from trainer.accel import AccelConfig, apply, plan_for
-    from trainer.alerts import AlertPolicy
+    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.live import Monitor, WatchConfig, parse_sources
+    from trainer.serve.monitor import Monitor
+    from trainer.serve.sources import parse_sources
+    from trainer.serve.watch_config import WatchConfig
 
     try:
         policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
@@ -127,7 +132,7 @@ def run_watch(args) -> int:
                           out_dir=args.out_dir, clip_seconds=args.clip_seconds, clip_height=args.clip_height,
                           reconnect_delay_s=args.reconnect_delay, reconnect_max_delay_s=args.reconnect_max_delay,
                           max_reconnects=args.max_reconnects, timeout_s=args.timeout, options=tuple(args.options),
-                          stats_every_s=args.stats_every, max_seconds=args.max_seconds)
+                          stats_every_s=args.stats_every, max_seconds=args.max_seconds, scores_path=args.scores)
     except ValueError as e:
         raise InputError(str(e)) from None
     sources = parse_sources(args.sources)

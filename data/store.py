@@ -60,6 +60,9 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 
 class ClipStore:
+    """Reads keep one descriptor per shard open (os.pread needs no seek, so threads may share it); close() or
+    a with block closes them. A closed store reopens what it reads next."""
+
     def __init__(self, root: str | Path, quality: int = 90):
         self.root, self.quality = Path(root), quality
         self._index: dict[str, dict] | None = None
@@ -67,6 +70,17 @@ class ClipStore:
 
     def __getstate__(self):  # open file descriptors do not cross into DataLoader workers or Ray tasks
         return {**self.__dict__, "_files": {}}
+
+    def __enter__(self) -> "ClipStore":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        files, self._files = self._files, {}
+        for fd in files.values():
+            os.close(fd)
 
     @property
     def index(self) -> dict[str, dict]:

@@ -7,9 +7,9 @@ import torch
 
 from cluster.score import score_job
 from data.errors import InputError
-from trainer.alerts import AlertPolicy
+from trainer.serve.alerts import AlertPolicy
 from trainer.checkpoint import load_model, save_checkpoint
-from trainer.infer import ScoreConfig, frame_probabilities, score_video, segment_starts
+from trainer.serve.scoring import ScoreConfig, frame_probabilities, score_video
 from trainer.model import ModelConfig, ResNet3D
 
 MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
@@ -27,16 +27,6 @@ def write_video(path, n_frames, size=(64, 48), fps=25):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-@pytest.mark.parametrize("n, stride, expected", [
-    (48, 16, [0, 16, 32]),       # exact: no tail
-    (50, 16, [0, 16, 32, 34]),   # tail: the last 16 frames
-    (10, 16, [0]),               # shorter than a segment: loop-padded
-    (40, 8, [0, 8, 16, 24]),
-])
-def test_segment_starts_cover_every_frame(n, stride, expected):
-    assert segment_starts(n, 16, stride) == expected
 
 
 def test_score_output_layout_matches_the_seed_tool(tmp_path):
@@ -95,7 +85,6 @@ def test_segments_cover_the_video_one_based(tmp_path, n, segments):
     model = ResNet3D(MODEL_CFG).eval()
     entry = score_video(model, MODEL_CFG, write_video(tmp_path / "v.mp4", n), ScoreConfig(16, 8))
     assert [c["segment"] for c in entry["clips"]] == segments
-    assert [c["segment"][0] - 1 for c in entry["clips"]] == segment_starts(n, 16, 16)
     assert _covered(entry) == list(range(1, n + 1))
     assert entry["clips"][-1]["end_s"] == pytest.approx(n / 25)
     assert entry["clips"][0]["start_s"] == 0.0
@@ -121,14 +110,14 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
     import logging
 
     from trainer.accel import AccelPlan
-    from trainer.infer import prepare_model
+    from trainer.serve.scoring import prepare_model
 
     torch.manual_seed(0)
     model = ResNet3D(MODEL_CFG).eval()
     video = write_video(tmp_path / "v.mp4", 40)
     fp32 = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
     plan = AccelPlan("bf16", "torch", True, "bf16: test")
-    with caplog.at_level(logging.INFO, logger="trainer.infer"):
+    with caplog.at_level(logging.INFO, logger="trainer.serve.scoring"):
         bf16_model = prepare_model(copy.deepcopy(model), plan)
     assert "scoring in bf16 channels_last_3d" in caplog.text
     assert bf16_model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
@@ -143,7 +132,7 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
 def test_a_model_of_another_class_count_is_refused_for_scores_not_features(tmp_path):
     import dataclasses
 
-    from trainer.infer import check_model
+    from trainer.serve.scoring import check_model
 
     three = dataclasses.replace(MODEL_CFG, n_classes=3)
     with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch scores 2 \(no fight, fight\)"):

@@ -94,9 +94,9 @@ def test_feature_mode_writes_features_per_segment(job, tmp_path):
 def test_ray_scores_the_same_as_without(job, tmp_path):
     """Embedded Ray, one actor per NUMA node: the same output.json, in input order, error entry included."""
     from cluster.score import score_job, score_job_ray
-    from trainer.alerts import AlertPolicy
+    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.infer import ScoreConfig
+    from trainer.serve.scoring import ScoreConfig
 
     videos = [job / "videos" / n for n in ("quiet.mp4", "missing.mp4", "talk.mp4")]
     policy, cfg = AlertPolicy(0.3, 1, 1, 0.0), ScoreConfig(16, 2)

@@ -1,3 +1,4 @@
+import os
 import tarfile
 
 import numpy as np
@@ -32,6 +33,27 @@ def test_shard_round_trip_reads_only_the_asked_frames(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videoA.index.json", "videoA.tar"]
     with tarfile.open(tmp_path / "videoA.tar") as tar:
         assert len(tar.getnames()) == 32
+
+
+def open_descriptors() -> set[str]:
+    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def test_the_store_closes_the_shards_it_opened(tmp_path):
+    ClipStore(tmp_path).write_shard("videoA", {"a1": clip()})
+    ClipStore(tmp_path).write_shard("videoB", {"b1": clip()})
+    shards = {str(tmp_path / "videoA.tar"), str(tmp_path / "videoB.tar")}
+    with ClipStore(tmp_path) as store:
+        store.read("a1", [0])
+        store.read("b1", [0])
+        store.read("a1", [1])  # the shard's descriptor is reused, not opened again
+        assert shards <= open_descriptors()
+        assert len(store._files) == 2
+    assert not shards & open_descriptors()
+    assert store.read("b1", [0]).shape == (1, 32, 40, 3)  # a closed store reopens what it reads next
+    store.close()
+    assert not shards & open_descriptors()
 
 
 def test_a_crash_mid_shard_leaves_no_shard(tmp_path):

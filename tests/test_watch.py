@@ -22,7 +22,9 @@ from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
 from tests.videos import write_video
 from trainer.checkpoint import save_checkpoint
-from trainer.live import WindowQueue, parse_sources
+from trainer.serve.scoring import ScoreConfig, score_video
+from trainer.serve.sources import parse_sources
+from trainer.serve.window_queue import WindowQueue
 from trainer.model import ModelConfig, ResNet3D
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +141,27 @@ def test_two_file_cameras_raise_one_alert_each_with_snapshot_and_clip(models, vi
     assert total["windows"] == cams["gate"]["windows"] + cams["b"]["windows"] == 10
 
 
+@pytest.mark.parametrize("video", ["a", "b"])  # 50 frames: a tail window; 40: a tail overlapping by 8
+def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys, video):
+    """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/windows.py) from the same
+    decoded, resized frames, so a model gives both the same probabilities."""
+    torch.manual_seed(1)
+    model = ResNet3D(MODEL_CFG).eval()
+    with torch.no_grad():  # logits of a random model differ by ~30: scaled so the probabilities are not all 0
+        model.fc.weight.mul_(0.05)
+    save_checkpoint(tmp_path / "random.pth", model, MODEL_CFG, epoch=1)
+    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
+    rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
+                         "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out", videos[video])
+    watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])
+    assert rc == 0 and stats["total"]["windows"] == len(scored["clips"]) == len(watched)
+    for clip, window in zip(scored["clips"], watched):
+        assert window["start_s"] == pytest.approx(clip["start_s"], abs=1e-3)
+        assert window["end_s"] == pytest.approx(clip["end_s"], abs=1e-3)
+        assert window["fight_prob"] == pytest.approx(clip["fight_prob"], abs=1e-5)
+    assert len({round(w["fight_prob"], 4) for w in watched}) > 1  # the windows differ: a real comparison
+
+
 def test_calm_model_raises_nothing(models, videos, tmp_path, capsys):
     rc, stats, stdout = watch(capsys, "--model", models["calm"], "--no-realtime", "--out-dir", tmp_path / "out",
                               videos["a"], videos["b"])
@@ -213,7 +236,7 @@ def flaky_stream(videos):
 
 
 def test_http_stream_reconnects_after_a_drop_and_goes_on(models, flaky_stream, tmp_path, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="trainer.live")
+    caplog.set_level(logging.INFO, logger="trainer.serve")
     url = f"http://127.0.0.1:{flaky_stream.server_port}/live/cam.ts"
     rc, stats, events = watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out",
                               "--max-reconnects", 1, "--reconnect-delay", 0.05, url)
@@ -269,7 +292,7 @@ def test_webhook_receives_the_alerts_and_the_secret_stays_out_of_logs(models, vi
 
 
 def test_realtime_replay_takes_the_video_length(models, videos, tmp_path, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="trainer.live")
+    caplog.set_level(logging.INFO, logger="trainer.serve")
     common = ("--model", models["calm"], "--out-dir", tmp_path / "out", videos["four"])  # 100 frames: 4 s
     _, fast, _ = watch(capsys, "--no-realtime", *common)
     caplog.clear()

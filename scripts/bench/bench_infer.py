@@ -5,7 +5,7 @@
 
 Throughput: the real model (3D ResNet-34, shortcut A, width 64, 2 classes, 3x16x112x112, as
 configs/ava_fight.yaml) in eval mode, scored the way `fightwatch score` scores: prepared by the accel
-plan (trainer.infer.prepare_model), batches through plan.input, forward under plan.autocast() and
+plan (trainer.serve.scoring.prepare_model), batches through plan.input, forward under plan.autocast() and
 torch.inference_mode(). Rows: fp32 (contiguous, as the plan runs it) and, where the CPU has native bf16,
 bf16 (channels_last_3d, as the plan runs it), at batch 1 and 8 (--precision fp32|bf16: that one only); with --all-layouts also the layouts the plan does not use. Stride 16,
 so each 16-frame segment scores 16 new frames: frames/s = segments/s x 16. Each row is the median of
@@ -42,7 +42,7 @@ import torch
 
 from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
 from trainer.accel import AccelConfig, AccelPlan, cpu_flags, resolve
-from trainer.infer import ScoreConfig, prepare_model, score_video
+from trainer.serve.scoring import ScoreConfig, prepare_model, score_video
 from trainer.model import ModelConfig, ResNet3D
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,9 +143,9 @@ def bench_latency(model_path: Path, seeds: list[int], segment_s: float, big_plan
         return
     from cluster.config import load_config  # imports MLflow: only when there is a model to measure
     from data.synthetic import write_timeline
-    from trainer.alerts import detect_alerts
+    from trainer.serve.alerts import detect_alerts
     from trainer.checkpoint import load_model
-    from trainer.infer import windows
+    from trainer.serve.scoring import windows
 
     demo = load_config(ROOT / "configs" / "demo.yaml")
     syn, policy, score_cfg = demo.data.synthetic, demo.alerts, demo.score

@@ -10,16 +10,9 @@ as that tool's feature mode does, `features` instead of `label` and `scores`:
 the pooled vector `ResNet3D.features` (512-d for ResNet-18/34 at width 64;
 in general 8 x width x block expansion), plus the same start/end seconds.
 
-Unlike that tool (which drops the frames after the last full segment), the
-whole video is covered, the short tail included:
-- when frames are left after the last regular segment, one more segment is
-  scored on the video's last 16 frames; it overlaps the one before, e.g. a
-  50-frame video gives [1, 16], [17, 32], [33, 48], [35, 50];
-- a video shorter than 16 frames is one segment `[1, n]`, its n frames
-  loop-padded to 16 for the model (as that tool's LoopPadding does).
-`segment_starts` is this plan; `score_video` follows it on the frames it
-actually decodes (a header's frame count is not trusted). With a stride
-larger than 16 the frames between segments are skipped, by request.
+The windows follow trainer/serve/windows.py (the one plan `watch` follows too): the whole video is
+covered, the short tail by one overlapping last window, a video shorter than 16 frames by its frames
+loop-padded; with a stride larger than 16 the frames between segments are skipped, by request.
 
 Precision: `score_video` takes an `AccelPlan` (trainer/accel.py). The model is
 prepared once with `prepare_model` (apply(plan, model), no optimizer), each
@@ -31,7 +24,6 @@ returned as fp32.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,11 +33,12 @@ import numpy as np
 import torch
 
 from data.clips import iter_frames
-from data.dataset import crop_box, temporal_indices, to_input
+from data.dataset import crop_box, to_input
 from data.errors import InputError
 from trainer.accel import AccelPlan, apply
-from trainer.alerts import Window
 from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.alerts import Window
+from trainer.serve.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +56,6 @@ class ScoreConfig:
     def __post_init__(self):
         if self.stride < 1 or self.batch_size < 1:
             raise ValueError("stride and batch_size must be >= 1")
-
-
-def segment_starts(n_frames: int, duration: int, stride: int) -> list[int]:
-    """0-based first frames of the scored segments, covering every frame (see module doc)."""
-    if n_frames <= duration:
-        return [0]
-    starts = list(range(0, n_frames - duration + 1, stride))
-    if starts[-1] + duration < n_frames:
-        starts.append(n_frames - duration)
-    return starts
 
 
 def check_model(model_cfg: ModelConfig, path: str | Path, mode: str = "score") -> None:
@@ -147,27 +130,20 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
 
     model.eval()
     duration, size = model_cfg.sample_duration, model_cfg.sample_size
-    # Decode once, holding only the last `duration` frames; segments follow segment_starts() on the
-    # frames actually decoded, so a header that miscounts frames neither drops nor doubles any.
-    recent: deque[np.ndarray] = deque(maxlen=duration)
-    n_frames, next_start, covered = 0, 0, 0
+    cutter: WindowCutter[np.ndarray] = WindowCutter(duration, cfg.stride)
     for frame in iter_frames(path, short_side=size):
         y, x = crop_box(frame.shape[0], frame.shape[1], size, "c")
-        recent.append(frame[y : y + size, x : x + size])
-        n_frames += 1
-        if n_frames == next_start + duration:
-            batch.append((next_start, duration, np.stack(recent)))
-            covered, next_start = n_frames, next_start + cfg.stride
+        cut = cutter.push(frame[y : y + size, x : x + size])
+        if cut is not None:
+            batch.append((cut.start, duration, np.stack(cut.items)))
             if len(batch) == cfg.batch_size:
                 flush()
+    n_frames = cutter.frames
     if n_frames == 0:
         raise InputError(f"{path}: no frames could be decoded")
-    if covered < n_frames:
-        frames = np.stack(recent)
-        if n_frames >= duration:  # the tail: the last `duration` frames
-            batch.append((n_frames - duration, duration, frames))
-        else:  # shorter than one segment: its frames, loop-padded for the model
-            batch.append((0, n_frames, frames[temporal_indices(n_frames, duration, 0)]))
+    tail = cutter.finish()
+    if tail is not None:
+        batch.append((tail.start, len(tail.items), loop_padded(np.stack(tail.items), duration)))
     if batch:
         flush()
     return {"video": path.name, "fps": fps, "frames": n_frames, "clips": clips}

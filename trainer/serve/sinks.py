@@ -186,7 +186,7 @@ class WebhookSink(Sink):
                     self._wake.notify_all()
 
     def _deliver(self, body: bytes):
-        attempts = self.retries + 1
+        attempts, reason = self.retries + 1, None
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 with self._wake:  # back off, but stop retrying once close() has given up waiting

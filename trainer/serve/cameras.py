@@ -1,0 +1,316 @@
+"""The cameras' side of `fightwatch watch`: one decode thread per camera (`CameraReader.run`).
+
+Each thread opens its source with PyAV, decodes, keeps a ring buffer of the last seconds (small yuv420p frames,
+for an alert's clip and snapshot), cuts the model's windows (trainer/serve/windows.py, as `score` does) and
+hands them to the WindowQueue. Files are replayed at their frame rate (`realtime`) or as fast as scoring allows.
+
+Reconnects: a file that ends is finished; a file that cannot be opened is dropped (status failed). A URL or a
+device is live: when it ends or errors (or sends nothing for `timeout_s`) it is reconnected after
+reconnect_delay_s, doubling per failure in a row up to reconnect_max_delay_s, `max_reconnects` times in all
+(None: forever); one that cannot be opened at start is retried the same way. So a recording served over HTTP
+replays again and again: watch recordings as files.
+
+Time: a camera's stream time (`*_s` fields) is seconds since its first frame, from the frames' own timestamps,
+kept continuous across timestamp jumps and reconnects (a reconnect adds the wall time it took; `StreamClock`).
+
+Backpressure: a live source (stream, device, or a file replayed in real time) never waits for scoring: when a
+camera already has `max_queued` windows waiting, its oldest is dropped and counted (windows_dropped). A file
+replayed as fast as possible waits instead, so every window is scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from data.clips import resized
+from data.dataset import crop_box
+from trainer.serve.alerts import AlertState
+from trainer.serve.snapshots import Frame
+from trainer.serve.sources import Source
+from trainer.serve.watch_config import WatchConfig
+from trainer.serve.window_queue import WindowQueue
+from trainer.serve.windows import Cut, WindowCutter, loop_padded
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("finished", "failed", "gave_up", "stopped")
+COUNTERS = ("frames_in", "windows", "windows_dropped", "alerts", "reconnects", "drops", "open_failures")
+
+
+@dataclass
+class CameraStats:
+    frames_in: int = 0  # frames decoded
+    windows: int = 0  # windows scored
+    windows_dropped: int = 0  # windows a live source pushed out because scoring lagged
+    alerts: int = 0  # alerts raised
+    reconnects: int = 0  # reconnect attempts (streams and devices)
+    drops: int = 0  # connections lost after opening
+    open_failures: int = 0
+    lag_s: float = 0.0  # wall time from the newest frame of the last scored window arriving to its score
+    max_lag_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CameraWindow:
+    camera: str
+    start_s: float
+    end_s: float
+    frames: np.ndarray  # (duration, size, size, 3) uint8, the model's centre crop
+    key: Frame  # the middle frame: the snapshot when this window is the hottest
+    last: Frame  # the newest frame: anchors stream time to the wall clock
+
+
+class StreamClock:
+    """A camera's stream time: seconds since its first frame, from frame timestamps, never going back."""
+
+    def __init__(self):
+        self.last: float | None = None
+        self.next = 0.0
+        self.origin: float | None = None
+        self.dt = 0.04
+
+    def connect(self, dt: float, gap_s: float = 0.0) -> None:
+        """A new connection whose first frame comes `gap_s` (wall time) after the last frame of the previous one."""
+        self.dt, self.origin = dt, None
+        if self.last is not None:
+            self.next = self.last + max(dt, gap_s)
+
+    def time_of(self, raw: float | None) -> float:
+        if raw is None or not math.isfinite(raw):
+            t = self.next
+        else:
+            if self.origin is None:
+                self.origin = raw - self.next
+            t = raw - self.origin
+            if self.last is not None and not self.last < t <= self.last + max(5.0, 10 * self.dt):
+                self.origin = raw - self.next  # a jump (wrap, discontinuity, restart): continue evenly
+                t = self.next
+        self.last, self.next = t, t + self.dt
+        return t
+
+
+@dataclass
+class ActiveAlert:
+    """What the monitor keeps of a raised alert until it ends."""
+
+    alert_id: str
+    snapshot: Path
+    clip: Path | None
+    snapshot_prob: float
+    start_time: str
+    raised_time: str
+
+
+class Camera:
+    """One camera's state: its decode thread's (status, ring buffer, clock) and the inference thread's (alerts)."""
+
+    def __init__(self, source: Source):
+        self.source, self.id = source, source.camera
+        self.stats = CameraStats()
+        self.status = "starting"  # running, reconnecting, then one of TERMINAL
+        self.error: str | None = None
+        self.fps: float | None = None
+        self.ring: deque[Frame] = deque(maxlen=1)
+        self.ring_lock = threading.Lock()
+        self.clock = StreamClock()
+        self.first_attempt = threading.Event()
+        self.opened_once = False
+        self.done = False  # the decode thread has ended, its last window queued
+        self.thread: threading.Thread | None = None
+        # inference thread only
+        self.closed = False  # alert state finished (a final `end` sent)
+        self.state = AlertState()
+        self.hot_prob, self.hot_frame = -1.0, None  # the hottest window's middle frame of this streak/alert
+        self.active: ActiveAlert | None = None
+        self.anchor: Frame | None = None  # newest frame of the last scored window
+
+
+class _OpenFailed(Exception):
+    pass
+
+
+class CameraReader:
+    """The decode thread of one camera: `run()` until the source is done or `stop` is set."""
+
+    def __init__(self, cam: Camera, cfg: WatchConfig, duration: int, size: int, queue: WindowQueue,
+                 stop: threading.Event):
+        self.cam, self.cfg, self.duration, self.size, self.queue, self.stop = cam, cfg, duration, size, queue, stop
+
+    def run(self) -> None:
+        cam = self.cam
+        try:
+            self._loop()
+        except Exception as e:  # a bug: this camera stops, the others go on
+            log.exception("camera %s: decode thread failed", cam.id)
+            cam.status, cam.error = "failed", f"internal error: {type(e).__name__}: {e}"
+        finally:
+            if cam.status not in TERMINAL:
+                cam.status = "stopped"
+            cam.first_attempt.set()
+            cam.done = True
+            self.queue.wake()
+
+    def _loop(self) -> None:
+        cam, source, failures = self.cam, self.cam.source, 0
+        while not self.stop.is_set():
+            try:
+                container = self._open()
+            except _OpenFailed as e:
+                cam.stats.open_failures += 1
+                cam.error = str(e)
+                log.error("camera %s (%s): %s", cam.id, source.display, e)
+                cam.first_attempt.set()
+                if source.kind == "file":
+                    cam.status = "failed"
+                    return
+                failures += 1
+                if not self._backoff(failures):
+                    return
+                continue
+            cam.opened_once = True
+            cam.first_attempt.set()
+            cam.status = "running"
+            if cam.stats.reconnects:
+                log.info("camera %s: connected again (reconnect %d)", cam.id, cam.stats.reconnects)
+            try:
+                n, error = self._read(container)
+            finally:
+                container.close()
+            if self.stop.is_set():
+                return
+            if source.kind == "file":
+                if error:
+                    cam.error = error
+                    log.error("camera %s (%s): %s after %d frames", cam.id, source.display, error, n)
+                cam.status = "finished" if n else "failed"
+                log.info("camera %s: file ended after %d frames", cam.id, n)
+                return
+            cam.stats.drops += 1
+            cam.error = f"stream lost: {error or 'ended'}"
+            log.warning("camera %s (%s): stream lost after %d frames (%s)", cam.id, source.display, n,
+                        error or "ended")
+            failures = 1 if n else failures + 1
+            if not self._backoff(failures):
+                return
+
+    def _backoff(self, failures: int) -> bool:
+        """Wait before the next attempt; False when giving up or stopping."""
+        cam, limit = self.cam, self.cfg.max_reconnects
+        if limit is not None and cam.stats.reconnects >= limit:
+            cam.status = "gave_up" if cam.opened_once else "failed"
+            log.error("camera %s (%s): giving up after %d reconnect(s)", cam.id, cam.source.display,
+                      cam.stats.reconnects)
+            return False
+        delay = min(self.cfg.reconnect_max_delay_s, self.cfg.reconnect_delay_s * 2 ** min(failures - 1, 30))
+        cam.status = "reconnecting"
+        log.warning("camera %s: reconnecting in %.1f s", cam.id, delay)
+        if self.stop.wait(delay):
+            return False
+        cam.stats.reconnects += 1
+        return True
+
+    def _open(self):
+        source = self.cam.source
+        try:
+            if source.kind == "file":
+                if not Path(source.url).is_file():
+                    raise _OpenFailed("no such video file")
+                container = av.open(source.url)
+            else:
+                options = {"rtsp_transport": "tcp"} if source.url.lower().startswith(("rtsp://", "rtsps://")) else {}
+                options.update(self.cfg.options)
+                container = av.open(source.url, format="v4l2" if source.kind == "device" else None,
+                                    container_options=options, timeout=(self.cfg.timeout_s, self.cfg.timeout_s))
+        except av.error.FFmpegError as e:  # its str() quotes the URL, credentials and all: not logged
+            raise _OpenFailed(f"cannot open: {e.strerror or type(e).__name__}") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise _OpenFailed(f"cannot open: {str(e).replace(source.url, source.display)}") from None
+        if not container.streams.video:
+            container.close()
+            raise _OpenFailed("no video stream")
+        return container
+
+    def _read(self, container) -> tuple[int, str | None]:
+        """Decode one connection; cut and queue windows. Returns (frames, error or None)."""
+        cam, cfg = self.cam, self.cfg
+        stream = container.streams.video[0]
+        if cam.source.kind == "file":
+            stream.thread_type = "AUTO"  # frame threads add latency: only where there is no live edge
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate and 0.5 <= float(rate) <= 300 else 25.0
+        self._set_fps(fps)
+        with cam.ring_lock:
+            last_wall = cam.ring[-1].wall if cam.ring else None
+        cam.clock.connect(1 / fps, 0.0 if last_wall is None else time.time() - last_wall)
+        live = cam.source.kind != "file" or cfg.realtime
+        pace = cam.source.kind == "file" and cfg.realtime
+        cutter: WindowCutter[tuple[Frame, np.ndarray]] = WindowCutter(self.duration, cfg.stride)
+        error, origin = None, None
+        try:
+            for frame in container.decode(stream):
+                if self.stop.is_set():
+                    break
+                t = cam.clock.time_of(frame.time)
+                if pace:
+                    if origin is None:
+                        origin = time.monotonic() - t
+                    delay = origin + t - time.monotonic()
+                    if delay > 0 and self.stop.wait(delay):
+                        break
+                cut = cutter.push((self._keep(frame, t), self._crop(frame)))
+                cam.stats.frames_in += 1
+                if cut is not None:
+                    self._emit(cut, fps, live)
+        except av.error.ExitError:  # PyAV's read timeout interrupted FFmpeg
+            error = f"no data for {cfg.timeout_s:g} s"
+        except av.error.FFmpegError as e:
+            error = e.strerror or type(e).__name__
+        if cam.source.kind == "file" and not self.stop.is_set():
+            tail = cutter.finish()  # the frames after the last window, or a file shorter than one
+            if tail is not None:
+                self._emit(tail, fps, live)
+        return cutter.frames, error
+
+    def _set_fps(self, fps: float) -> None:
+        cam, cfg = self.cam, self.cfg
+        # the clip's seconds, plus what decode may run ahead of scoring (queued and in-batch windows)
+        capacity = math.ceil(cfg.clip_seconds * fps) + (2 * cfg.max_queued + 2) * cfg.stride + self.duration
+        with cam.ring_lock:
+            if cam.ring.maxlen != capacity:
+                cam.ring = deque(cam.ring, maxlen=capacity)
+        cam.fps = fps
+
+    def _keep(self, frame: av.VideoFrame, t: float) -> Frame:
+        width, height = frame.width, frame.height
+        if height > self.cfg.clip_height:
+            width, height = width * self.cfg.clip_height / height, self.cfg.clip_height
+        width, height = max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
+        yuv = frame.to_ndarray(width=width, height=height, format="yuv420p")
+        kept = Frame(t, time.time(), yuv if yuv.flags.owndata else yuv.copy())
+        with self.cam.ring_lock:
+            self.cam.ring.append(kept)
+        return kept
+
+    def _crop(self, frame: av.VideoFrame) -> np.ndarray:
+        """The model's centre crop, resized as `score` resizes (data.clips.iter_frames)."""
+        size = self.size
+        width, height = resized(frame.width, frame.height, size)
+        rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        y, x = crop_box(height, width, size, "c")
+        return rgb[y:y + size, x:x + size]
+
+    def _emit(self, cut: Cut[tuple[Frame, np.ndarray]], fps: float, live: bool) -> None:
+        kept = [frame for frame, _ in cut.items]
+        frames = loop_padded(np.stack([crop for _, crop in cut.items]), self.duration)
+        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, frames, kept[len(kept) // 2], kept[-1])
+        if self.queue.put(self.cam.id, window, block=not live, stop=self.stop):
+            self.cam.stats.windows_dropped += 1

@@ -1,0 +1,40 @@
+"""`fightwatch watch`'s settings: windows, batching, files, clips, reconnects, timeouts and counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    stride: int = 8  # frames between window starts
+    batch_size: int = 8  # most windows per forward pass
+    realtime: bool = True  # replay files at their frame rate
+    out_dir: Path = Path("runs/watch")
+    clip_seconds: float = 5.0  # the alert clip: this many seconds up to the raising window's end
+    clip_height: int = 360  # ring buffer / clip / snapshot height (smaller sources keep theirs)
+    max_queued: int = 4  # windows waiting per camera
+    max_pending_writes: int = 8  # snapshot/clip writes waiting (a clip holds seconds of frames); more are dropped
+    reconnect_delay_s: float = 1.0  # first backoff; doubles per failure in a row
+    reconnect_max_delay_s: float = 30.0
+    max_reconnects: int | None = None  # per camera, in all; None: forever
+    timeout_s: float = 10.0  # open and read timeout of streams and devices
+    options: tuple[tuple[str, str], ...] = ()  # FFmpeg demuxer options for streams and devices
+    stats_every_s: float = 60.0  # log the counters this often; 0: never
+    max_seconds: float | None = None  # stop after this long
+    scores_path: Path | None = None  # append every scored window here as a JSON line
+
+    def __post_init__(self):
+        if min(self.stride, self.batch_size, self.max_queued, self.max_pending_writes) < 1:
+            raise ValueError("stride, batch size, max queued windows and max pending writes must be >= 1")
+        if not self.clip_seconds > 0 or self.clip_height < 16:
+            raise ValueError("clip seconds must be > 0 and clip height >= 16")
+        if not (self.reconnect_delay_s >= 0 and self.reconnect_max_delay_s >= self.reconnect_delay_s):
+            raise ValueError("reconnect delay must be >= 0 and at most the maximum reconnect delay")
+        if self.max_reconnects is not None and self.max_reconnects < 0:
+            raise ValueError("max reconnects must be >= 0")
+        if not self.timeout_s > 0 or self.stats_every_s < 0:
+            raise ValueError("timeout must be > 0 and stats interval >= 0")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError("max seconds must be > 0")

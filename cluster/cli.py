@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from cluster.config import POLICY_FLAGS, add_serving_config_args
 from cluster.logs import log_to_run_dir, setup_console
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
@@ -96,12 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "features (512-d for the ResNet-34) per segment, no alerts (default: score)")
     score.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
-    score.add_argument("--stride", type=int, default=16, help="frames between segment starts (default: 16)")
-    score.add_argument("--batch-size", type=int, default=8, help="segments per forward pass (default: 8)")
-    score.add_argument("--threshold", type=float, default=0.5, help="fight probability that counts as hot")
-    score.add_argument("--consecutive", type=int, default=2, help="hot segments in a row that raise an alert")
-    score.add_argument("--calm-to-end", type=int, default=2, help="calm segments that end an alert")
-    score.add_argument("--cooldown", type=float, default=30.0, help="seconds of quiet after an alert ends")
+    add_serving_config_args(score)
+    score.add_argument("--stride", type=int, help="frames between segment starts (score.stride)")
+    score.add_argument("--batch-size", type=int, help="segments per forward pass (score.batch_size)")
     score.add_argument("--annotated-dir", type=Path,
                        help="also write annotated mp4s (<name>_annotated.mp4) and probability plots here")
     score.add_argument("--gif", action="store_true",
@@ -192,17 +190,15 @@ def _train(args) -> int:
 
 
 def _score(args) -> None:
+    from cluster.config import load_config, with_flags
     from cluster.score import read_video_list, score_job, score_job_ray, write_alerts
     from trainer.accel import AccelConfig, plan_for
-    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.serve.scoring import ScoreConfig, check_model
+    from trainer.serve.scoring import check_model
 
-    try:
-        score_cfg = ScoreConfig(args.stride, args.batch_size)
-        policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    config = load_config(args.config, args.overrides)
+    score_cfg = with_flags(config.score, args, {"stride": "stride", "batch_size": "batch_size"})
+    policy = with_flags(config.alerts, args, POLICY_FLAGS)
     if args.mode == "feature":
         extra = [flag for flag, value in (("--annotated-dir", args.annotated_dir), ("--gif", args.gif),
                                           ("--alerts", args.alerts)) if value]

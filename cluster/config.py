@@ -3,14 +3,19 @@
 Every key is required and every unknown key is an error, so a typo never
 silently falls back to a default. Errors name the file, the line and the
 dotted key. Overrides (`train.epochs=3`) are parsed as YAML scalars.
+
+Fields declared with `field(metadata={"path": True})` hold file system paths (run_dir, the data and
+model inputs, the topology file): `absolute_path_overrides` finds them by that mark, so a job that runs
+elsewhere (Ray workers, another node) gets them made absolute without a hand-kept list of keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +27,8 @@ from data.errors import InputError
 from trainer.accel import AccelConfig
 from trainer.serve.alerts import AlertPolicy
 from trainer.serve.scoring import ScoreConfig
+from trainer.serve.sinks import SinksConfig
+from trainer.serve.watch_config import WatchConfig
 from trainer.model import ModelConfig
 from trainer.tracking import TrackingConfig
 from trainer.train import TrainConfig
@@ -47,10 +54,10 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class AvaConfig:
-    train_csv: str
-    val_csv: str | None  # AVA's own validation file; null: split train_csv by video with data.val_fraction
-    label_map: str
-    excluded: tuple[str, ...]
+    train_csv: str = field(metadata={"path": True})
+    val_csv: str | None = field(metadata={"path": True})  # AVA's own validation file; null: split train_csv by video with data.val_fraction
+    label_map: str = field(metadata={"path": True})
+    excluded: tuple[str, ...] = field(metadata={"path": True})
     positive: str
     negatives: tuple[str, ...]
     per_class: int  # fights taken; negatives total as many, split equally over the negative classes
@@ -65,11 +72,11 @@ class DataConfig:
     source: Literal["synthetic", "ava", "folders"]
     synthetic: SyntheticConfig | None
     ava: AvaConfig | None
-    folders_root: str | None  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
+    folders_root: str | None = field(metadata={"path": True})  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
     val_fraction: float
     clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp
-    video_root: str | None  # local copies named <video_id>.<ext>; null: download with yt-dlp into cache_dir
-    cache_dir: str
+    video_root: str | None = field(metadata={"path": True})  # local copies named <video_id>.<ext>; null: download with yt-dlp into cache_dir
+    cache_dir: str = field(metadata={"path": True})
     url_template: str
     download_workers: int
     ray_address: str | None  # null: RAY_ADDRESS, else an embedded local Ray
@@ -84,7 +91,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Config:
-    run_dir: str
+    run_dir: str = field(metadata={"path": True})
     seed: int
     data: DataConfig
     clips: ClipConfig
@@ -92,7 +99,9 @@ class Config:
     accel: AccelConfig
     train: TrainConfig
     score: ScoreConfig
-    alerts: AlertPolicy
+    alerts: AlertPolicy  # for score and watch
+    watch: WatchConfig
+    sinks: SinksConfig  # watch's
     dist: DistConfig
     tracking: TrackingConfig
 
@@ -185,6 +194,8 @@ def _convert(hint, value: Any, key: str, where) -> Any:
         if not isinstance(value, list):
             raise InputError(f"{where(key)}: '{key}' must be a list, got {value!r}")
         return tuple(_convert(args[0], item, key, where) for item in value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
     ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
@@ -193,13 +204,69 @@ def _convert(hint, value: Any, key: str, where) -> Any:
     return value
 
 
+def path_values(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every path field (metadata {"path": True}) set in the config, recursively."""
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out += path_values(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("path") and value is not None:
+            out.append((f"{prefix}{f.name}", value))
+    return out
+
+
+def absolute_path_overrides(config: Any, base: Path) -> list[str]:
+    """`key=<absolute path>` overrides for the config's relative paths, resolved against `base`. Pure."""
+    out = []
+    for key, value in path_values(config):
+        paths = list(value) if isinstance(value, tuple) else [value]
+        if any(not Path(p).is_absolute() for p in paths):
+            absolute = [str(base / p) for p in paths]
+            out.append(f"{key}={json.dumps(absolute if isinstance(value, tuple) else absolute[0])}")  # JSON is YAML
+    return out
+
+
+def with_flags(section: Any, args: Any, names: dict[str, str]) -> Any:
+    """The config section with the command-line flags that were given (not None) in place of its values:
+    `names` maps each flag's argparse dest to its field. InputError when the result is not valid."""
+    given = {field_name: getattr(args, dest) for dest, field_name in names.items() if getattr(args, dest) is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}  # repeatable flags
+    try:
+        return dataclasses.replace(section, **given)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+# The alert policy's flags, the same for score and watch: argparse dest -> alerts.<field>
+POLICY_FLAGS = {"threshold": "threshold", "consecutive": "consecutive", "calm_to_end": "calm_to_end",
+                "cooldown": "cooldown_s"}
+
+
+def add_serving_config_args(parser, default: str = "configs/ava_fight.yaml") -> None:
+    """--config and --set, and the alert policy's flags, for the commands that serve a model (score, watch).
+
+    Every flag defaults to the config's value (one default per setting: the YAML)."""
+    parser.add_argument("--config", default=default,
+                        help=f"experiment YAML whose score/watch/alerts/sinks sections give the defaults "
+                             f"(default: {default})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set watch.clip_seconds=10 (repeatable)")
+    parser.add_argument("--threshold", type=float, help="fight probability that counts as hot (alerts.threshold)")
+    parser.add_argument("--consecutive", type=int, help="hot windows in a row that raise an alert "
+                                                        "(alerts.consecutive)")
+    parser.add_argument("--calm-to-end", type=int, help="calm windows that end an alert (alerts.calm_to_end)")
+    parser.add_argument("--cooldown", type=float, help="seconds a camera stays quiet after an alert ends "
+                                                       "(alerts.cooldown_s)")
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted key -> value, for MLflow params."""
     out = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            out.update(flatten(value, f"{prefix}{field.name}."))
+            out.update(flatten(value, f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{field.name}"] = value
+            out[f"{prefix}{f.name}"] = value
     return out

@@ -23,7 +23,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch.distributed as dist
@@ -44,7 +44,7 @@ class DistConfig:
     per: Literal["numa", "socket"]
     use_logical_cores: bool
     ccl_workers: int
-    topology: str | None  # an `lscpu -p=CPU,CORE,SOCKET,NODE` file; null: this node's /sys
+    topology: str | None = field(metadata={"path": True})  # an `lscpu -p=CPU,CORE,SOCKET,NODE` file; null: this node's /sys
     timeout_s: float
     bucket_mb: float
     grad_dtype: Literal["fp32", "bf16"]

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from data.errors import InputError
+from cluster.config import POLICY_FLAGS, add_serving_config_args
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
+def _option(text: str) -> str:
+    key, sep, _ = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+    return text
 
 
 def add_watch_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,86 +60,74 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     watch.add_argument("sources", nargs="+", metavar="SOURCE", help="[NAME=]FILE, URL or /dev/videoN (see below)")
     watch.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
-    watch.add_argument("--stride", type=int, default=8, help="frames between window starts (default: 8)")
-    watch.add_argument("--batch-size", type=int, default=8, help="most windows per forward pass (default: 8)")
-    watch.add_argument("--threshold", type=float, default=0.5, help="fight probability that counts as hot "
-                                                                    "(default: 0.5)")
-    watch.add_argument("--consecutive", type=int, default=2, help="hot windows in a row that raise an alert "
-                                                                  "(default: 2)")
-    watch.add_argument("--calm-to-end", type=int, default=2, help="calm windows that end an alert (default: 2)")
-    watch.add_argument("--cooldown", type=float, default=30.0,
-                       help="seconds a camera stays quiet after an alert ends (default: 30)")
-    watch.add_argument("--no-realtime", dest="realtime", action="store_false",
-                       help="replay files as fast as scoring allows instead of at their frame rate")
-    watch.add_argument("--alerts", type=Path, metavar="FILE",
-                       help="append alerts as JSON lines to FILE instead of writing them to stdout")
+    add_serving_config_args(watch)
+    watch.add_argument("--stride", type=int, help="frames between window starts (watch.stride)")
+    watch.add_argument("--batch-size", type=int, help="most windows per forward pass (watch.batch_size)")
+    watch.add_argument("--no-realtime", dest="realtime", action="store_false", default=None,
+                       help="replay files as fast as scoring allows instead of at their frame rate (watch.realtime)")
+    watch.add_argument("--alerts", metavar="FILE",
+                       help="append alerts as JSON lines to FILE instead of writing them to stdout (sinks.alerts)")
     watch.add_argument("--scores", type=Path, metavar="FILE",
                        help="append every scored window to FILE as a JSON line (camera, start_s, end_s, "
-                            "fight_prob), e.g. to review why an alert fired or to compare with `fightwatch score`")
-    watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL")
+                            "fight_prob), e.g. to review why an alert fired or to compare with `fightwatch score` "
+                            "(watch.scores_path)")
+    watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL "
+                                                        "(sinks.webhook)")
     watch.add_argument("--webhook-secret-env", metavar="NAME",
                        help="send the value of environment variable NAME in the X-Fightwatch-Secret header "
-                            "(never logged)")
-    watch.add_argument("--out-dir", type=Path, default=Path("runs/watch"), metavar="DIR",
-                       help="where snapshots and clips go, in a folder per camera (default: runs/watch)")
-    watch.add_argument("--clip-seconds", type=_positive_float, default=5.0,
-                       help="seconds of video in each alert's mp4, up to the moment it was raised (default: 5)")
-    watch.add_argument("--clip-height", type=int, default=360,
-                       help="height of snapshots and clips; smaller sources keep theirs (default: 360)")
+                            "(never logged; sinks.webhook_secret_env)")
+    watch.add_argument("--out-dir", type=Path, metavar="DIR",
+                       help="where snapshots and clips go, in a folder per camera (watch.out_dir)")
+    watch.add_argument("--clip-seconds", type=_positive_float,
+                       help="seconds of video in each alert's mp4, up to the moment it was raised (watch.clip_seconds)")
+    watch.add_argument("--clip-height", type=int,
+                       help="height of snapshots and clips; smaller sources keep theirs (watch.clip_height)")
     watch.add_argument("--max-reconnects", type=int, metavar="N",
-                       help="give a stream or device up after N reconnects (default: retry forever)")
-    watch.add_argument("--reconnect-delay", type=float, default=1.0, metavar="SECONDS",
-                       help="first reconnect delay; doubles per failure in a row (default: 1)")
-    watch.add_argument("--reconnect-max-delay", type=float, default=30.0, metavar="SECONDS",
-                       help="longest reconnect delay (default: 30)")
-    watch.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
-                       help="open and read timeout of streams and devices (default: 10)")
-    watch.add_argument("--option", dest="options", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                       help="give a stream or device up after N reconnects (watch.max_reconnects)")
+    watch.add_argument("--reconnect-delay", type=float, metavar="SECONDS",
+                       help="first reconnect delay; doubles per failure in a row (watch.reconnect_delay_s)")
+    watch.add_argument("--reconnect-max-delay", type=float, metavar="SECONDS",
+                       help="longest reconnect delay (watch.reconnect_max_delay_s)")
+    watch.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                       help="open and read timeout of streams and devices (watch.timeout_s)")
+    watch.add_argument("--option", dest="options", action="append", type=_option, metavar="KEY=VALUE",
                        help="FFmpeg input option for streams and devices, e.g. rtsp_transport=udp, "
-                            "video_size=1280x720, framerate=25 (repeatable)")
-    watch.add_argument("--stats-every", type=float, default=60.0, metavar="SECONDS",
-                       help="log the counters this often; 0: only at the end (default: 60)")
-    watch.add_argument("--max-seconds", type=_positive_float, metavar="SECONDS", help="stop after this long")
+                            "video_size=1280x720, framerate=25 (repeatable; replaces watch.options)")
+    watch.add_argument("--stats-every", type=float, metavar="SECONDS",
+                       help="log the counters this often; 0: only at the end (watch.stats_every_s)")
+    watch.add_argument("--max-seconds", type=_positive_float, metavar="SECONDS",
+                       help="stop after this long (watch.max_seconds)")
     watch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
     return watch
 
 
-def _sink(args):
-    from trainer.serve.sinks import JsonLinesSink, MultiSink, WebhookSink
-
-    if args.webhook_secret_env and not args.webhook:
-        raise InputError("--webhook-secret-env needs --webhook")
-    sinks = [JsonLinesSink(args.alerts if args.alerts is not None else "-")]
-    if args.webhook:
-        sinks.append(WebhookSink(args.webhook, args.webhook_secret_env,
-                                 undelivered_path=args.out_dir / "undelivered.jsonl"))
-    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+WATCH_FLAGS = {"stride": "stride", "batch_size": "batch_size", "realtime": "realtime", "out_dir": "out_dir",
+               "clip_seconds": "clip_seconds", "clip_height": "clip_height", "max_reconnects": "max_reconnects",
+               "reconnect_delay": "reconnect_delay_s", "reconnect_max_delay": "reconnect_max_delay_s",
+               "timeout": "timeout_s", "options": "options", "stats_every": "stats_every_s",
+               "max_seconds": "max_seconds", "scores": "scores_path"}
+SINK_FLAGS = {"alerts": "alerts", "webhook": "webhook", "webhook_secret_env": "webhook_secret_env"}
 
 
 def run_watch(args) -> int:
     """Run `fightwatch watch`; 0 when every camera ended normally (or was stopped), 1 when one failed."""
+    from cluster.config import load_config, with_flags
     from trainer.accel import AccelConfig, apply, plan_for
-    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
     from trainer.serve.monitor import Monitor
+    from trainer.serve.sinks import build_sink
     from trainer.serve.sources import parse_sources
-    from trainer.serve.watch_config import WatchConfig
 
-    try:
-        policy = AlertPolicy(args.threshold, args.consecutive, args.calm_to_end, args.cooldown)
-        cfg = WatchConfig(stride=args.stride, batch_size=args.batch_size, realtime=args.realtime,
-                          out_dir=args.out_dir, clip_seconds=args.clip_seconds, clip_height=args.clip_height,
-                          reconnect_delay_s=args.reconnect_delay, reconnect_max_delay_s=args.reconnect_max_delay,
-                          max_reconnects=args.max_reconnects, timeout_s=args.timeout, options=tuple(args.options),
-                          stats_every_s=args.stats_every, max_seconds=args.max_seconds, scores_path=args.scores)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    config = load_config(args.config, args.overrides)
+    policy = with_flags(config.alerts, args, POLICY_FLAGS)
+    cfg = with_flags(config.watch, args, WATCH_FLAGS)
+    sinks = with_flags(config.sinks, args, SINK_FLAGS)
     sources = parse_sources(args.sources)
     model, model_cfg = load_model(args.model)
     plan = plan_for(AccelConfig(args.precision, "auto"))
     model, _ = apply(plan, model)
-    sink = _sink(args)
+    sink = build_sink(sinks, cfg.out_dir / "undelivered.jsonl")
     monitor = Monitor(model, model_cfg, plan, sources, policy, sink, cfg)
 
     restore = {}

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import Config, flatten, load_config
+from cluster.config import Config, absolute_path_overrides, flatten, load_config
 from data.errors import InputError
 
-DEMO = Path(__file__).parents[1] / "configs" / "demo.yaml"
+ROOT = Path(__file__).parents[1]
+DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def write(tmp_path, text: str) -> Path:
@@ -60,3 +61,18 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_ints_are_accepted_where_floats_are_expected():
     assert load_config(DEMO, ["train.lr=1"]).train.lr == 1.0
+
+
+def test_path_fields_are_made_absolute_by_their_type(tmp_path):
+    cfg = load_config(ROOT / "configs" / "ava_fight.yaml", ["model.pretrained=/weights/r34.pth",
+                                                            "data.video_root=videos", "dist.topology=null"])
+    overrides = absolute_path_overrides(cfg, Path("/shared"))
+    keys = {o.partition("=")[0] for o in overrides}
+    # every path field that is set and relative; model.pretrained is absolute already, dist.topology unset
+    assert keys == {"run_dir", "data.cache_dir", "data.video_root", "data.ava.train_csv", "data.ava.val_csv",
+                    "data.ava.label_map", "data.ava.excluded", "watch.out_dir"}
+    again = load_config(ROOT / "configs" / "ava_fight.yaml", ["model.pretrained=/weights/r34.pth",
+                                                              "data.video_root=videos", *overrides])
+    assert again.data.video_root == "/shared/videos" and again.run_dir == f"/shared/{cfg.run_dir}"
+    assert all(p.startswith("/shared/") for p in again.data.ava.excluded)
+    assert absolute_path_overrides(again, Path("/elsewhere")) == []

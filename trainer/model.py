@@ -10,7 +10,7 @@ narrow network to stay fast on two cores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -39,7 +39,7 @@ class ModelConfig:
     n_classes: int
     sample_size: int
     sample_duration: int
-    pretrained: str | None
+    pretrained: str | None = field(metadata={"path": True})
     ft_begin: Literal["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
     # Input normalisation the weights expect: pixels scaled to 0..value_scale, then (x - mean) / std.
     # 3D-ResNets-PyTorch's released Kinetics models saw 0-255 pixels minus the ActivityNet mean

@@ -227,7 +227,7 @@ class CameraReader:
                 container = av.open(source.url)
             else:
                 options = {"rtsp_transport": "tcp"} if source.url.lower().startswith(("rtsp://", "rtsps://")) else {}
-                options.update(self.cfg.options)
+                options.update(self.cfg.demuxer_options)
                 container = av.open(source.url, format="v4l2" if source.kind == "device" else None,
                                     container_options=options, timeout=(self.cfg.timeout_s, self.cfg.timeout_s))
         except av.error.FFmpegError as e:  # its str() quotes the URL, credentials and all: not logged

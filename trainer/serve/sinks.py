@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -46,6 +47,27 @@ def _open_append(path: Path):
         return open(path, "a", encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot append to {path}: {error.strerror or error}") from None
+
+
+@dataclass(frozen=True)
+class SinksConfig:
+    """The `sinks:` section of a config: where `fightwatch watch` sends alerts."""
+
+    alerts: str | None = field(metadata={"path": True})  # append JSON lines to this file; null: stdout
+    webhook: str | None  # also POST each alert as JSON to this http(s) URL
+    webhook_secret_env: str | None  # send this environment variable's value in X-Fightwatch-Secret
+
+    def __post_init__(self):
+        if self.webhook_secret_env and not self.webhook:
+            raise ValueError("webhook_secret_env needs a webhook")
+
+
+def build_sink(cfg: SinksConfig, undelivered_path: Path) -> "Sink":
+    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`)."""
+    sinks = [JsonLinesSink(cfg.alerts if cfg.alerts is not None else "-")]
+    if cfg.webhook:
+        sinks.append(WebhookSink(cfg.webhook, cfg.webhook_secret_env, undelivered_path=undelivered_path))
+    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
 
 
 class Sink:

@@ -1,29 +1,33 @@
-"""`fightwatch watch`'s settings: windows, batching, files, clips, reconnects, timeouts and counters."""
+"""`fightwatch watch`'s settings: windows, batching, files, clips, reconnects, timeouts and counters.
+
+The `watch:` section of an experiment config (configs/*.yaml) holds the one default of each; the command's
+flags override them (cluster/watch.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    stride: int = 8  # frames between window starts
-    batch_size: int = 8  # most windows per forward pass
-    realtime: bool = True  # replay files at their frame rate
-    out_dir: Path = Path("runs/watch")
-    clip_seconds: float = 5.0  # the alert clip: this many seconds up to the raising window's end
-    clip_height: int = 360  # ring buffer / clip / snapshot height (smaller sources keep theirs)
-    max_queued: int = 4  # windows waiting per camera
-    max_pending_writes: int = 8  # snapshot/clip writes waiting (a clip holds seconds of frames); more are dropped
-    reconnect_delay_s: float = 1.0  # first backoff; doubles per failure in a row
-    reconnect_max_delay_s: float = 30.0
-    max_reconnects: int | None = None  # per camera, in all; None: forever
-    timeout_s: float = 10.0  # open and read timeout of streams and devices
-    options: tuple[tuple[str, str], ...] = ()  # FFmpeg demuxer options for streams and devices
-    stats_every_s: float = 60.0  # log the counters this often; 0: never
-    max_seconds: float | None = None  # stop after this long
-    scores_path: Path | None = None  # append every scored window here as a JSON line
+    stride: int  # frames between window starts
+    batch_size: int  # most windows per forward pass
+    realtime: bool  # replay files at their frame rate
+    out_dir: Path = field(metadata={"path": True})  # snapshots and clips, a folder per camera
+    clip_seconds: float  # the alert clip: this many seconds up to the raising window's end
+    clip_height: int  # ring buffer / clip / snapshot height (smaller sources keep theirs)
+    max_queued: int  # windows waiting per camera
+    max_pending_writes: int  # snapshot/clip writes waiting (a clip holds seconds of frames); more are dropped
+    reconnect_delay_s: float  # first backoff; doubles per failure in a row
+    reconnect_max_delay_s: float
+    max_reconnects: int | None  # per camera, in all; None: forever
+    timeout_s: float  # open and read timeout of streams and devices
+    options: tuple[str, ...]  # FFmpeg demuxer options for streams and devices, "KEY=VALUE" each
+    stats_every_s: float  # log the counters this often; 0: never
+    max_seconds: float | None  # stop after this long
+    scores_path: Path | None = field(metadata={"path": True})  # append every scored window here as a JSON line
 
     def __post_init__(self):
         if min(self.stride, self.batch_size, self.max_queued, self.max_pending_writes) < 1:
@@ -38,3 +42,10 @@ class WatchConfig:
             raise ValueError("timeout must be > 0 and stats interval >= 0")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError("max seconds must be > 0")
+        bad = [o for o in self.options if not o.partition("=")[0] or "=" not in o]
+        if bad:
+            raise ValueError(f"options are KEY=VALUE, got {bad[0]!r}")
+
+    @property
+    def demuxer_options(self) -> dict[str, str]:
+        return dict(o.split("=", 1) for o in self.options)

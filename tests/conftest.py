@@ -4,13 +4,13 @@ import subprocess
 
 import pytest
 
-from tests.test_cli import FIGHTWATCH, ROOT
+from tests.helpers import FIGHTWATCH, ROOT
 
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""
-    from tests.test_train import TINY
+    from tests.helpers import TINY
 
     run_dir = tmp_path_factory.mktemp("prepared") / "run"
     result = subprocess.run([str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY],

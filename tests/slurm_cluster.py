@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.helpers import free_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("munge", "sbatch", "sinfo", "squeue", "scancel", "scontrol", "srun")
 PACKAGES = ("slurm-wlm", "munge")
@@ -61,12 +63,6 @@ def ensure_installed() -> None:
             raise Unavailable(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-1500:]}")
     if missing := missing_binaries():
         raise Unavailable(f"after apt-get install {' '.join(PACKAGES)}, still missing: {', '.join(missing)}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:

@@ -1,28 +1,8 @@
 """The command line's bad-input contract: one line naming the thing, exit 2, no traceback."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).parents[1]
-FIGHTWATCH = Path(sys.executable).parent / "fightwatch"  # the installed console script
-
-
-def fightwatch(*args, cwd=ROOT):
-    return subprocess.run([str(FIGHTWATCH), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("fightwatch: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0]
-
+from tests.helpers import assert_one_line_error, fightwatch
 
 def test_help_explains_the_commands():
     result = fightwatch("--help")

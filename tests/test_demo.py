@@ -8,7 +8,7 @@ import av
 import mlflow
 import pytest
 
-from tests.test_cli import FIGHTWATCH, ROOT
+from tests.helpers import FIGHTWATCH, ROOT
 from trainer.metrics import timeline_report
 
 PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "training:  40%|████      | 12/30 [...]"

@@ -3,7 +3,6 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,7 @@ import torch.multiprocessing as mp
 
 from cluster.distributed import CCL_HINT, DistConfig, choose_backend, rendezvous_from_env
 from data.errors import InputError
-from tests.test_cli import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch
-from tests.test_train import TINY, mlflow_runs, weights
+from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, free_port, mlflow_runs, weights
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
 from trainer.ddp import GradSync, bf16_allreduce_hook
 
@@ -32,11 +30,6 @@ def clean_env(**extra) -> dict:
            if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     return {**env, **extra}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_of(prepared, tmp_path, name):

@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,11 @@ import mlflow
 import pytest
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
 
-from tests.test_cli import ROOT
-from tests.test_train import TINY
+from tests.helpers import ROOT, TINY, free_port
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests.test_annotate import make_video
-from tests.test_cli import assert_one_line_error, fightwatch
+from tests.helpers import assert_one_line_error, fightwatch
 from tests.test_infer import MODEL_CFG, write_video
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D

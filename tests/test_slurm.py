@@ -12,8 +12,7 @@ import subprocess
 import pytest
 
 from tests.slurm_cluster import SlurmCluster, Unavailable, free_port
-from tests.test_cli import ROOT
-from tests.test_train import TINY, mlflow_runs
+from tests.helpers import ROOT, TINY, mlflow_runs
 
 SBATCH = ROOT / "scripts" / "slurm" / "train.sbatch"
 

@@ -10,17 +10,8 @@ import mlflow
 import pytest
 import torch
 
-from tests.test_cli import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch
+from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, mlflow_runs, weights
 from trainer.checkpoint import read_checkpoint
-
-TINY = ["data.synthetic.videos_per_class=10", "data.synthetic.seconds=1.0", "data.synthetic.width=96",
-        "data.synthetic.height=72", "data.val_fraction=0.2", "clips.short_side=32",
-        "model.width=4", "model.sample_size=32", "model.sample_duration=8",
-        "accel.precision=fp32", "train.epochs=8", "train.batch_size=4", "train.checkpoint_every=2",
-        "train.optimizer=sgd", "train.lr=0.01", "train.dampening=0.9", "train.lr_schedule=plateau",
-        "train.plateau_patience=1", "tracking.run_name=resume-test",
-        "tracking.log_model=false"]
-
 
 def run(command, run_dir, *extra, **kwargs):
     return subprocess.run([str(FIGHTWATCH), command, "--config", "configs/demo.yaml", f"run_dir={run_dir}",
@@ -31,16 +22,6 @@ def copy_of(prepared, tmp_path) -> Path:
     run_dir = tmp_path / "run"
     shutil.copytree(prepared, run_dir)
     return run_dir
-
-
-def weights(run_dir):
-    return read_checkpoint(run_dir / "model.pth")["state_dict"]
-
-
-def mlflow_runs(run_dir):
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir}/mlflow.db")
-    (experiment,) = [e for e in client.search_experiments() if e.name == "fightwatch-demo"]
-    return client, client.search_runs([experiment.experiment_id])
 
 
 def test_sigkill_then_resume_matches_a_straight_run(prepared, tmp_path):

@@ -10,8 +10,7 @@ import torch
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest
-from tests.test_cli import assert_one_line_error, fightwatch
-from tests.test_train import TINY
+from tests.helpers import TINY, assert_one_line_error, fightwatch
 from trainer.accel import AccelPlan, finetune_forward
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig

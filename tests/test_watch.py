@@ -297,16 +297,17 @@ def test_realtime_replay_takes_the_video_length(models, videos, tmp_path, capsys
     _, fast, _ = watch(capsys, "--no-realtime", *common)
     caplog.clear()
     _, paced, _ = watch(capsys, "--stats-every", 0.5, *common)
+    # paced replay cannot end before the video's 4 s, however fast the machine (a lower bound: load only adds)
     assert paced["elapsed_s"] >= 3.9 and paced["total"]["frames_in"] == fast["total"]["frames_in"] == 100
+    assert fast["total"]["windows_dropped"] == 0  # a file replayed as fast as possible waits for scoring
     assert caplog.text.count("watch stats: ") >= 4  # logged periodically
-    assert fast["elapsed_s"] < 2.5  # about 0.3 s on an idle machine: generous for a loaded one
 
 
 def test_max_seconds_stops_a_replay_and_ends_its_alert(models, videos, tmp_path, capsys):
     rc, stats, events = watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out", "--stride", 4,
                               "--consecutive", 1, "--max-seconds", 1.5, videos["long"])  # 10 s, in real time
-    assert rc == 0 and 1.4 < stats["elapsed_s"] < 4
-    assert stats["cameras"]["long"]["status"] == "stopped" and 20 < stats["cameras"]["long"]["frames_in"] < 100
+    assert rc == 0 and stats["elapsed_s"] >= 1.5  # stopped by --max-seconds, not by the 10 s video's end
+    assert stats["cameras"]["long"]["status"] == "stopped" and 0 < stats["cameras"]["long"]["frames_in"] < 250
     assert [e["event"] for e in events] == ["start", "end"] and events[1]["reason"] == "max-seconds"
     assert decoded_frames(events[0]["clip"]) == 16  # the one window before the raise
 
@@ -363,7 +364,7 @@ def test_window_queue_is_round_robin_and_drops_the_oldest_of_a_live_camera():
 
 
 def test_watch_through_the_installed_command(tmp_path):
-    from tests.test_cli import assert_one_line_error, fightwatch
+    from tests.helpers import assert_one_line_error, fightwatch
 
     assert "watch" in fightwatch("--help").stdout
     assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),

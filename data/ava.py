@@ -8,7 +8,8 @@ training / validation without letting a video straddle both, and writes a JSONL
 clip manifest plus a 3D-ResNets-PyTorch annotation JSON. Every function but the
 readers and writers is pure; randomness comes only from ``random.Random(seed)``
 over inputs sorted first, so equal inputs give equal outputs whatever the row
-order.
+order. (Longer than most modules: a third of it is the quirk table below, the
+contract that the readers, the selection and the splits share.)
 
 Annotation CSV (no header): video_id, middle_frame_timestamp, x1, y1, x2, y2,
 action_id, person_id. Timestamps are whole seconds of the original movie; AVA

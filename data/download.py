@@ -9,7 +9,8 @@ re-run skips videos that failed permanently (removed, private, geo-blocked, ...)
 the rest.
 
 Users with local copies pass a video root instead: `resolve_local` finds
-`<video_root>/<video_id>.<ext>` and nothing is downloaded.
+`<video_root>/<video_id>.<ext>` and nothing is downloaded. (One file because the ledger, the retry
+policy and yt-dlp's error classes are one piece: what a failure means decides whether it is retried.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import FIGHTWATCH, ROOT
 from trainer.metrics import timeline_report
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "training:  40%|████      | 12/30 [...]"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the cursor moves of nested bars
 

@@ -20,6 +20,8 @@ from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwa
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
 from trainer.ddp import GradSync, bf16_allreduce_hook
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TRAIN = ["-m", "cluster.cli", "train", "--config", "configs/demo.yaml", *TINY]
 

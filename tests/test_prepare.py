@@ -12,6 +12,8 @@ from data.store import ClipStore
 from tests.helpers import FIGHTWATCH, ROOT
 from tests.videos import decode_index, write_video
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 
 @pytest.fixture
 def two_node_cluster():

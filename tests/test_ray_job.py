@@ -27,6 +27,8 @@ from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
 
 from tests.helpers import ROOT, TINY, free_port
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 

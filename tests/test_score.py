@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.test_annotate import make_video
 from tests.helpers import assert_one_line_error, fightwatch
-from tests.test_infer import MODEL_CFG, write_video
+from tests.test_scoring import MODEL_CFG, write_video
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D
 

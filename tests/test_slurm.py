@@ -14,6 +14,8 @@ import pytest
 from tests.slurm_cluster import SlurmCluster, Unavailable, free_port
 from tests.helpers import ROOT, TINY, mlflow_runs
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 SBATCH = ROOT / "scripts" / "slurm" / "train.sbatch"
 
 

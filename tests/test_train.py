@@ -13,6 +13,8 @@ import torch
 from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, mlflow_runs, weights
 from trainer.checkpoint import read_checkpoint
 
+pytestmark = pytest.mark.slow  # every test here starts processes or clusters
+
 def run(command, run_dir, *extra, **kwargs):
     return subprocess.run([str(FIGHTWATCH), command, "--config", "configs/demo.yaml", f"run_dir={run_dir}",
                            *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.config import POLICY_FLAGS, add_serving_config_args
+from cluster.serve_args import POLICY_FLAGS, add_serving_config_args
 from cluster.logs import log_to_run_dir, setup_console
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError

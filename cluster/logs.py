@@ -37,6 +37,8 @@ class OwnOrSevere(logging.Filter):
 
 def setup_console(debug: bool) -> None:
     root = logging.getLogger()
+    for handler in list(root.handlers):  # e.g. the default one a library's import-time logging.warning() adds
+        root.removeHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))

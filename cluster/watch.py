@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cluster.config import POLICY_FLAGS, add_serving_config_args
+from cluster.serve_args import POLICY_FLAGS, add_serving_config_args
 
 log = logging.getLogger(__name__)
 

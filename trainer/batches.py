@@ -63,8 +63,13 @@ class MicroBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps (global batches) per epoch."""
+        return self.n_clips // self.global_batch
+
     def __len__(self) -> int:
-        return self.n_clips // self.global_batch * self.accumulation
+        return self.steps_per_epoch * self.accumulation
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in epoch_batches(self.n_clips, self.global_batch, self.seed, self.epoch):

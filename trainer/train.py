@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         sampler = MicroBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size_per_rank, rank, world_size, seed)
     except ValueError as e:
         raise InputError(str(e)) from None
-    scheduler = build_scheduler(cfg, optimizer, len(train_set) // cfg.batch_size)
+    scheduler = build_scheduler(cfg, optimizer, sampler.steps_per_epoch)
     start, best_loss, history = 1, float("inf"), {}
     if resume is not None:
         model.load_state_dict(resume["state_dict"])

@@ -1,0 +1,30 @@
+"""The command-line flags that `score` and `watch` share: which config, and the alert policy's overrides.
+
+Kept apart from cluster/config.py so that building the parser (every `fightwatch` call, `--help` too) imports
+nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# The alert policy's flags, the same for score and watch: argparse dest -> alerts.<field>
+POLICY_FLAGS = {"threshold": "threshold", "consecutive": "consecutive", "calm_to_end": "calm_to_end",
+                "cooldown": "cooldown_s"}
+
+
+def add_serving_config_args(parser: argparse.ArgumentParser, default: str = "configs/ava_fight.yaml") -> None:
+    """--config and --set, and the alert policy's flags, for the commands that serve a model (score, watch).
+
+    Every flag defaults to the config's value (one default per setting: the YAML)."""
+    parser.add_argument("--config", default=default,
+                        help=f"experiment YAML whose score/watch/alerts/sinks sections give the defaults "
+                             f"(default: {default})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set watch.clip_seconds=10 (repeatable)")
+    parser.add_argument("--threshold", type=float, help="fight probability that counts as hot (alerts.threshold)")
+    parser.add_argument("--consecutive", type=int, help="hot windows in a row that raise an alert "
+                                                        "(alerts.consecutive)")
+    parser.add_argument("--calm-to-end", type=int, help="calm windows that end an alert (alerts.calm_to_end)")
+    parser.add_argument("--cooldown", type=float, help="seconds a camera stays quiet after an alert ends "
+                                                       "(alerts.cooldown_s)")

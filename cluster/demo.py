@@ -13,7 +13,7 @@ from pathlib import Path
 from cluster.config import Config
 from cluster.launch import launch_local, local_ranks
 from cluster.prepare import run_prepare
-from cluster.score import score_job, write_alerts
+from cluster.score import Video, score_job, write_alerts
 from cluster.train_job import run_train
 from data.errors import InputError
 from data.synthetic import write_timeline
@@ -47,7 +47,7 @@ def run_demo(cfg: Config, train_args: list[str]) -> dict:
     model_path = run_dir / "model.pth"
     model, model_cfg = load_model(model_path)
     with Tracker(cfg.tracking, run_dir, run_id=run_id) as tracker:
-        entries, alerts = score_job(model, model_cfg, [timeline], run_dir / "output.json", cfg.score, cfg.alerts,
+        entries, alerts = score_job(model, model_cfg, [Video.of(timeline)], run_dir / "output.json", cfg.score, cfg.alerts,
                                     annotated_dir=run_dir)
         write_alerts(run_dir / "alerts.jsonl", alerts)
         for name in ("output.json", "alerts.jsonl", "timeline_probs.png"):

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -33,8 +34,20 @@ from trainer.model import ModelConfig, ResNet3D
 log = logging.getLogger(__name__)
 
 
-def read_video_list(list_file: Path, video_root: Path) -> list[Path]:
-    """Video paths named one per line in `list_file`, relative to `video_root`."""
+class Video(NamedTuple):
+    """A video to score: `name` is how output.json, alerts and annotated files call it (the --input entry as
+    written, e.g. `sub/x.mp4`, as video-classification-3d-cnn-pytorch keeps it); `path` is where it is."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def of(cls, path: str | Path) -> "Video":
+        return cls(Path(path).name, Path(path))
+
+
+def read_video_list(list_file: Path, video_root: Path) -> list[Video]:
+    """The videos named one per line in `list_file`, relative to `video_root`."""
     if not list_file.is_file():
         raise InputError(f"{list_file}: video list not found")
     if not video_root.is_dir():
@@ -43,37 +56,39 @@ def read_video_list(list_file: Path, video_root: Path) -> list[Path]:
     missing = [f"{list_file}:{i}: {video_root / n}" for i, n in enumerate(names, 1) if n and not (video_root / n).is_file()]
     if missing:
         raise InputError(f"{len(missing)} listed video(s) not found, first: {missing[0]}")
-    return [video_root / n for n in names if n]
+    return [Video(n, video_root / n) for n in names if n]
 
 
-def score_one(model: ResNet3D, model_cfg: ModelConfig, path: Path, score_cfg: ScoreConfig, policy: AlertPolicy, *,
+def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: ScoreConfig, policy: AlertPolicy, *,
               plan: AccelPlan | None = None, mode: str = "score", annotated_dir: Path | None = None,
               gif: bool = False) -> tuple[dict, list[dict]]:
     """(output.json entry, alert dicts) of one video; an unreadable video gets an `error` entry.
 
-    In score mode, with `annotated_dir`: `<stem>_annotated.mp4`, `<stem>_probs.png` and, with `gif`,
-    `<stem>_fight.gif` there. Feature mode has no probabilities, hence no alerts and nothing to draw.
+    In score mode, with `annotated_dir`: `<name>_annotated.mp4`, `<name>_probs.png` and, with `gif`,
+    `<name>_fight.gif` there, `<name>` being the video's name without its suffix (its folders too, so `a/x.mp4`
+    and `b/x.mp4` keep apart). Feature mode has no probabilities, hence no alerts and nothing to draw.
     `model` must be prepared for `plan` (trainer.serve.scoring.prepare_model).
     """
-    path = Path(path)
+    path = video.path
     try:
-        entry = score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode)
+        entry = {**score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode), "video": video.name}
     except InputError as e:
         log.error("%s", e)
-        return {"video": path.name, "error": str(e), "clips": []}, []
+        return {"video": video.name, "error": str(e), "clips": []}, []
     if mode != "score":
         return entry, []
-    found = detect_alerts(policy, windows(entry), camera=path.name)
+    found = detect_alerts(policy, windows(entry), camera=video.name)
     alerts = [{"event": "alert", **dataclasses.asdict(a)} for a in found]
     if annotated_dir is not None:
         probs = frame_probabilities(entry, entry["frames"])
-        annotate_video(path, annotated_dir / f"{path.stem}_annotated.mp4", probs, policy.threshold)
+        stem = annotated_dir / Path(video.name).with_suffix("")
+        annotate_video(path, stem.with_name(f"{stem.name}_annotated.mp4"), probs, policy.threshold)
         plot_probabilities([c["start_s"] for c in entry["clips"]],
                            [c["fight_prob"] for c in entry["clips"]], policy.threshold,
-                           [(a.start_s, a.end_s) for a in found], annotated_dir / f"{path.stem}_probs.png",
-                           title=path.name)
+                           [(a.start_s, a.end_s) for a in found], stem.with_name(f"{stem.name}_probs.png"),
+                           title=video.name)
         if gif:
-            fight_gif(path, annotated_dir / f"{path.stem}_fight.gif", probs, policy.threshold)
+            fight_gif(path, stem.with_name(f"{stem.name}_fight.gif"), probs, policy.threshold)
     return entry, alerts
 
 
@@ -82,7 +97,7 @@ def write_output(output: Path, entries: list[dict]) -> None:
     atomic_write(output, lambda f: f.write(json.dumps(entries, indent=1).encode()))
 
 
-def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Path], output: Path, score_cfg: ScoreConfig,
+def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], output: Path, score_cfg: ScoreConfig,
               policy: AlertPolicy, annotated_dir: Path | None = None, *, plan: AccelPlan | None = None,
               mode: str = "score", gif: bool = False) -> tuple[list[dict], list[dict]]:
     """Score every video in this process; one that cannot be read gets an `error` entry and the rest go on.
@@ -92,8 +107,8 @@ def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Path], outpu
     """
     model = prepare_model(model, plan) if plan is not None else model.eval()
     entries, alerts = [], []
-    for path in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
-        entry, found = score_one(model, model_cfg, path, score_cfg, policy, plan=plan, mode=mode,
+    for video in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
+        entry, found = score_one(model, model_cfg, video, score_cfg, policy, plan=plan, mode=mode,
                                  annotated_dir=annotated_dir, gif=gif)
         entries.append(entry)
         alerts += found
@@ -130,7 +145,7 @@ def actor_pool(domain_cpus: list[int], domain_cores: list[int], node_cpus: list[
 
 
 class _RayScorer:
-    """A Ray Data actor holding one prepared model; maps batches of {"index", "path"} to JSON results."""
+    """A Ray Data actor holding one prepared model; maps batches of {"index", "name", "path"} to JSON results."""
 
     def __init__(self, model_path: str, score_cfg: ScoreConfig, policy: AlertPolicy, precision: str, mode: str,
                  annotated_dir: str | None, gif: bool, threads: int):
@@ -153,14 +168,15 @@ class _RayScorer:
         import numpy as np
 
         results = []
-        for path in batch["path"]:
-            entry, alerts = score_one(self.model, self.model_cfg, Path(str(path)), self.score_cfg, self.policy,
+        for name, path in zip(batch["name"], batch["path"]):
+            entry, alerts = score_one(self.model, self.model_cfg, Video(str(name), Path(str(path))), self.score_cfg,
+                                      self.policy,
                                       plan=self.plan, mode=self.mode, annotated_dir=self.annotated_dir, gif=self.gif)
             results.append(json.dumps({"entry": entry, "alerts": alerts, "path_taken": self.path_taken}))
         return {"index": np.asarray(batch["index"]), "result": np.array(results, dtype=object)}
 
 
-def score_job_ray(model_path: Path, videos: list[Path], output: Path, score_cfg: ScoreConfig, policy: AlertPolicy,
+def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg: ScoreConfig, policy: AlertPolicy,
                   annotated_dir: Path | None = None, *, precision: str = "auto", mode: str = "score",
                   gif: bool = False, ray_address: str | None = None) -> tuple[list[dict], list[dict]]:
     """`score_job` on Ray Data (see the module doc): the same output.json, alerts and files, in input order.
@@ -187,7 +203,7 @@ def score_job_ray(model_path: Path, videos: list[Path], output: Path, score_cfg:
         log.info("ray: %d video(s) on %d actor(s) (%d NUMA domain(s) per node x %d node(s)), %d CPUs and %d torch "
                  "threads each", len(videos), pool.actors, len(domains), len(node_cpus), pool.cpus, pool.threads)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        items = [{"index": i, "path": str(Path(p).resolve())} for i, p in enumerate(videos)]
+        items = [{"index": i, "name": v.name, "path": str(v.path.resolve())} for i, v in enumerate(videos)]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _RayScorer, batch_size=1, num_cpus=pool.cpus,
             # A fixed pool; one video in flight per actor, so a long video never holds others back in its queue.

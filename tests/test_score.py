@@ -93,12 +93,12 @@ def test_feature_mode_writes_features_per_segment(job, tmp_path):
 
 def test_ray_scores_the_same_as_without(job, tmp_path):
     """Embedded Ray, one actor per NUMA node: the same output.json, in input order, error entry included."""
-    from cluster.score import score_job, score_job_ray
+    from cluster.score import Video, score_job, score_job_ray
     from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
     from trainer.serve.scoring import ScoreConfig
 
-    videos = [job / "videos" / n for n in ("quiet.mp4", "missing.mp4", "talk.mp4")]
+    videos = [Video.of(job / "videos" / n) for n in ("quiet.mp4", "missing.mp4", "talk.mp4")]
     policy, cfg = AlertPolicy(0.3, 1, 1, 0.0), ScoreConfig(16, 2)
     model, model_cfg = load_model(job / "model.pth")
     local, local_alerts = score_job(model, model_cfg, videos, tmp_path / "local.json", cfg, policy)
@@ -109,6 +109,27 @@ def test_ray_scores_the_same_as_without(job, tmp_path):
     assert [e["video"] for e in on_ray] == ["quiet.mp4", "missing.mp4", "talk.mp4"] and "error" in on_ray[1]
     assert sorted(p.name for p in (tmp_path / "review").iterdir()) == [
         "quiet_annotated.mp4", "quiet_probs.png", "talk_annotated.mp4", "talk_probs.png"]
+
+
+def test_videos_are_named_as_listed_and_same_named_files_stay_apart(job, tmp_path):
+    """output.json's "video" is the --input entry as written (video-classification-3d-cnn-pytorch's result-video
+    script finds the file by it); annotated files keep the listed folders."""
+    from cluster.score import read_video_list, score_job
+    from trainer.checkpoint import load_model
+    from trainer.serve.alerts import AlertPolicy
+    from trainer.serve.scoring import ScoreConfig
+
+    root = tmp_path / "videos"
+    for name, frames in (("a/x.mp4", 20), ("b/x.mp4", 24)):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(root / name, frames, size=(64, 48), fps=25)
+    (tmp_path / "input").write_text("a/x.mp4\nb/x.mp4\n")
+    model, model_cfg = load_model(job / "model.pth")
+    entries, _ = score_job(model, model_cfg, read_video_list(tmp_path / "input", root), tmp_path / "output.json",
+                           ScoreConfig(16, 8), AlertPolicy(0.5, 2, 2, 0.0), tmp_path / "review")
+    assert [(e["video"], e["frames"]) for e in entries] == [("a/x.mp4", 20), ("b/x.mp4", 24)]
+    assert sorted(str(p.relative_to(tmp_path / "review")) for p in (tmp_path / "review").rglob("*.*")) == [
+        "a/x_annotated.mp4", "a/x_probs.png", "b/x_annotated.mp4", "b/x_probs.png"]
 
 
 def test_actor_pool_one_actor_per_numa_node_with_its_cpus():

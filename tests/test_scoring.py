@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.score import score_job
+from cluster.score import Video, score_job
 from data.errors import InputError
 from trainer.serve.alerts import AlertPolicy
 from trainer.checkpoint import load_model, save_checkpoint
@@ -53,7 +53,7 @@ def test_unreadable_video_gets_an_error_entry_and_the_rest_go_on(tmp_path):
     bad.write_bytes(b"not a video at all" * 10)
     good = write_video(tmp_path / "good.mp4", 20)
     output = tmp_path / "out" / "output.json"
-    entries, _ = score_job(model, MODEL_CFG, [bad, good], output, ScoreConfig(16, 4),
+    entries, _ = score_job(model, MODEL_CFG, [Video.of(bad), Video.of(good)], output, ScoreConfig(16, 4),
                            AlertPolicy(0.5, 2, 2, 0.0))
     saved = json.loads(output.read_text())
     assert saved == entries

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cluster.config import load_config
 from cluster.prepare import run_prepare
-from cluster.score import score_job
+from cluster.score import Video, score_job
 from common import describe_cpu  # scripts/bench/common.py
 from data.synthetic import write_timeline
 from trainer.accel import NATIVE_BF16_FLAGS, cpu_flags
@@ -105,7 +105,7 @@ def main() -> None:
                 train_s = time.perf_counter() - started
                 cfg = load_config(args.config, overrides)
                 model, model_cfg = load_model(run_dir / "model.pth")
-                (entry,), alerts = score_job(model, model_cfg, [timeline], run_dir / "output.json", cfg.score,
+                (entry,), alerts = score_job(model, model_cfg, [Video.of(timeline)], run_dir / "output.json", cfg.score,
                                              cfg.alerts)
                 metrics = latest_checkpoint(run_dir / "checkpoints")[1]["metrics"]
                 row = {"seed": seed, "precision": precision, "ranks": ranks,

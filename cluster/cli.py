@@ -7,6 +7,7 @@ with one line naming the thing and exit code 2; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ examples:
   fightwatch prepare --config configs/ava_fight.yaml data.video_root=/data/ava/videos
   fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
+  fightwatch evaluate --model model.pth --data RWF-2000 --subset validation --clips 10 --crops 3 --out metrics.json
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
 """
@@ -110,6 +112,41 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score with Ray Data, one actor (model) per NUMA node of each Ray node")
     score.add_argument("--ray-address", metavar="ADDRESS",
                        help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="measure a model on labelled videos, video-level, as published results are",
+        description="Score every labelled video on --clips windows spread over it, one or three crops each, "
+                    "average the views into the video's fight probability, and report video-level accuracy (the "
+                    "headline of RWF-2000 and Hockey Fights results), mean class accuracy, precision, recall, F1, "
+                    "ROC-AUC, PR-AP, the confusion matrix and a threshold sweep, the same per view, and throughput.")
+    evaluate.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
+    videos = evaluate.add_mutually_exclusive_group(required=True)
+    videos.add_argument("--data", type=Path, metavar="DIR",
+                        help="a folder per class: fights/ and nonfights/ (Hockey Fights), or RWF-2000's "
+                             "train|val/Fight|NonFight")
+    videos.add_argument("--list", type=Path, metavar="CSV",
+                        help="path,label lines (label fight/nonfight or 1/0), paths relative to the CSV's folder")
+    videos.add_argument("--untrimmed", type=Path, metavar="DIR",
+                        help="long videos, each <name>.mp4 beside <name>.json with its fight_intervals (seconds): "
+                             "scored as `score` does, the config's alert policy replayed; reports fights caught, "
+                             "latency and false alerts per hour")
+    evaluate.add_argument("--subset", choices=["training", "validation"],
+                          help="with --data in RWF-2000's layout: only train/ (training) or val/ (validation)")
+    evaluate.add_argument("--clips", type=int, default=10, help="windows per video, spread evenly (default: 10)")
+    evaluate.add_argument("--crops", type=int, choices=[1, 3], default=1,
+                          help="1: the centre square; 3: three squares along the long side (default: 1)")
+    evaluate.add_argument("--average", choices=["prob", "logit"], default="prob",
+                          help="average the views' probabilities or their logits (default: prob)")
+    evaluate.add_argument("--config", default="configs/ava_fight.yaml",
+                          help="experiment YAML whose alerts.threshold is the default threshold, and whose score "
+                               "and alerts sections --untrimmed follows (default: configs/ava_fight.yaml)")
+    evaluate.add_argument("--threshold", type=float, help="fight probability that counts as fight "
+                                                          "(default: the config's alerts.threshold)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
+    evaluate.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                          help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
+    evaluate.add_argument("--out", required=True, type=Path, help="the report to write (JSON)")
+    evaluate.add_argument("--dump", type=Path, help="also one CSV row per video: label, probability, views")
 
     plan = commands.add_parser(
         "plan", help="show which CPUs each training rank of a node runs on",
@@ -237,6 +274,44 @@ def _score(args) -> None:
         raise InputError(f"{len(failed)} video(s) could not be read, first: {failed[0]['error']}")
 
 
+def _evaluate(args) -> None:
+    from cluster.config import load_config
+    from cluster.evaluate import evaluate_job, folder_videos, listed_videos, untrimmed_job
+    from trainer.accel import AccelConfig, plan_for
+    from trainer.checkpoint import load_model
+    from trainer.serve.evaluate import EvalConfig
+    from trainer.serve.scoring import check_model, prepare_model
+
+    try:
+        cfg = EvalConfig(args.clips, args.crops, args.average, args.batch_size)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    config = load_config(args.config)
+    threshold = args.threshold if args.threshold is not None else config.alerts.threshold
+    if not 0 < threshold < 1:
+        raise InputError(f"--threshold {threshold}: must be between 0 and 1")
+    if args.subset and not args.data:
+        raise InputError("--subset goes with --data")
+    model, model_cfg = load_model(args.model)
+    check_model(model_cfg, args.model)
+    plan = plan_for(AccelConfig(args.precision, "auto"))
+    model = prepare_model(model, plan)
+    if args.untrimmed:
+        policy = dataclasses.replace(config.alerts, threshold=threshold)
+        found = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
+        latency = found["latency_s"]
+        print(f"caught {found['caught']} of {found['fights']} fights (latency median "
+              f"{latency['median'] if latency else float('nan'):.2f} s), {found['false_alerts']} false alert(s), "
+              f"{found['false_alerts_per_hour']:.2f} per hour over {found['hours'] * 60:.1f} min -> {args.out}")
+        return
+    videos = listed_videos(args.list) if args.list else folder_videos(args.data, args.subset)
+    result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump)
+    video, view = result["video"], result["view"]
+    print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
+          f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "
+          f"accuracy {view['accuracy']:.4f}; {len(result['errors'])} unreadable -> {args.out}")
+
+
 def _plan(args) -> None:
     from cluster.placement import plan_json, plan_ranks
     from cluster.topology import load_topology
@@ -250,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console(args.debug)
     try:
-        return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "plan": _plan,
-                "watch": run_watch}[args.command](args) or 0
+        return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "evaluate": _evaluate,
+                "plan": _plan, "watch": run_watch}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise

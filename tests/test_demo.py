@@ -70,6 +70,25 @@ def test_demo_console_is_quiet_and_the_run_log_keeps_the_rest(demo_run):
     assert len(text) <= 30, "\n".join(text)
 
 
+def test_evaluate_untrimmed_matches_the_timeline_s_ground_truth(demo_run, tmp_path):
+    """`fightwatch evaluate --untrimmed` on the demo's held-out timeline, with the demo's policy: the one fight
+    caught, no false alert, the same as the demo's own alerts."""
+    run_dir, _ = demo_run
+    result = subprocess.run([str(FIGHTWATCH), "evaluate", "--model", str(run_dir / "model.pth"), "--config",
+                             "configs/demo.yaml", "--untrimmed", str(run_dir / "heldout"), "--out",
+                             str(tmp_path / "untrimmed.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "untrimmed.json").read_text())
+    truth = json.loads((run_dir / "heldout" / "timeline.json").read_text())
+    assert (report["videos"], report["fights"], report["caught"]) == (1, len(truth["fight_intervals"]), 1)
+    assert report["false_alerts"] == 0 and report["false_alerts_per_hour"] == 0
+    assert report["hours"] == pytest.approx(truth["seconds"] / 3600)
+    demo_alerts = [json.loads(line) for line in (run_dir / "alerts.jsonl").read_text().splitlines()]
+    (demo_alert,) = demo_alerts
+    assert report["latency_s"]["max"] == pytest.approx(demo_alert["raised_s"] - truth["fight_intervals"][0][0],
+                                                       abs=1e-3)
+
+
 def test_demo_is_one_mlflow_run_with_epoch_metrics_and_artifacts(demo_run):
     run_dir, _ = demo_run
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir}/mlflow.db")

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from trainer.metrics import classification_metrics, confusion, roc_auc, timeline_report
+from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy, roc_auc,
+                             threshold_sweep, timeline_report)
 
 
 def test_confusion_and_scores():
@@ -39,3 +40,16 @@ def test_timeline_report_counts_false_alerts_latency_and_margins():
 def test_timeline_report_missed_fight_and_no_alerts():
     report = timeline_report([clip(0.0, 0.1), clip(8.32, 0.3)], [], [[8.0, 14.0]])
     assert report == {"false_alerts": 0, "caught": 0, "latency_s": [None], "fight_p": 0.3, "calm_p": 0.1}
+
+
+def test_average_precision_mean_class_accuracy_and_sweep():
+    labels, scores = [1, 0, 1, 0, 0], [0.9, 0.8, 0.7, 0.2, 0.1]
+    # ranked: fight (p 1/1), calm, fight (p 2/3): AP = (1 + 2/3) / 2
+    assert average_precision(labels, scores) == pytest.approx(5 / 6)
+    assert np.isnan(average_precision([0, 0], [0.1, 0.2]))
+    # fights 1 of 2 right, non-fights 3 of 3: balanced accuracy 0.75 where plain accuracy is 0.8
+    assert mean_class_accuracy(labels, [1, 0, 0, 0, 0]) == pytest.approx(0.75)
+    sweep = threshold_sweep(labels, scores, [0.5, 0.85])
+    assert [s["threshold"] for s in sweep] == [0.5, 0.85]
+    assert sweep[0]["recall"] == 1.0 and sweep[0]["precision"] == pytest.approx(2 / 3)
+    assert sweep[1]["recall"] == 0.5 and sweep[1]["precision"] == 1.0

@@ -58,3 +58,28 @@ def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list
         "fight_p": min(inside, default=None),
         "calm_p": max(calm, default=None),
     }
+
+
+def average_precision(labels, scores) -> float:
+    """Area under the precision-recall curve, as the mean precision at each fight in score order (ties: the
+    positives first, as sklearn's step interpolation does not assume); nan without fights."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    if not (labels == 1).any():
+        return float("nan")
+    order = np.lexsort((-labels, -scores))  # by score descending, fights first within a tie
+    hits = labels[order] == 1
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision_at[hits].mean())
+
+
+def mean_class_accuracy(labels, predictions) -> float:
+    """The mean over classes of the share of each class predicted right (balanced accuracy)."""
+    matrix = confusion(labels, predictions)
+    present = matrix.sum(1) > 0
+    return float((matrix.diagonal()[present] / matrix.sum(1)[present]).mean())
+
+
+def threshold_sweep(labels, scores, thresholds) -> list[dict[str, float]]:
+    """classification_metrics at each fight-probability threshold (what moving the alert threshold trades)."""
+    scores = np.asarray(scores, dtype=float)
+    return [{"threshold": float(t), **classification_metrics(labels, (scores >= t).astype(int))} for t in thresholds]

@@ -1,0 +1,103 @@
+"""`fightwatch evaluate`: views per video, video-level figures that its own dump reproduces, bad input."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cluster.evaluate import evaluate_job, folder_videos, listed_videos
+from data.errors import InputError
+from tests.videos import write_video
+from trainer.accel import AccelConfig, plan_for
+from trainer.checkpoint import save_checkpoint
+from trainer.metrics import roc_auc
+from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.evaluate import EvalConfig, clip_starts, crop_offsets, video_fight_prob, view_logits
+
+MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=8,
+                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
+                        value_scale=255.0)
+FP32 = plan_for(AccelConfig("fp32", "torch"))
+
+
+@pytest.mark.parametrize("n, clips, expected", [
+    (100, 4, [10, 31, 53, 74]),  # MMAction2's SampleFrames(test_mode): interval (100-16+1)/4, starts at half of it
+    (16, 10, [0]),               # exactly one window
+    (10, 10, [0]),               # shorter: one window, loop-padded
+    (20, 10, [0, 1, 2, 3, 4]),   # more clips than distinct starts: each start once
+])
+def test_clip_starts_spread_over_the_video(n, clips, expected):
+    assert clip_starts(n, 16, clips) == expected
+
+
+def test_three_crops_run_along_the_long_side():
+    assert crop_offsets(32, 48, 32, 3) == [(0, 0), (0, 8), (0, 16)]
+    assert crop_offsets(48, 32, 32, 3) == [(0, 0), (8, 0), (16, 0)]
+    assert crop_offsets(32, 48, 32, 1) == [(0, 8)]
+
+
+def test_averaging_probabilities_or_logits():
+    logits = np.array([[0.0, 4.0], [0.0, -4.0]])
+    assert video_fight_prob(logits, "prob") == pytest.approx(0.5)
+    assert video_fight_prob(logits, "logit") == pytest.approx(0.5)
+    logits = np.array([[0.0, 4.0], [0.0, 0.0]])
+    assert video_fight_prob(logits, "logit") == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    for cls, n in (("fights", 4), ("nonfights", 4)):
+        (root / cls).mkdir()
+        for i in range(n):
+            write_video(root / cls / f"{i}.mp4", 20 + 3 * i, size=(48, 32))
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    with torch.no_grad():  # a random model with probabilities away from 0 and 1
+        model.fc.weight.mul_(0.05)
+    save_checkpoint(root / "model.pth", model, MODEL_CFG, epoch=1)
+    return root, model
+
+
+def test_video_level_figures_equal_a_hand_computation_from_the_dump(dataset, tmp_path):
+    root, model = dataset
+    videos = folder_videos(root, None)
+    cfg = EvalConfig(clips=3, crops=3, average="prob", batch_size=4)
+    result = evaluate_job(model, MODEL_CFG, videos, cfg, FP32, 0.5, tmp_path / "m.json", tmp_path / "p.csv")
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result))
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["video"] for r in rows} == {f"{c}/{i}.mp4" for c in ("fights", "nonfights")
+                                                             for i in range(4)}
+    labels = [int(r["label"]) for r in rows]
+    probs = [float(r["fight_prob"]) for r in rows]
+    views = [[float(p) for p in r["view_probs"].split()] for r in rows]
+    assert all(len(v) == 9 for v in views)  # 3 clips x 3 crops
+    assert probs == pytest.approx([np.mean(v) for v in views], abs=1e-6)
+    hand = np.mean([(p >= 0.5) == y for p, y in zip(probs, labels)])
+    assert result["video"]["accuracy"] == pytest.approx(hand)
+    assert result["video"]["roc_auc"] == pytest.approx(roc_auc(labels, probs))
+    assert result["view"]["count"] == 72 and result["video"]["count"] == 8
+    assert sum(map(sum, result["video"]["confusion"]["matrix"])) == 8
+    assert [s["threshold"] for s in result["video"]["threshold_sweep"]][0] == 0.1
+
+
+def test_one_view_is_the_centre_window_of_the_video(dataset):
+    root, model = dataset
+    logits, frames = view_logits(model, MODEL_CFG, root / "fights" / "0.mp4", EvalConfig(1, 1, "prob", 8), FP32)
+    assert logits.shape == (1, 2) and frames == 20
+
+
+def test_bad_lists_name_the_file_and_line(tmp_path, dataset):
+    root, _ = dataset
+    (tmp_path / "a.csv").write_text(f"{root}/fights/0.mp4,fight\n{root}/nonfights/0.mp4,calm\n")
+    with pytest.raises(InputError, match=r"a\.csv:2: expected 'path,label'"):
+        listed_videos(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("nope.mp4,1\n")
+    with pytest.raises(InputError, match=r"b\.csv:1: .*nope\.mp4: no such video file"):
+        listed_videos(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text(f"# path,label\n{root}/fights/1.mp4,1\n{root}/nonfights/1.mp4,0\n")
+    assert [(name.endswith("1.mp4"), label) for name, _, label in listed_videos(tmp_path / "c.csv")] == [
+        (True, 1), (True, 0)]

@@ -71,12 +71,12 @@ def test_demo_console_is_quiet_and_the_run_log_keeps_the_rest(demo_run):
 
 
 def test_evaluate_untrimmed_matches_the_timeline_s_ground_truth(demo_run, tmp_path):
-    """`fightwatch evaluate --untrimmed` on the demo's held-out timeline, with the demo's policy: the one fight
-    caught, no false alert, the same as the demo's own alerts."""
+    """`fightwatch evaluate --untrimmed` on the demo's held-out timeline, with the demo's policy and precision
+    (the demo scores in fp32): the one fight caught, no false alert, the same as the demo's own alert."""
     run_dir, _ = demo_run
     result = subprocess.run([str(FIGHTWATCH), "evaluate", "--model", str(run_dir / "model.pth"), "--config",
-                             "configs/demo.yaml", "--untrimmed", str(run_dir / "heldout"), "--out",
-                             str(tmp_path / "untrimmed.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             "configs/demo.yaml", "--untrimmed", str(run_dir / "heldout"), "--precision",
+                             "fp32", "--out", str(tmp_path / "untrimmed.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "untrimmed.json").read_text())
     truth = json.loads((run_dir / "heldout" / "timeline.json").read_text())

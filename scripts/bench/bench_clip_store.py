@@ -1,6 +1,6 @@
 """Clip store formats side by side, and the training loader against one training rank.
 
-    .venv/bin/python scripts/bench/bench_clip_store.py [--clips 48] [--frames 100]
+    .venv/bin/python scripts/bench/bench_clip_store.py [--clips 48] [--frames 100] [--precision auto|fp32|bf16]
 
 Formats (all holding the same clips, short side 128, as `fightwatch prepare` stores them):
   jpeg-folders  a folder of JPEG frames per clip (the seed's layout: ffmpeg to image_00001.jpg ...)
@@ -9,7 +9,8 @@ Formats (all holding the same clips, short side 128, as `fightwatch prepare` sto
   tar-shards    fightwatch's store: JPEG frames in one tar per source video, read by offset
 Each read is what the Dataset does per sample: a random clip, 16 consecutive frames from a random start.
 Then: clips/s the training DataLoader delivers from tar-shards (augmentation to 112, 1 worker) against clips/s
-one training rank consumes (ResNet-34 fine-tune step, layer4+fc trained, fp32, batch 8, this process's threads).
+one training rank consumes (ResNet-34 fine-tune step, layer4+fc trained, the trunk under no_grad, in the
+trainer's precision plan for this CPU, batch 8, this process's threads).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from torch.utils.data import DataLoader
 from data.dataset import ClipDataset, Normalization
 from data.store import ClipStore, decode_jpeg, encode_jpeg
 from data.synthetic import render_clip
-from trainer.model import ModelConfig, ResNet3D, freeze_before, train_mode
+from common import add_precision_arg, bench_plan  # scripts/bench/common.py
+from trainer.accel import AccelPlan, apply, finetune_forward
+from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 DURATION, QUALITY, CLIPS_PER_VIDEO = 16, 90, 4
 
@@ -100,16 +103,21 @@ def reads_per_s(read, clip_ids, n_frames, seconds=3.0) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def rank_clips_per_s(batch=8, steps=3) -> float:
+def rank_clips_per_s(plan: AccelPlan, batch=8, steps=3) -> float:
+    """A rank's appetite: the trainer's fine-tune step (layer4+fc, the trunk under no_grad) in the plan's precision."""
     cfg = ModelConfig(34, "A", 64, 2, 112, 16, None, "layer4", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0)
     model = ResNet3D(cfg)
     optimizer = torch.optim.SGD(freeze_before(model, "layer4"), lr=0.01, momentum=0.9)
+    model, optimizer = apply(plan, model, optimizer)
     train_mode(model)
-    x, y = torch.randn(batch, 3, 16, 112, 112), torch.randint(0, 2, (batch,))
+    trunk, head = split(model, "layer4")
+    x, y = plan.input(torch.randn(batch, 3, 16, 112, 112)), torch.randint(0, 2, (batch,))
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
+        with plan.autocast():
+            logits = finetune_forward(trunk, head, x)
+        loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -137,7 +145,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--frames", type=int, default=100, help="frames per clip (4 s at 25 fps)")
+    add_precision_arg(parser)
     args = parser.parse_args()
+    plan = bench_plan(args.precision)  # the rank step that the loader must keep fed runs in the trainer's plan
     seconds = args.frames / 25
     clips = {f"clip{i:04d}": render_clip(("calm", "fight")[i % 2], seconds, seed=i, width=170, height=128)
              for i in range(args.clips)}
@@ -163,9 +173,9 @@ def main():
                   flush=True)
         rows = [{"clip_id": c, "label_id": i % 2} for i, c in enumerate(ids)]
         loader = loader_clips_per_s(ClipStore(tmp / "tar-shards"), rows)
-        rank = rank_clips_per_s()
+        rank = rank_clips_per_s(plan)
         print(f"\ntraining loader (tar-shards, 1 worker, augment to 112): {loader:.1f} clips/s")
-        print(f"one training rank (ResNet-34, layer4+fc, fp32, batch 8, {torch.get_num_threads()} threads): "
+        print(f"one training rank (ResNet-34, layer4+fc, {plan.precision}, batch 8, {torch.get_num_threads()} threads): "
               f"{rank:.1f} clips/s")
         print(f"loader / rank: {loader / rank:.1f}x")
     finally:

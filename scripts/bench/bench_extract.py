@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common import describe_cpu  # scripts/bench/common.py
 from data.extract import extract_window
 from data.store import ClipStore
 from data.synthetic import render_clip, write_video
@@ -44,6 +45,7 @@ def main():
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=90.0, help="length of the source video")
     args = parser.parse_args()
+    print(describe_cpu())
     if not shutil.which("ffmpeg"):
         raise SystemExit("needs ffmpeg on PATH (apt-get install ffmpeg) for the seed's method")
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

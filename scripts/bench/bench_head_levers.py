@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from common import add_precision_arg, bench_plan  # scripts/bench/common.py
-from trainer.accel import AccelPlan
+from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
@@ -34,11 +34,12 @@ def time_head(compiled: bool, batch: int, steps: int, plan: AccelPlan) -> tuple[
     torch.manual_seed(0)
     model = ResNet3D(MODEL)
     optimizer = torch.optim.SGD(freeze_before(model, MODEL.ft_begin), lr=1e-3, momentum=0.9)
+    model, optimizer = apply(plan, model, optimizer)
     _, head = split(model, MODEL.ft_begin)
     train_mode(model)
     forward = torch.compile(head) if compiled else head
     # cached activations are stored in bf16 when training in bf16 (trainer/trunk_cache.py)
-    x = torch.randn(batch, 256, 2, 7, 7).to(torch.bfloat16 if plan.precision == "bf16" else torch.float32)
+    x = plan.input(torch.randn(batch, 256, 2, 7, 7).to(torch.bfloat16 if plan.precision == "bf16" else torch.float32))
     y = torch.arange(batch) % 2
 
     def step():

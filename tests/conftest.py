@@ -7,6 +7,13 @@ import pytest
 from tests.helpers import FIGHTWATCH, ROOT
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs `prepared` (directly or through another fixture) waits for a `fightwatch prepare`: slow."""
+    for item in items:
+        if "prepared" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""

@@ -4,6 +4,8 @@ import pytest
 
 from tests.helpers import assert_one_line_error, fightwatch
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 def test_help_explains_the_commands():
     result = fightwatch("--help")
     assert result.returncode == 0

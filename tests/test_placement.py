@@ -133,6 +133,7 @@ def test_bind_local_rank(monkeypatch, caplog):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # the installed command
 def test_cli_plan():
     result = fightwatch("plan", "--topology", str(XEON), "--nnodes", "2")
     assert result.returncode == 0, result.stderr
@@ -141,6 +142,7 @@ def test_cli_plan():
     assert plan == plan_json(topology("xeon_gold_6128"), plan_ranks(topology("xeon_gold_6128")), 2)
 
 
+@pytest.mark.slow  # the installed command
 def test_cli_plan_errors():
     garbage = FIXTURES / "garbage.lscpu"
     assert_one_line_error(fightwatch("plan", "--topology", str(garbage)), f"{garbage}:1:")

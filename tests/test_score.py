@@ -45,6 +45,7 @@ def covered(entry):
     return sorted({f for c in entry["clips"] for f in range(c["segment"][0], c["segment"][1] + 1)})
 
 
+@pytest.mark.slow  # the installed command
 def test_score_writes_the_seed_layout_annotated_video_with_audio_gif_and_plot(job, tmp_path):
     output, review = tmp_path / "output.json", tmp_path / "review"
     result = fightwatch(*args(job, output, "--mode", "score", "--annotated-dir", str(review), "--gif",
@@ -79,6 +80,7 @@ def test_score_writes_the_seed_layout_annotated_video_with_audio_gif_and_plot(jo
     assert result.stdout.splitlines() == [json.dumps(a) for a in alerts]
 
 
+@pytest.mark.slow  # the installed command
 def test_feature_mode_writes_features_per_segment(job, tmp_path):
     output = tmp_path / "features.json"
     result = fightwatch(*args(job, output, "--mode", "feature", "--precision", "fp32"))
@@ -91,6 +93,7 @@ def test_feature_mode_writes_features_per_segment(job, tmp_path):
             assert len(clip["features"]) == 8 * MODEL_CFG.width  # the last stage's width; 512 for the ResNet-34
 
 
+@pytest.mark.slow  # an embedded Ray
 def test_ray_scores_the_same_as_without(job, tmp_path):
     """Embedded Ray, one actor per NUMA node: the same output.json, in input order, error entry included."""
     from cluster.score import Video, score_job, score_job_ray
@@ -143,6 +146,7 @@ def test_actor_pool_one_actor_per_numa_node_with_its_cpus():
     assert actor_pool([16, 16], [16, 16], [8], 5) == ActorPool(actors=1, cpus=8, threads=8)
 
 
+@pytest.mark.slow  # the installed command
 def test_bad_input_is_one_line(job, tmp_path):
     """Through the console script: a checkpoint of another class count, an --output that is a directory."""
     three_cfg = dataclasses.replace(MODEL_CFG, n_classes=3)

@@ -133,6 +133,7 @@ def test_a_corrupt_cache_file_is_rebuilt_not_read(sets, tmp_path, caplog):
     assert victim.read_bytes() == good
 
 
+@pytest.mark.slow  # the installed command
 def test_views_zero_and_a_cache_with_nothing_frozen_are_one_line(tmp_path):
     args = ["train", "--config", "configs/demo.yaml", f"run_dir={tmp_path}", *TINY]
     assert_one_line_error(fightwatch(*args, "train.trunk_cache={views: 0}"), "views must be >= 1")
@@ -148,6 +149,7 @@ def test_trunk_cache_on_a_model_that_trains_everything(prepared, tmp_path):
     assert_one_line_error(result, "ft_begin is conv1")
 
 
+@pytest.mark.slow  # the installed command
 @pytest.mark.parametrize("mount_options, needle", [("size=64k", "No space left"), ("ro", "Read-only")])
 def test_a_full_or_read_only_disk_is_a_clear_error_and_leaves_nothing(sets, tmp_path, mount_options, needle):
     mount = tmp_path / "disk"

@@ -291,6 +291,7 @@ def test_webhook_receives_the_alerts_and_the_secret_stays_out_of_logs(models, vi
     assert SECRET not in caplog.text and SECRET not in json.dumps(stats)
 
 
+@pytest.mark.slow  # replays 4 s of video in real time
 def test_realtime_replay_takes_the_video_length(models, videos, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="trainer.serve")
     common = ("--model", models["calm"], "--out-dir", tmp_path / "out", videos["four"])  # 100 frames: 4 s
@@ -312,6 +313,7 @@ def test_max_seconds_stops_a_replay_and_ends_its_alert(models, videos, tmp_path,
     assert decoded_frames(events[0]["clip"]) == 16  # the one window before the raise
 
 
+@pytest.mark.slow  # a subprocess
 def test_ctrl_c_stops_cleanly(models, videos, tmp_path):
     code = ("import argparse, logging, sys; from cluster.watch import add_watch_parser, run_watch; "
             "logging.basicConfig(level=logging.INFO); p = argparse.ArgumentParser(); "
@@ -363,6 +365,7 @@ def test_window_queue_is_round_robin_and_drops_the_oldest_of_a_live_camera():
     assert queue.take(10, timeout=0.05) == [] and time.monotonic() - t0 >= 0.04
 
 
+@pytest.mark.slow  # a subprocess
 def test_watch_through_the_installed_command(tmp_path):
     from tests.helpers import assert_one_line_error, fightwatch
 

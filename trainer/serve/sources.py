@@ -16,7 +16,6 @@ from pathlib import Path
 
 from data.errors import InputError
 
-KINDS = ("file", "stream", "device")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # never "." or "..": it names a folder
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

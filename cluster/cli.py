@@ -37,6 +37,12 @@ def _add_config_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set")
 
 
+def _add_deterministic_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deterministic", dest="overrides", action="append_const", const="train.deterministic=true",
+                        help="train with torch's deterministic algorithms (train.deterministic=true; recorded in "
+                             "MLflow with the other params)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fightwatch",
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate synthetic fight/calm videos, extract clips with Ray Data, train with MLflow "
                     "tracking, score a held-out timeline video, write output.json, an annotated mp4 and alerts.")
     _add_config_args(demo, "configs/demo.yaml")
+    _add_deterministic_arg(demo)
 
     prepare = commands.add_parser(
         "prepare", help="select clips and extract them into the clip store",
@@ -71,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Started as several ranks (torchrun, srun, Ray Train, or --launch local) it trains with DDP: "
                     "one rank per NUMA node, each pinned to its node's cores (see `fightwatch plan`).")
     _add_config_args(train, "configs/ava_fight.yaml")
+    _add_deterministic_arg(train)
     train.add_argument("--launch", choices=["local"],
                        help="local: start the ranks of this node with torchrun (one per NUMA node, or "
                             "--nproc-per-node) instead of training in this process")

@@ -77,6 +77,21 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared, tmp_path
     assert all(m.source_run_id == runs[0].info.run_id and m.name == "model" for m in models)
 
 
+def test_deterministic_run_is_recorded_and_trains_the_same(prepared, tmp_path):
+    """--deterministic turns on torch's deterministic algorithms (every op of the fine-tune has one on CPU, else
+    this fails) and is recorded in MLflow; on one CPU at equal threads the numbers do not change."""
+    plain, strict = copy_of(prepared, tmp_path / "plain"), copy_of(prepared, tmp_path / "strict")
+    assert run("train", plain, "train.epochs=2").returncode == 0
+    result = run("train", strict, "train.epochs=2", "--deterministic")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, (strict_run,) = mlflow_runs(strict)
+    _, (plain_run,) = mlflow_runs(plain)
+    assert strict_run.data.params["train.deterministic"] == "True"
+    assert plain_run.data.params["train.deterministic"] == "False"
+    a, b = weights(plain), weights(strict)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("override, needle", [
     ("train.epochs=0", "epochs must be > 0"),
     ("train.lr=0", "lr must be > 0"),

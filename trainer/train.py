@@ -64,6 +64,7 @@ class TrainConfig:
     plateau_patience: int
     # Warm-up steadies the first steps of a model trained from scratch (BatchNorm statistics still moving).
     warmup_epochs: int
+    deterministic: bool  # torch's deterministic algorithms (and an error for ops without one); recorded in MLflow
     val_every: int
     checkpoint_every: int
     num_workers: int
@@ -159,6 +160,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
     Under a process group every rank calls this with the same arguments (and the same `resume`).
     """
     rank, world_size = world()
+    torch.use_deterministic_algorithms(cfg.deterministic)
     torch.manual_seed(seed)
     model = ResNet3D(model_cfg)
     if model_cfg.pretrained and resume is None:

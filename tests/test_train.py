@@ -56,7 +56,7 @@ def test_sigkill_then_resume_matches_a_straight_run(prepared, tmp_path):
         assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, key)) == list(range(1, 9))
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared, tmp_path):
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared, tmp_path, monkeypatch):
     run_dir = copy_of(prepared, tmp_path)
     assert run("train", run_dir, "train.epochs=4", "tracking.log_model=true").returncode == 0
     last = run_dir / "checkpoints" / "last.pth"
@@ -71,6 +71,9 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared, tmp_path
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")) == list(range(1, 7))
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert artifacts == {"plots/curves.png", "plots/confusion.png", "plots/roc.png"}
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which later tests' subprocesses would inherit:
+    # monkeypatch owns the variable, so it is removed again after this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir}/mlflow.db")
     mlflow.set_tracking_uri(f"sqlite:///{run_dir}/mlflow.db")
     models = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
     assert len(models) == 2  # one per finished `train` (to 4 epochs, then to 6), both in the one run

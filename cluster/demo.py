@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from cluster.config import Config
-from cluster.launch import launch_local, local_ranks
+from cluster.launch import launch_local, local_plan
 from cluster.prepare import run_prepare
 from cluster.score import Video, score_job, write_alerts
 from cluster.train_job import run_train
@@ -34,7 +34,7 @@ def run_demo(cfg: Config, train_args: list[str]) -> dict:
     truth = write_timeline(timeline, cfg.seed + 1, syn.timeline_calm_before, syn.timeline_fight,
                            syn.timeline_calm_after, width=syn.width, height=syn.height, fps=syn.fps)
 
-    ranks = local_ranks(cfg.dist)
+    ranks = len(local_plan(cfg.dist))
     if ranks == 1:
         val_metrics, run_id = run_train(cfg)
     else:

@@ -25,10 +25,6 @@ def local_plan(cfg: DistConfig, nproc_per_node: int | None = None) -> list:
                       cfg.use_logical_cores, cfg.ccl_workers)
 
 
-def local_ranks(cfg: DistConfig, nproc_per_node: int | None = None) -> int:
-    return len(local_plan(cfg, nproc_per_node))
-
-
 def torchrun_command(nproc_per_node: int, train_args: list[str], max_restarts: int = 0) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
             f"--max-restarts={max_restarts}", "-m", "cluster.cli", "train", *train_args]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,9 +68,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    # Ray Train runs this outside the working directory: a relative config path is from this node's copy of it.
-    code_root = Path(sys.modules[load_config.__module__].__file__).resolve().parents[1]
-    cfg = load_config(code_root / config["config"], config["overrides"])
+    # Ray Train runs this outside the working directory: a relative config path is from this node's copy of it,
+    # where this module is (ROOT)
+    cfg = load_config(ROOT / config["config"], config["overrides"])
     val_metrics, run_id = run_train(cfg)
     if ray.train.get_context().get_world_rank() != 0:
         ray.train.report({}, checkpoint=None)

@@ -24,6 +24,7 @@ examples:
   fightwatch prepare --config configs/ava_fight.yaml data.video_root=/data/ava/videos
   fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
+  fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./resnet-34-kinetics.pth --mode score
   fightwatch evaluate --model model.pth --data RWF-2000 --subset validation --clips 10 --crops 3 --out metrics.json
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score", help="score videos in 16-frame segments",
         description="Score each listed video in consecutive 16-frame segments and write output.json in the layout "
                     "of video-classification-3d-cnn-pytorch (--mode score: label and logits per segment, plus "
-                    "start/end seconds and fight probability; --mode feature: the pooled features per segment), "
+                    "start/end seconds and, for fightwatch's models, the fight probability; --mode feature: the "
+                    "pooled features per segment), "
                     "plus alerts. A video that cannot be read gets an entry with 'error' and the rest go on; the "
                     "command then exits 2. With --ray the videos are spread over a Ray cluster, one model per "
                     "NUMA node; output.json is the same, in the order of --input.")
@@ -101,15 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--video_root", "--video-root", dest="video_root", required=True, type=Path,
                        help="directory the names in --input are relative to")
     score.add_argument("--output", required=True, type=Path, help="output.json to write")
-    score.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch")
+    score.add_argument("--model", required=True, type=Path,
+                       help="a checkpoint written by fightwatch, or a 3D-ResNets-PyTorch file as released (e.g. "
+                            "resnet-34-kinetics.pth, r3d18_K_200ep.pth)")
     score.add_argument("--mode", choices=["score", "feature"], default="score",
-                       help="score: label, logits and fight probability per segment; feature: the model's pooled "
-                            "features (512-d for the ResNet-34) per segment, no alerts (default: score)")
+                       help="score: label and logits per segment, and for fightwatch's models the fight probability "
+                            "and alerts; feature: the model's pooled features (512-d for ResNet-18/34) per segment "
+                            "(default: score)")
     score.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
     add_serving_config_args(score)
     score.add_argument("--stride", type=int, help="frames between segment starts (score.stride)")
-    score.add_argument("--batch-size", type=int, help="segments per forward pass (score.batch_size)")
+    score.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                       help="segments per forward pass (score.batch_size)")
     score.add_argument("--annotated-dir", type=Path,
                        help="also write annotated mp4s (<name>_annotated.mp4) and probability plots here")
     score.add_argument("--gif", action="store_true",
@@ -118,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--alerts", type=Path, help="also write alerts as JSON lines to this file")
     score.add_argument("--ray", action="store_true",
                        help="score with Ray Data, one actor (model) per NUMA node of each Ray node")
+    release = score.add_argument_group(
+        "3D-ResNets-PyTorch files", "For a --model without fightwatch's model_config, as the original tools' flags. "
+        "Depth, shortcut, width, classes and conv1's kernel are read from the weights (a flag that contradicts "
+        "them is an error); the family (which code saved the file) from its layout where it tells, and it sets the "
+        "input normalisation: hara2018 (CVPR2018 branch: 0-255 pixels minus the ActivityNet mean) or hara2020 "
+        "(master: 0-1 pixels, Kinetics mean and std).")
+    release.add_argument("--model_name", choices=["resnet"], default="resnet", help="only resnet")
+    release.add_argument("--model_depth", type=int, help="check: the depth the file must hold")
+    release.add_argument("--resnet_shortcut", choices=["A", "B"], help="check: the shortcut the file must use")
+    release.add_argument("--family", choices=["hara2018", "hara2020"],
+                         help="the code that trained it (default: from the file's layout, else from its shortcut)")
+    release.add_argument("--conv1_t_stride", type=int, default=1, help="conv1's temporal stride (default: 1)")
+    release.add_argument("--no_max_pool", action="store_true", help="the model has no max pooling after conv1")
+    release.add_argument("--sample_size", type=int, default=112, help="frame size of a segment (default: 112)")
+    release.add_argument("--sample_duration", type=int, default=16, help="frames per segment (default: 16)")
+    release.add_argument("--class-names", "--class_names", dest="class_names", type=Path, metavar="FILE",
+                         help="the model's class names, one per line in output order (default: Kinetics-400's for a "
+                              "400-class file)")
     score.add_argument("--ray-address", metavar="ADDRESS",
                        help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
 
@@ -236,19 +260,18 @@ def _train(args) -> int:
 
 def _score(args) -> None:
     from cluster.config import load_config, with_flags
-    from cluster.score import read_video_list, score_job, score_job_ray, write_alerts
+    from cluster.score import ScoringModel, read_video_list, score_job, score_job_ray, write_alerts
     from trainer.accel import AccelConfig, plan_for
-    from trainer.checkpoint import load_model
-    from trainer.serve.scoring import check_model
+    from trainer.checkpoint import ReleaseOptions
+    from trainer.serve.class_names import FIGHT_CLASSES
 
     config = load_config(args.config, args.overrides)
     score_cfg = with_flags(config.score, args, {"stride": "stride", "batch_size": "batch_size"})
     policy = with_flags(config.alerts, args, POLICY_FLAGS)
-    if args.mode == "feature":
-        extra = [flag for flag, value in (("--annotated-dir", args.annotated_dir), ("--gif", args.gif),
-                                          ("--alerts", args.alerts)) if value]
-        if extra:
-            raise InputError(f"{', '.join(extra)}: need --mode score (feature mode has no fight probability)")
+    fight_only = [flag for flag, value in (("--annotated-dir", args.annotated_dir), ("--gif", args.gif),
+                                           ("--alerts", args.alerts)) if value]
+    if args.mode == "feature" and fight_only:
+        raise InputError(f"{', '.join(fight_only)}: need --mode score (feature mode has no fight probability)")
     if args.gif and args.annotated_dir is None:
         raise InputError("--gif writes into --annotated-dir; name that directory too")
     for flag, path in (("--output", args.output), ("--alerts", args.alerts)):
@@ -259,17 +282,21 @@ def _score(args) -> None:
     if args.annotated_dir is not None and args.annotated_dir.exists() and not args.annotated_dir.is_dir():
         raise InputError(f"{args.annotated_dir}: --annotated-dir is not a directory")
     videos = read_video_list(args.input, args.video_root)
-    model, model_cfg = load_model(args.model)
-    check_model(model_cfg, args.model, args.mode)
+    release = ReleaseOptions(args.model_depth, args.resnet_shortcut, args.family, args.conv1_t_stride,
+                             args.no_max_pool, args.sample_size, args.sample_duration)
+    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names)
+    if names != FIGHT_CLASSES and fight_only:
+        raise InputError(f"{', '.join(fight_only)}: {args.model} is not a fight model ({len(names)} classes: "
+                         f"{', '.join(names[:3])}, ...); only fightwatch's models raise alerts")
     if args.ray or args.ray_address:
         del model  # each Ray actor loads its own
         entries, alerts = score_job_ray(args.model, videos, args.output, score_cfg, policy, args.annotated_dir,
                                         precision=args.precision, mode=args.mode, gif=args.gif,
-                                        ray_address=args.ray_address)
+                                        ray_address=args.ray_address, release=release, names_file=args.class_names)
     else:
         plan = plan_for(AccelConfig(args.precision, "auto"))
         entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
-                                    plan=plan, mode=args.mode, gif=args.gif)
+                                    plan=plan, mode=args.mode, gif=args.gif, names=names)
     for alert in alerts:
         print(json.dumps(alert))
     if args.alerts:
@@ -288,7 +315,7 @@ def _evaluate(args) -> None:
     from trainer.accel import AccelConfig, plan_for
     from trainer.checkpoint import load_model
     from trainer.serve.evaluate import EvalConfig
-    from trainer.serve.scoring import check_model, prepare_model
+    from trainer.serve.scoring import check_fight_model, prepare_model
 
     try:
         cfg = EvalConfig(args.clips, args.crops, args.average, args.batch_size)
@@ -301,7 +328,7 @@ def _evaluate(args) -> None:
     if args.subset and not args.data:
         raise InputError("--subset goes with --data")
     model, model_cfg = load_model(args.model)
-    check_model(model_cfg, args.model)
+    check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, "auto"))
     model = prepare_model(model, plan)
     if args.untrimmed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from trainer.serve.watch_config import WatchConfig
 from trainer.model import ModelConfig
 from trainer.tracking import TrackingConfig
 from trainer.train import TrainConfig
+
+log = logging.getLogger(__name__)
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding configs/
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,14 @@ class Config:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read, override and validate a config file; InputError names file:line and key."""
+    """Read, override and validate a config file; InputError names file:line and key.
+
+    A relative path missing from the current directory is looked up in fightwatch's own checkout, so the
+    default `configs/ava_fight.yaml` serves `score` and `watch` run from any folder."""
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (CODE_ROOT / path).is_file():
+        log.info("config: %s (not in %s)", CODE_ROOT / path, Path.cwd())
+        path = CODE_ROOT / path
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:

@@ -26,8 +26,10 @@ from tqdm import tqdm
 from data.errors import InputError
 from data.store import atomic_write
 from trainer.accel import AccelPlan
+from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.serve.alerts import AlertPolicy, detect_alerts
 from trainer.serve.annotate import annotate_video, fight_gif, plot_probabilities
+from trainer.serve.class_names import FIGHT_CLASSES, class_names
 from trainer.serve.scoring import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
 from trainer.model import ModelConfig, ResNet3D
 
@@ -59,23 +61,38 @@ def read_video_list(list_file: Path, video_root: Path) -> list[Video]:
     return [Video(n, video_root / n) for n in names if n]
 
 
+class ScoringModel(NamedTuple):
+    model: ResNet3D
+    config: ModelConfig
+    class_names: tuple[str, ...]  # FIGHT_CLASSES for fightwatch's models: only those raise alerts
+
+    @classmethod
+    def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None) -> "ScoringModel":
+        """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
+        with the names of its classes (trainer.serve.class_names)."""
+        loaded = load_any_model(path, release)
+        return cls(loaded.model, loaded.config, class_names(loaded.config.n_classes, loaded.release, names_file))
+
+
 def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: ScoreConfig, policy: AlertPolicy, *,
               plan: AccelPlan | None = None, mode: str = "score", annotated_dir: Path | None = None,
-              gif: bool = False) -> tuple[dict, list[dict]]:
+              gif: bool = False, names: tuple[str, ...] = FIGHT_CLASSES) -> tuple[dict, list[dict]]:
     """(output.json entry, alert dicts) of one video; an unreadable video gets an `error` entry.
 
     In score mode, with `annotated_dir`: `<name>_annotated.mp4`, `<name>_probs.png` and, with `gif`,
     `<name>_fight.gif` there, `<name>` being the video's name without its suffix (its folders too, so `a/x.mp4`
-    and `b/x.mp4` keep apart). Feature mode has no probabilities, hence no alerts and nothing to draw.
+    and `b/x.mp4` keep apart). Feature mode, and a model whose classes `names` are not fightwatch's, have no
+    fight probabilities, hence no alerts and nothing to draw.
     `model` must be prepared for `plan` (trainer.serve.scoring.prepare_model).
     """
     path = video.path
     try:
-        entry = {**score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode), "video": video.name}
+        entry = {**score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode, class_names=names),
+                 "video": video.name}
     except InputError as e:
         log.error("%s", e)
         return {"video": video.name, "error": str(e), "clips": []}, []
-    if mode != "score":
+    if mode != "score" or names != FIGHT_CLASSES:
         return entry, []
     found = detect_alerts(policy, windows(entry), camera=video.name)
     alerts = [{"event": "alert", **dataclasses.asdict(a)} for a in found]
@@ -99,7 +116,8 @@ def write_output(output: Path, entries: list[dict]) -> None:
 
 def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], output: Path, score_cfg: ScoreConfig,
               policy: AlertPolicy, annotated_dir: Path | None = None, *, plan: AccelPlan | None = None,
-              mode: str = "score", gif: bool = False) -> tuple[list[dict], list[dict]]:
+              mode: str = "score", gif: bool = False,
+              names: tuple[str, ...] = FIGHT_CLASSES) -> tuple[list[dict], list[dict]]:
     """Score every video in this process; one that cannot be read gets an `error` entry and the rest go on.
 
     The model is prepared for `plan` here (None: plain fp32). Writes `output` (JSON list, in the order
@@ -109,7 +127,7 @@ def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], outp
     entries, alerts = [], []
     for video in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
         entry, found = score_one(model, model_cfg, video, score_cfg, policy, plan=plan, mode=mode,
-                                 annotated_dir=annotated_dir, gif=gif)
+                                 annotated_dir=annotated_dir, gif=gif, names=names)
         entries.append(entry)
         alerts += found
     write_output(output, entries)
@@ -147,16 +165,16 @@ def actor_pool(domain_cpus: list[int], domain_cores: list[int], node_cpus: list[
 class _RayScorer:
     """A Ray Data actor holding one prepared model; maps batches of {"index", "name", "path"} to JSON results."""
 
-    def __init__(self, model_path: str, score_cfg: ScoreConfig, policy: AlertPolicy, precision: str, mode: str,
-                 annotated_dir: str | None, gif: bool, threads: int):
+    def __init__(self, model_path: str, release: ReleaseOptions, names_file: str | None, score_cfg: ScoreConfig,
+                 policy: AlertPolicy, precision: str, mode: str, annotated_dir: str | None, gif: bool, threads: int):
         import torch
 
         from trainer.accel import AccelConfig, plan_for
-        from trainer.checkpoint import load_model
 
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(threads)
-        model, self.model_cfg = load_model(model_path)
+        model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
+                                                              Path(names_file) if names_file else None)
         self.plan = plan_for(AccelConfig(precision, "auto"))
         self.model = prepare_model(model, self.plan)
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
@@ -170,15 +188,16 @@ class _RayScorer:
         results = []
         for name, path in zip(batch["name"], batch["path"]):
             entry, alerts = score_one(self.model, self.model_cfg, Video(str(name), Path(str(path))), self.score_cfg,
-                                      self.policy,
-                                      plan=self.plan, mode=self.mode, annotated_dir=self.annotated_dir, gif=self.gif)
+                                      self.policy, plan=self.plan, mode=self.mode,
+                                      annotated_dir=self.annotated_dir, gif=self.gif, names=self.names)
             results.append(json.dumps({"entry": entry, "alerts": alerts, "path_taken": self.path_taken}))
         return {"index": np.asarray(batch["index"]), "result": np.array(results, dtype=object)}
 
 
 def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg: ScoreConfig, policy: AlertPolicy,
                   annotated_dir: Path | None = None, *, precision: str = "auto", mode: str = "score",
-                  gif: bool = False, ray_address: str | None = None) -> tuple[list[dict], list[dict]]:
+                  gif: bool = False, ray_address: str | None = None, release: ReleaseOptions = ReleaseOptions(),
+                  names_file: Path | None = None) -> tuple[list[dict], list[dict]]:
     """`score_job` on Ray Data (see the module doc): the same output.json, alerts and files, in input order.
 
     Joins `ray_address` (else RAY_ADDRESS, else starts an embedded local Ray, shut down at the end).
@@ -209,7 +228,9 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
             # A fixed pool; one video in flight per actor, so a long video never holds others back in its queue.
             compute=ray.data.ActorPoolStrategy(size=pool.actors, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={
-                "model_path": str(Path(model_path).resolve()), "score_cfg": score_cfg, "policy": policy,
+                "model_path": str(Path(model_path).resolve()), "release": release,
+                "names_file": str(Path(names_file).resolve()) if names_file else None,
+                "score_cfg": score_cfg, "policy": policy,
                 "precision": precision, "mode": mode, "gif": gif, "threads": pool.threads,
                 "annotated_dir": str(Path(annotated_dir).resolve()) if annotated_dir is not None else None})
         results: dict[int, dict] = {}

@@ -116,6 +116,7 @@ def run_watch(args) -> int:
     from trainer.accel import AccelConfig, apply, plan_for
     from trainer.checkpoint import load_model
     from trainer.serve.monitor import Monitor
+    from trainer.serve.scoring import check_fight_model
     from trainer.serve.sinks import build_sink
     from trainer.serve.sources import parse_sources
 
@@ -125,6 +126,7 @@ def run_watch(args) -> int:
     sinks = with_flags(config.sinks, args, SINK_FLAGS)
     sources = parse_sources(args.sources)
     model, model_cfg = load_model(args.model)
+    check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, "auto"))
     model, _ = apply(plan, model)
     sink = build_sink(sinks, cfg.out_dir / "undelivered.jsonl")

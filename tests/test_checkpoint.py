@@ -16,6 +16,7 @@ from data.errors import InputError
 from trainer.checkpoint import (checksum_path, latest_checkpoint, load_model, load_pretrained, read_checkpoint,
                                 save_checkpoint)
 from trainer.model import ModelConfig, ResNet3D
+from tests.helpers import release_like, save_hara
 
 MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
 
@@ -24,25 +25,6 @@ def config(**kw) -> ModelConfig:
     base = dict(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=8,
                 pretrained=None, ft_begin="layer4", mean=MEAN, std=STD, value_scale=255.0)
     return ModelConfig(**{**base, **kw})
-
-
-def kinetics_model(seed=0, **kw) -> ResNet3D:
-    """A stand-in for a released Kinetics model: 400 classes, BN statistics away from their defaults."""
-    torch.manual_seed(seed)
-    model = ResNet3D(config(n_classes=400, **kw))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
-                m.num_batches_tracked.fill_(12345)
-    return model
-
-
-def save_hara(path, model, arch="resnet-10", prefix="module.", **kw):
-    """Write a checkpoint the way 3D-ResNets-PyTorch's train.py does (DataParallel's prefix unless a -cpu variant)."""
-    state_dict = OrderedDict((prefix + k, v) for k, v in model.state_dict().items())
-    torch.save({"epoch": 200, "arch": arch, "state_dict": state_dict, "optimizer": {}}, path, **kw)
-    return path
 
 
 def pretrained_error(tmp_path, source: ResNet3D, target_cfg: ModelConfig, **kw) -> str:
@@ -58,7 +40,7 @@ def pretrained_error(tmp_path, source: ResNet3D, target_cfg: ModelConfig, **kw) 
 
 @pytest.mark.parametrize("prefix, legacy", [("module.", False), ("", False), ("module.", True)])
 def test_pretrained_trunk_loads_exactly_and_fc_stays_fresh(tmp_path, prefix, legacy):
-    source = kinetics_model().eval()
+    source = release_like().eval()
     path = save_hara(tmp_path / "resnet-10-kinetics.pth", source, prefix=prefix,
                      _use_new_zipfile_serialization=not legacy)
     cfg = config()
@@ -82,7 +64,7 @@ def test_pretrained_trunk_loads_exactly_and_fc_stays_fresh(tmp_path, prefix, leg
 
 def test_pretrained_bare_state_dict_and_files_without_num_batches_tracked(tmp_path):
     """Old PyTorch (the released models' era) saved BatchNorm without num_batches_tracked."""
-    source = kinetics_model().eval()
+    source = release_like().eval()
     bare = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(bare, tmp_path / "bare.pth")
     model = ResNet3D(config())
@@ -93,22 +75,22 @@ def test_pretrained_bare_state_dict_and_files_without_num_batches_tracked(tmp_pa
 
 
 def test_shortcut_b_file_into_shortcut_a_model(tmp_path):
-    message = pretrained_error(tmp_path, kinetics_model(shortcut="B"), config(shortcut="A"))
+    message = pretrained_error(tmp_path, release_like(shortcut="B"), config(shortcut="A"))
     assert "model.shortcut" in message and "shortcut B" in message and "unexpected" in message
     assert "layer2.0.downsample.0.weight" in message and "model.depth" not in message
 
 
 def test_shortcut_a_file_into_shortcut_b_model(tmp_path):
-    message = pretrained_error(tmp_path, kinetics_model(shortcut="A"), config(shortcut="B"))
+    message = pretrained_error(tmp_path, release_like(shortcut="A"), config(shortcut="B"))
     assert "model.shortcut" in message and "shortcut A" in message and "missing" in message
 
 
 def test_depth_18_file_into_depth_10_model(tmp_path):
     # With its arch string the file says so at once ...
-    message = pretrained_error(tmp_path, kinetics_model(depth=18), config(depth=10), arch="resnet-18")
+    message = pretrained_error(tmp_path, release_like(depth=18), config(depth=10), arch="resnet-18")
     assert "model.depth" in message and "resnet-18" in message
     # ... and without one (a bare state_dict) the extra layerN.1 blocks say it.
-    torch.save(kinetics_model(depth=18).state_dict(), tmp_path / "bare.pth")
+    torch.save(release_like(depth=18).state_dict(), tmp_path / "bare.pth")
     with pytest.raises(InputError) as info:
         load_pretrained(ResNet3D(config()), tmp_path / "bare.pth", config())
     message = str(info.value)
@@ -117,7 +99,7 @@ def test_depth_18_file_into_depth_10_model(tmp_path):
 
 
 def test_bottleneck_file_into_basic_model(tmp_path):
-    torch.save(kinetics_model(depth=50).state_dict(), tmp_path / "r50.pth")
+    torch.save(release_like(depth=50).state_dict(), tmp_path / "r50.pth")
     cfg = config(depth=34)
     with pytest.raises(InputError) as info:
         load_pretrained(ResNet3D(cfg), tmp_path / "r50.pth", cfg)
@@ -126,16 +108,16 @@ def test_bottleneck_file_into_basic_model(tmp_path):
 
 
 def test_width_8_file_into_width_4_model(tmp_path):
-    message = pretrained_error(tmp_path, kinetics_model(width=8), config(width=4))
+    message = pretrained_error(tmp_path, release_like(width=8), config(width=4))
     assert "model.width=8" in message and "shape mismatch" in message
     assert "conv1.weight file (8, 3, 7, 7, 7) vs model (4, 3, 7, 7, 7)" in message
     assert "model.depth" not in message and "model.shortcut" not in message
 
 
 def test_arch_string_mismatch(tmp_path):
-    message = pretrained_error(tmp_path, kinetics_model(), config(), arch="resnet-34")
+    message = pretrained_error(tmp_path, release_like(), config(), arch="resnet-34")
     assert "resnet-34" in message and "model.depth" in message
-    message = pretrained_error(tmp_path, kinetics_model(), config(), arch="resnext-101")
+    message = pretrained_error(tmp_path, release_like(), config(), arch="resnext-101")
     assert "'resnext-101'" in message and "resnet-N" in message
 
 
@@ -151,7 +133,7 @@ def test_file_that_is_not_a_checkpoint(tmp_path, how):
     elif how == "list of tensors":
         torch.save([torch.ones(2)], path)
     else:
-        save_hara(path, kinetics_model())
+        save_hara(path, release_like())
         path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(InputError) as info:
         load_pretrained(ResNet3D(config()), path, config())

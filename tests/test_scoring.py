@@ -129,13 +129,25 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
     torch.testing.assert_close(b, a, rtol=0.02, atol=0.02 * a.abs().max().item())
 
 
-def test_a_model_of_another_class_count_is_refused_for_scores_not_features(tmp_path):
+def test_alerts_and_evaluation_need_a_fight_model(tmp_path):
     import dataclasses
 
-    from trainer.serve.scoring import check_model
+    from trainer.serve.scoring import check_fight_model
 
     three = dataclasses.replace(MODEL_CFG, n_classes=3)
-    with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch scores 2 \(no fight, fight\)"):
-        check_model(three, tmp_path / "m.pth", "score")
-    check_model(three, tmp_path / "m.pth", "feature")
-    check_model(MODEL_CFG, tmp_path / "m.pth", "score")
+    with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch detects 2 \(no fight, fight\)"):
+        check_fight_model(three, tmp_path / "m.pth")
+    check_fight_model(MODEL_CFG, tmp_path / "m.pth")
+
+
+def test_other_classes_are_labelled_by_name_without_fight_probability(tmp_path):
+    import dataclasses
+
+    names = ("run", "jump", "sit")
+    cfg = dataclasses.replace(MODEL_CFG, n_classes=3)
+    model = ResNet3D(cfg).eval()
+    entry = score_video(model, cfg, write_video(tmp_path / "v.mp4", 40), ScoreConfig(16, 4), class_names=names)
+    assert len(entry["clips"]) == 3
+    for clip in entry["clips"]:
+        assert clip["label"] == names[max(range(3), key=clip["scores"].__getitem__)]
+        assert "fight_prob" not in clip

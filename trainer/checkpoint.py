@@ -24,12 +24,13 @@ import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from data.errors import InputError
 from data.store import atomic_write
-from trainer.model import BLOCKS_PER_DEPTH, ModelConfig, ResNet3D
+from trainer.model import BLOCKS_PER_DEPTH, ModelConfig, ResNet3D, family_shortcut
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,13 @@ def _tensor_dict(path: Path, state_dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
+def _checkpoint_state(path: Path, obj) -> dict:
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise InputError(f"{path}: not a checkpoint (no 'state_dict')")
+    obj["state_dict"] = _tensor_dict(path, obj["state_dict"])
+    return obj
+
+
 def read_checkpoint(path: str | Path, verify: bool = True, *, require_checksum: bool = False) -> dict:
     """The checkpoint dict, with DataParallel's `module.` prefix dropped from its state_dict keys.
 
@@ -184,30 +192,81 @@ def read_checkpoint(path: str | Path, verify: bool = True, *, require_checksum: 
     Raises InputError (one line, naming the file) for a missing, corrupt or non-checkpoint file.
     """
     path = Path(path)
-    state = _load(path, verify, require_checksum)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise InputError(f"{path}: not a checkpoint (no 'state_dict')")
-    state["state_dict"] = _tensor_dict(path, state["state_dict"])
-    return state
+    return _checkpoint_state(path, _load(path, verify, require_checksum))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseOptions:
+    """What a 3D-ResNets-PyTorch file cannot say about its model, as the original tools' flags state it.
+
+    None: what the file shows (depth, shortcut, family where it can tell), else the family's default.
+    """
+
+    depth: int | None = None  # --model_depth
+    shortcut: str | None = None  # --resnet_shortcut
+    family: str | None = None  # hara2018 | hara2020
+    conv1_t_stride: int = 1
+    no_max_pool: bool = False
+    sample_size: int = 112
+    sample_duration: int = 16
+
+
+class LoadedModel(NamedTuple):
+    model: ResNet3D  # in eval mode
+    config: ModelConfig
+    release: bool  # a 3D-ResNets-PyTorch file (its own classes, e.g. Kinetics'), not a fightwatch checkpoint
+
+
+def load_any_model(path: str | Path, release: ReleaseOptions, *, verify: bool = True) -> LoadedModel:
+    """A fightwatch checkpoint (rebuilt from its 'model_config') or a 3D-ResNets-PyTorch file as it is, the
+    model built from its weights and `release` (release_config)."""
+    path = Path(path)
+    obj = _release_file(path, _load(path, verify, require_checksum=False))
+    family = saved_family(obj)
+    state = _checkpoint_state(path, obj)
+    if "model_config" in state:
+        return LoadedModel(*_rebuilt(path, state), release=False)
+    model_cfg = release_config(path, state, release, family)
+    return LoadedModel(_with_weights(path, ResNet3D(model_cfg), state["state_dict"], "the model built from it"),
+                       model_cfg, release=True)
 
 
 def load_model(path: str | Path, *, verify: bool = True,
                require_checksum: bool = False) -> tuple[ResNet3D, ModelConfig]:
     """Rebuild a fightwatch checkpoint's model in eval mode, ready to score."""
+    path = Path(path)
     state = read_checkpoint(path, verify, require_checksum=require_checksum)
     if "model_config" not in state:
-        raise InputError(f"{path}: checkpoint has no 'model_config'; fine-tune it with fightwatch first")
+        raise InputError(f"{path}: checkpoint has no 'model_config' (a 3D-ResNets-PyTorch file?): `fightwatch "
+                         "score` reads those as they are; to detect fights, fine-tune it first (model.pretrained)")
+    return _rebuilt(path, state)
+
+
+def _rebuilt(path: Path, state: dict) -> tuple[ResNet3D, ModelConfig]:
     try:
         model_cfg = ModelConfig(**state["model_config"])
     except (TypeError, ValueError) as e:
         raise InputError(f"{path}: checkpoint's model_config does not fit this fightwatch version: {e}") from None
-    model = ResNet3D(model_cfg)
+    return _with_weights(path, ResNet3D(model_cfg), state["state_dict"], "the checkpoint's own model_config"), model_cfg
+
+
+def _with_weights(path: Path, model: ResNet3D, weights: dict, what: str) -> ResNet3D:
+    """`model` in eval mode holding exactly `weights` (BatchNorm's num_batches_tracked, which old PyTorch
+    versions did not save, may be missing); InputError naming what the weights failed to fit."""
     try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as e:
-        raise InputError(f"{path}: weights do not fit the checkpoint's own model_config: "
-                         f"{str(e).strip().splitlines()[0]}") from None
-    return model.eval(), model_cfg
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise InputError(f"{path}: weights do not fit {what}: {_shape_errors(str(e))}") from None
+    missing = [k for k in result.missing_keys if not k.endswith(".num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise InputError(f"{path}: weights do not fit {what}: {len(missing)} missing key(s) ({_few(missing)}), "
+                         f"{len(result.unexpected_keys)} unexpected ({_few(result.unexpected_keys)})")
+    return model.eval()
+
+
+def _shape_errors(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if "size mismatch" in line]
+    return _few(lines, 2) if lines else text.strip().splitlines()[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,6 +274,87 @@ def load_model(path: str | Path, *, verify: bool = True,
 
 _BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
 _ARCH = re.compile(r"^(\w+)-(\d+)$")
+FAMILY_CODE = {"hara2018": "2018 (CVPR2018 branch) code", "hara2020": "2020 (master) code"}
+
+
+def _release_file(path: Path, obj) -> dict:
+    """A loaded 3D-ResNets-PyTorch file as a checkpoint dict: {'state_dict', ...} as saved, or a bare state_dict
+    wrapped in one."""
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}
+    raise InputError(f"{path}: not a 3D-ResNets-PyTorch checkpoint (neither a dict with 'state_dict' "
+                     "nor a bare state_dict)")
+
+
+def saved_family(obj) -> str | None:
+    """Which 3D-ResNets-PyTorch code saved a loaded file, where its layout tells: the 2020 code saves a
+    'scheduler' and unwraps DataParallel; the 2018 code saves neither, keeping DataParallel's `module.` prefix."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        return None
+    if "scheduler" in obj:
+        return "hara2020"
+    return "hara2018" if any(str(k).startswith("module.") for k in obj["state_dict"]) else None
+
+
+def describe_input(model_cfg: ModelConfig) -> str:
+    """The input the weights expect and the layers they cannot show, for the log line beside the weights."""
+    return (f"input: pixels scaled to 0-{model_cfg.value_scale:g}, mean {list(model_cfg.mean)}, std "
+            f"{list(model_cfg.std)}; conv1 temporal stride {model_cfg.conv1_t_stride}, max pool "
+            f"{'off' if model_cfg.no_max_pool else 'on'} (model.family {model_cfg.family} and model.*: the weights "
+            "cannot show these)")
+
+
+def _check_conv1(path: Path, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    conv1 = weights.get("conv1.weight")
+    if conv1 is None or conv1.ndim != 5:
+        raise InputError(f"{path}: not a 3D ResNet of 3D-ResNets-PyTorch (no 5-d conv1.weight)")
+    if conv1.shape[1] != 3:
+        raise InputError(f"{path}: conv1 takes {conv1.shape[1]} input channels (the original's --n_input_channels; "
+                         "e.g. 2 for optical flow); fightwatch feeds RGB frames, 3 channels")
+    return conv1
+
+
+def release_config(path: Path, state: dict, options: ReleaseOptions, saved: str | None) -> ModelConfig:
+    """The ModelConfig of a 3D-ResNets-PyTorch file: depth, shortcut, width, classes and conv1's temporal kernel
+    from its weights (a flag that contradicts them is an error), the family from its layout (saved_family) or
+    options, else guessed from the shortcut and logged as such; the rest from options."""
+    weights = state["state_dict"]
+    conv1, fc = _check_conv1(path, weights), weights.get("fc.weight")
+    if fc is None or fc.ndim != 2:
+        raise InputError(f"{path}: not a 3D ResNet of 3D-ResNets-PyTorch (no 2-d fc.weight)")
+    kind, blocks = _structure(weights)
+    depth = _depth_of(kind, blocks)
+    if depth is None:
+        raise InputError(f"{path}: {blocks} {kind} blocks per stage is no ResNet depth fightwatch builds "
+                         f"({sorted(BLOCKS_PER_DEPTH)})")
+    arch = state.get("arch")
+    if arch is not None and arch != f"resnet-{depth}":
+        raise InputError(f"{path}: the file's arch is {arch!r}, its weights a resnet-{depth}: only resnet-N files of "
+                         "3D-ResNets-PyTorch load")
+    if options.depth not in (None, depth):
+        raise InputError(f"{path}: --model_depth {options.depth}, but the file holds a resnet-{depth}")
+    shortcut = "B" if any(".downsample." in k for k in weights) else "A"
+    if options.shortcut not in (None, shortcut):
+        raise InputError(f"{path}: --resnet_shortcut {options.shortcut}, but the file's weights use shortcut "
+                         f"{shortcut} ({'with' if shortcut == 'B' else 'no'} downsample.* projections)")
+    if options.family is not None and saved not in (None, options.family):
+        raise InputError(f"{path}: --family {options.family}, but the file was saved by the {FAMILY_CODE[saved]}")
+    family = options.family or saved or ("hara2018" if family_shortcut("hara2018", depth) == shortcut else "hara2020")
+    try:
+        model_cfg = ModelConfig(depth, shortcut, conv1.shape[0], fc.shape[0], options.sample_size,
+                                options.sample_duration, None, "fc", None, None, None, family=family,
+                                conv1_t_size=conv1.shape[2], conv1_t_stride=options.conv1_t_stride,
+                                no_max_pool=options.no_max_pool)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    how = ("--family" if options.family else f"saved by the {FAMILY_CODE[saved]}" if saved
+           else f"assumed from shortcut {shortcut}; --family to say otherwise")
+    log.info("%s: 3D-ResNets-PyTorch %s (family %s: %s), width %d, %d classes, conv1 kernel %d frames; %s", path,
+             model_cfg.arch, family, how, model_cfg.width, model_cfg.n_classes, model_cfg.conv1_t_size,
+             describe_input(model_cfg))
+    return model_cfg
 
 
 def _structure(keys) -> tuple[str, tuple[int, int, int, int]]:
@@ -263,6 +403,10 @@ def _mismatch_hints(file_keys: dict[str, torch.Tensor], model_keys: dict[str, to
     elif model_ds and not file_ds:
         hints.append("model.shortcut (the file has no downsample.* weights: it was trained with shortcut A; "
                      "set model.shortcut=A)")
+    t_file, t_model = (w.get("conv1.weight") for w in (file_keys, model_keys))
+    if t_file is not None and t_model is not None and t_file.shape[2:] != t_model.shape[2:]:
+        hints.append(f"model.conv1_t_size (the file's conv1 spans {t_file.shape[2]} frames: "
+                     f"set model.conv1_t_size={t_file.shape[2]})")
     if mismatched:
         ref = next((k for k in ("conv1.weight", "bn1.weight") if k in file_keys and k in model_keys), None)
         if ref is not None and file_keys[ref].shape[0] != model_keys[ref].shape[0]:
@@ -282,15 +426,15 @@ def load_pretrained(model: ResNet3D, path: str | Path, model_cfg: ModelConfig, *
     `num_batches_tracked`, absent from files saved by old PyTorch versions, may be missing.
     """
     path = Path(path)
-    obj = _load(path, verify, require_checksum=False)
-    if isinstance(obj, dict) and "state_dict" in obj:
-        state_dict, arch, epoch = obj["state_dict"], obj.get("arch"), obj.get("epoch")
-    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state_dict, arch, epoch = obj, None, None
-    else:
-        raise InputError(f"{path}: not a 3D-ResNets-PyTorch checkpoint (neither a dict with 'state_dict' "
-                         "nor a bare state_dict)")
-    weights = _tensor_dict(path, state_dict)
+    obj = _release_file(path, _load(path, verify, require_checksum=False))
+    arch, epoch = obj.get("arch"), obj.get("epoch")
+    saved = saved_family(obj)
+    weights = _tensor_dict(path, obj["state_dict"])
+    _check_conv1(path, weights)
+    if saved is not None and saved != model_cfg.family:
+        raise InputError(f"{path}: the file was saved by 3D-ResNets-PyTorch's {FAMILY_CODE[saved]}, model.family is "
+                         f"{model_cfg.family}: set model.family={saved}, so the input normalisation and shortcut "
+                         "match the weights")
 
     if arch is not None and arch != model_cfg.arch:
         m = _ARCH.match(str(arch))
@@ -325,9 +469,10 @@ def load_pretrained(model: ResNet3D, path: str | Path, model_cfg: ModelConfig, *
     if left or result.unexpected_keys:  # checked above; load_state_dict is the final word
         raise RuntimeError(f"pretrained load left {left} missing, {result.unexpected_keys} unexpected")
     fc = weights.get("fc.weight")
-    log.info("loaded %d pretrained tensors from %s (%s, epoch %s); fc stays freshly initialised (%s -> %d classes)",
-             len(trunk), path, arch or "bare state_dict", epoch, fc.shape[0] if fc is not None else "no",
-             model_cfg.n_classes)
+    log.info("loaded %d pretrained tensors from %s (%s, epoch %s, %s); fc stays freshly initialised (%s -> %d "
+             "classes); %s", len(trunk), path, arch or "bare state_dict", epoch,
+             f"saved by the {FAMILY_CODE[saved]}" if saved else "saving code unknown", fc.shape[0] if fc is not None
+             else "no", model_cfg.n_classes, describe_input(model_cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,17 @@ Module and parameter names follow that repository's `models/resnet.py`, so its
 Kinetics checkpoints load as they are (after dropping DataParallel's
 `module.` prefix). Shortcut A is a parameter-free strided, zero-padded
 identity, hence has no `downsample.*` keys; shortcut B is a 1x1x1 projection.
-`width` scales every stage (Hara's models use 64); the demo and tests use a
-narrow network to stay fast on two cores.
+`width` scales every stage (Hara's models use 64; the 2020 code's
+`--resnet_widen_factor` k is width 64k); the demo and tests use a narrow
+network to stay fast on two cores.
+
+The repository has two families of released weights, which differ in what the
+weights cannot show: the 2018 (CVPR2018 branch) Kinetics models saw 0-255
+pixels minus the ActivityNet mean, and ResNet-18/34 use shortcut A; the 2020
+(master) models saw 0-1 pixels normalised with the Kinetics mean and std, and
+use shortcut B. `ModelConfig.family` sets those defaults; `conv1_t_size`,
+`conv1_t_stride` and `no_max_pool` are the 2020 code's options of the same
+names (7, 1 and false in every released model).
 """
 
 from __future__ import annotations
@@ -31,10 +40,24 @@ BLOCKS_PER_DEPTH = {
 }
 
 
+Family = Literal["hara2018", "hara2020"]
+FAMILY_NORMALIZATION: dict[str, Normalization] = {
+    "hara2018": Normalization((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0),  # ActivityNet mean, 0-255
+    "hara2020": Normalization((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737), 1.0),  # Kinetics mean/std, 0-1
+}
+
+
+def family_shortcut(family: str, depth: int) -> str:
+    """The shortcut the family's released models use: 2018: A below depth 50, else B; 2020: B."""
+    return "A" if family == "hara2018" and BLOCKS_PER_DEPTH[depth][0] == "basic" else "B"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """The network and the input it expects. shortcut, mean, std and value_scale may be None: the family's."""
+
     depth: int
-    shortcut: Literal["A", "B"]
+    shortcut: Literal["A", "B"] | None
     width: int
     n_classes: int
     sample_size: int
@@ -42,17 +65,29 @@ class ModelConfig:
     pretrained: str | None = field(metadata={"path": True})
     ft_begin: Literal["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
     # Input normalisation the weights expect: pixels scaled to 0..value_scale, then (x - mean) / std.
-    # 3D-ResNets-PyTorch's released Kinetics models saw 0-255 pixels minus the ActivityNet mean
-    # (114.7748, 107.7354, 99.4750) and std 1.
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    value_scale: float
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    value_scale: float | None
+    # Defaults only for Python callers and checkpoints written before these options; config files state them all.
+    family: Family = "hara2018"
+    conv1_t_size: int = 7
+    conv1_t_stride: int = 1
+    no_max_pool: bool = False
 
     def __post_init__(self):
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.value_scale <= 0:
-            raise ValueError("mean and std need 3 values each, std > 0, value_scale > 0")
+        if self.family not in FAMILY_NORMALIZATION:
+            raise ValueError(f"family {self.family!r} is not one of {', '.join(FAMILY_NORMALIZATION)}")
         if self.depth not in BLOCKS_PER_DEPTH:
             raise ValueError(f"depth {self.depth} is not one of {sorted(BLOCKS_PER_DEPTH)}")
+        defaults = FAMILY_NORMALIZATION[self.family]
+        for name, value in (("shortcut", family_shortcut(self.family, self.depth)), ("mean", defaults.mean),
+                            ("std", defaults.std), ("value_scale", defaults.value_scale)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: resolved once, so checkpoints store the values
+        if self.conv1_t_size < 1 or self.conv1_t_stride < 1:
+            raise ValueError("conv1_t_size and conv1_t_stride must be >= 1")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.value_scale <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0, value_scale > 0")
         if self.width < 1 or self.n_classes < 2 or self.sample_size < 16 or self.sample_duration < 1:
             raise ValueError("width >= 1, n_classes >= 2, sample_size >= 16 and sample_duration >= 1 are required")
 
@@ -130,10 +165,12 @@ class ResNet3D(nn.Module):
         block = BasicBlock if kind == "basic" else Bottleneck
         w = cfg.width
         self.inplanes = w
-        self.conv1 = nn.Conv3d(3, w, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
+        t = cfg.conv1_t_size
+        self.conv1 = nn.Conv3d(3, w, kernel_size=(t, 7, 7), stride=(cfg.conv1_t_stride, 2, 2),
+                               padding=(t // 2, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(w)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.Identity() if cfg.no_max_pool else nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, w, blocks[0], cfg.shortcut, stride=1)
         self.layer2 = self._make_layer(block, 2 * w, blocks[1], cfg.shortcut, stride=2)
         self.layer3 = self._make_layer(block, 4 * w, blocks[2], cfg.shortcut, stride=2)

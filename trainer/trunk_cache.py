@@ -55,6 +55,7 @@ def cache_key(trunk: torch.nn.Module, dataset: ClipDataset, precision: str, view
     digest = hashlib.sha256()
     for clips in (dataset, val_set or dataset):  # the stored clips: re-extracted ones (other frames, sizes) differ
         digest.update(json.dumps([[row["clip_id"], clips.store.index[row["clip_id"]]] for row in clips.rows]).encode())
+    digest.update(repr(trunk).encode())  # the layers' settings no weight shows: strides, pooling
     for name, tensor in trunk.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())

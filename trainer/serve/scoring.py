@@ -3,9 +3,11 @@
 As in that tool's `--mode score`, frames are numbered from 1, a segment is
 `[i, i+15]` inclusive (`sample_duration` frames; segment starts `stride` = 16
 frames apart by default, so each frame is scored once), and `scores` are the
-raw logits with `label` the class of the highest; each segment also carries
+raw logits with `label` the class of the highest (trainer/serve/class_names.py:
+no fight / fight, or a released model's Kinetics names); each segment also carries
 its start and end in seconds (`end_s` is the end of its last frame, i.e.
-`last / fps`) and the fight probability (softmax). `--mode feature` writes,
+`last / fps`) and, for fightwatch's two classes, the fight probability
+(softmax), which alerts and annotation need. `--mode feature` writes,
 as that tool's feature mode does, `features` instead of `label` and `scores`:
 the pooled vector `ResNet3D.features` (512-d for ResNet-18/34 at width 64;
 in general 8 x width x block expansion), plus the same start/end seconds.
@@ -38,11 +40,11 @@ from data.errors import InputError
 from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerts import Window
+from trainer.serve.class_names import FIGHT_CLASSES
 from trainer.serve.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ("no fight", "fight")
 MODES = ("score", "feature")
 # The plan when none is given: plain fp32, contiguous, as torch runs by default.
 FP32_PLAN = AccelPlan("fp32", "torch", False, "fp32: default (no accel plan given)")
@@ -58,14 +60,12 @@ class ScoreConfig:
             raise ValueError("stride and batch_size must be >= 1")
 
 
-def check_model(model_cfg: ModelConfig, path: str | Path, mode: str = "score") -> None:
-    """InputError unless the model can be scored in `mode` (score mode needs the fight/no-fight classes)."""
-    if mode not in MODES:
-        raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
-    if mode == "score" and model_cfg.n_classes != len(CLASS_NAMES):
-        raise InputError(f"{path}: checkpoint has {model_cfg.n_classes} classes, fightwatch scores "
-                         f"{len(CLASS_NAMES)} ({', '.join(CLASS_NAMES)}); use a model fine-tuned by "
-                         "fightwatch train (or --mode feature for its features)")
+def check_fight_model(model_cfg: ModelConfig, path: str | Path) -> None:
+    """InputError unless the model tells fight from no fight (what alerts and evaluation need)."""
+    if model_cfg.n_classes != len(FIGHT_CLASSES):
+        raise InputError(f"{path}: checkpoint has {model_cfg.n_classes} classes, fightwatch detects "
+                         f"{len(FIGHT_CLASSES)} ({', '.join(FIGHT_CLASSES)}); use a model fine-tuned by "
+                         "fightwatch train")
 
 
 def prepare_model(model: ResNet3D, plan: AccelPlan) -> ResNet3D:
@@ -92,15 +92,18 @@ def frame_rate(path: str | Path) -> Fraction:
 
 
 def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: ScoreConfig, *,
-                plan: AccelPlan | None = None, mode: str = "score") -> dict:
+                plan: AccelPlan | None = None, mode: str = "score",
+                class_names: tuple[str, ...] = FIGHT_CLASSES) -> dict:
     """One output.json entry: {"video", "fps", "frames", "clips": [...]}.
 
-    `model` must already be prepared for `plan` (prepare_model); None means plain fp32.
+    `model` must already be prepared for `plan` (prepare_model); None means plain fp32. `class_names`
+    label the model's outputs; with fightwatch's (FIGHT_CLASSES) each segment also gets its fight_prob.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "score" and model_cfg.n_classes != len(CLASS_NAMES):  # check_model says it to users
-        raise ValueError(f"a {model_cfg.n_classes}-class model cannot score {CLASS_NAMES}")
+    if mode == "score" and model_cfg.n_classes != len(class_names):
+        raise ValueError(f"{len(class_names)} class names for a {model_cfg.n_classes}-class model")
+    fight = mode == "score" and class_names == FIGHT_CLASSES
     plan = plan or FP32_PLAN
     path = Path(path)
     fps = float(frame_rate(path))
@@ -114,16 +117,16 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
             out = model.features(x) if mode == "feature" else model(x)
         out = out.float()
         rows = out.tolist()
-        probs = torch.softmax(out, 1)[:, 1].tolist() if mode == "score" else [None] * len(rows)
+        probs = torch.softmax(out, 1)[:, 1].tolist() if fight else [None] * len(rows)
         for (start, length, _), row, prob in zip(batch, rows, probs):
             end = start + length
             clip = {"segment": [start + 1, end]}
             if mode == "score":
-                clip |= {"label": CLASS_NAMES[int(np.argmax(row))], "scores": row}
+                clip |= {"label": class_names[int(np.argmax(row))], "scores": row}
             else:
                 clip["features"] = row
             clip |= {"start_s": round(start / fps, 4), "end_s": round(end / fps, 4)}
-            if mode == "score":
+            if fight:
                 clip["fight_prob"] = prob
             clips.append(clip)
         batch.clear()

@@ -3,15 +3,17 @@ weights cannot show, the family switch, and Kinetics class names; also as pretra
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from data.errors import InputError
+from tests.helpers import TINY as TINY_RUN
 from tests.helpers import assert_one_line_error, fightwatch, release_like, save_hara
 from tests.test_scoring import write_video
-from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, save_checkpoint
+from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
 from trainer.serve.class_names import FIGHT_CLASSES, class_names, kinetics400
 
@@ -220,3 +222,26 @@ def test_feature_mode_gives_512_d_features_and_alerts_need_a_fight_model(seed_fo
     result = fightwatch("score", "--input", "./input", "--video_root", "./videos", "--output", "./o.json",
                         "--model", "./resnet-34-kinetics.pth", "--model_depth", "18", cwd=seed_folder)
     assert_one_line_error(result, "--model_depth 18, but the file holds a resnet-34")
+
+
+@pytest.mark.slow
+def test_a_2020_release_fine_tunes_end_to_end(prepared, tmp_path):
+    """model.pretrained with a 2020 file (shortcut B, conv1 over 3 frames): the family switch and conv1_t_size
+    configure it; the trunk keeps the file's weights; the wrong family is a one-line error before training."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared, run_dir)
+    source = release_like(shortcut="B", conv1_t_size=3)
+    path = save_hara(tmp_path / "r3d10_K_200ep.pth", source, layout="2020")
+    args = ["train", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY_RUN, f"model.pretrained={path}",
+            "model.shortcut=null", "model.conv1_t_size=3", "model.ft_begin=layer4", "train.epochs=2"]
+    assert_one_line_error(fightwatch(*args), "set model.family=hara2020")
+    result = fightwatch(*args, "model.family=hara2020")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = read_checkpoint(run_dir / "model.pth")
+    assert state["model_config"]["family"] == "hara2020" and state["model_config"]["shortcut"] == "B"
+    assert tuple(state["model_config"]["mean"]) == FAMILY_NORMALIZATION["hara2020"].mean
+    for name, tensor in source.state_dict().items():
+        if name.startswith(("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")) and "num_batches" not in name:
+            assert torch.equal(state["state_dict"][name], tensor), name
+    log = (run_dir / "fightwatch.log").read_text()
+    assert "saved by the 2020 (master) code" in log and "mean [0.4345, 0.4051, 0.3775]" in log

@@ -1,5 +1,6 @@
 """The trunk cache on real clips: keys and invalidation, resume, corruption, same logits as uncached."""
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -89,6 +90,17 @@ def test_a_changed_trunk_or_ft_begin_rebuilds_and_the_same_one_reuses(sets, tmp_
     assert len({first.key, other_weights.key, other_stage.key, other_views.key, other_clips.key}) == 5
     assert other_weights.build()["reused"] == 0
     assert [p.name for p in tmp_path.iterdir()] == [other_weights.key]  # the stale cache is removed
+
+
+def test_a_trunk_with_the_same_weights_and_other_layer_settings_rebuilds(sets, tmp_path):
+    """no_max_pool and conv1_t_stride change the trunk's function, not its weights."""
+    model, trunk, _ = model_parts()
+    keys = {cache_for(tmp_path, trunk, sets).key}
+    for change in ({"no_max_pool": True}, {"conv1_t_stride": 2}):
+        other = ResNet3D(dataclasses.replace(MODEL, **change))
+        other.load_state_dict(model.state_dict())
+        keys.add(cache_for(tmp_path, split(other, "layer4")[0], sets).key)
+    assert len(keys) == 3
 
 
 def test_an_interrupted_build_resumes_without_recomputing_finished_clips(sets, tmp_path):

@@ -16,6 +16,7 @@ from tests.test_scoring import write_video
 from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
 from trainer.serve.class_names import FIGHT_CLASSES, class_names, kinetics400
+from trainer.serve.scoring import ScoreConfig, score_video
 
 TINY = dict(sample_size=32, sample_duration=8)
 
@@ -245,3 +246,21 @@ def test_a_2020_release_fine_tunes_end_to_end(prepared, tmp_path):
             assert torch.equal(state["state_dict"][name], tensor), name
     log = (run_dir / "fightwatch.log").read_text()
     assert "saved by the 2020 (master) code" in log and "mean [0.4345, 0.4051, 0.3775]" in log
+
+
+@pytest.mark.slow
+def test_the_original_flags_configure_what_the_file_cannot_show(tmp_path):
+    source = release_like(shortcut="B", no_max_pool=True, conv1_t_stride=2)
+    save_hara(tmp_path / "r.pth", source, layout="2020")
+    write_video(tmp_path / "v.mp4", 24)
+    (tmp_path / "input").write_text("v.mp4\n")
+    result = fightwatch("score", "--input", "input", "--video_root", ".", "--output", "f.json", "--model", "r.pth",
+                        "--mode", "feature", "--precision", "fp32", "--no_max_pool", "--conv1_t_stride", "2",
+                        "--sample_size", "32", "--sample_duration", "8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "f.json").read_text())
+    cfg = ModelConfig(depth=10, shortcut="B", width=4, n_classes=400, pretrained=None, ft_begin="fc", mean=None,
+                      std=None, value_scale=None, family="hara2020", no_max_pool=True, conv1_t_stride=2, **TINY)
+    expected = score_video(source, cfg, tmp_path / "v.mp4", ScoreConfig(16, 8), mode="feature")
+    torch.testing.assert_close(torch.tensor([c["features"] for c in entry["clips"]]),
+                               torch.tensor([c["features"] for c in expected["clips"]]), rtol=1e-4, atol=1e-5)

@@ -7,6 +7,10 @@ per-frame pixel statistic (brightness, colour) separates them: the cue is motion
 Fighters move several pixels per frame at 64 px scale, jerk, lunge, flail their limbs
 and overlap; calm people walk, curve, stand or sit at well under a pixel per frame.
 
+A third scene, ``crowd`` (labelled calm), is fast but harmless: people who run straight across the room and
+people who dance on the spot, swinging their arms. A model that has only learnt "fast motion means fight" false-
+alarms on it, which is what the operator's feedback loop (mark false positives, retrain) has to fix.
+
 Everything is drawn from ``numpy.random.default_rng(seed)``, so a seed gives
 byte-identical frames.  Lengths are in pixels of a 240 px tall frame and scaled by
 ``_PERSON_SCALE * height / 240``.
@@ -30,6 +34,7 @@ from tqdm import tqdm
 from data.errors import InputError
 
 LABELS = ("calm", "fight")  # index = class id; 1 is fight
+SCENES = {"calm": "calm", "fight": "fight", "crowd": "calm"}  # scene -> its label
 
 # People and their speeds are drawn this much larger than the lengths below: close to the camera, so that
 # their motion covers enough pixels for a small network trained from scratch to learn it in the demo's minutes.
@@ -53,6 +58,7 @@ class _Figure:
     turn: float  # heading change per frame: 0 walks straight, small values curve gently
     goal: complex | None = None
     seated: bool = False
+    dance: complex | None = None  # a dancer's spot: she bobs and sways around it, arms swinging to the beat
     vel: complex = 0j
     tilt: float = 0.0
     phase: float = 0.0  # gait phase, drives the calm arm and leg swing
@@ -182,10 +188,13 @@ class _Scene:
             "curve": (rng.uniform(0.5, 1.2) * u, rng.choice([-1, 1]) * rng.uniform(0.006, 0.015)),
             "stand": (rng.uniform(0.05, 0.3) * u, rng.uniform(-0.01, 0.01)),
             "sit": (0.0, 0.0),
+            "run": (rng.uniform(4.0, 7.0) * u, rng.uniform(-0.002, 0.002)),  # fighters' speeds, in a straight line
+            "dance": (0.0, 0.0),
         }[kind]
         f = _Figure(pos=pos, size=u * rng.uniform(0.9, 1.1), body=rng.uniform(15, 240, 3), skin=np.clip(skin, 0, 255),
                     trousers=rng.uniform(15, 200, 3), speed=speed, heading=rng.uniform(0, 2 * math.pi), turn=turn,
-                    seated=kind == "sit", phase=rng.uniform(0, 2 * math.pi))
+                    seated=kind == "sit", phase=rng.uniform(0, 2 * math.pi),
+                    dance=pos if kind == "dance" else None)
         if f.seated:
             f.legs = (1.3, 1.3)
         self.figures.append(f)
@@ -207,7 +216,19 @@ class _Scene:
             for f in self.figures:
                 self._calm_step(f)
 
+    def _dance_step(self, f: _Figure) -> None:
+        """Regular, not random: a beat of ~2 per second drives the sway, the bounce and big arm swings."""
+        f.phase += 2 * math.pi / 12
+        beat = math.sin(f.phase)
+        f.pos = f.dance + self.u * complex(6 * beat, 3 * abs(math.cos(f.phase)))
+        f.tilt = 0.25 * beat
+        f.arms = (1.2 + 1.0 * beat, 1.2 - 1.0 * beat)
+        f.legs = (0.12 + 0.25 * beat, 0.12 - 0.25 * beat)
+
     def _calm_step(self, f: _Figure) -> None:
+        if f.dance is not None:
+            self._dance_step(f)
+            return
         if f.goal is not None:  # walk to the goal, slowing to a stop on arrival
             gap = f.goal - f.pos
             want = gap / abs(gap) * min(f.speed, 0.05 * abs(gap)) if abs(gap) > 1e-3 else 0j
@@ -300,23 +321,26 @@ def _render(scene: _Scene, fight_per_frame: list[bool], fps: int) -> np.ndarray:
     return frames
 
 
-def render_clip(label: str, seconds: float, seed: int,
+def render_clip(scene_kind: str, seconds: float, seed: int,
                 width: int = 320, height: int = 240, fps: int = 25) -> np.ndarray:
-    """Frames (n, height, width, 3) uint8 RGB of one clip of class `label`."""
-    if label not in LABELS:
-        raise InputError(f"label {label!r}: expected one of {LABELS}")
+    """Frames (n, height, width, 3) uint8 RGB of one clip of a scene in SCENES (a label, or `crowd`)."""
+    if scene_kind not in SCENES:
+        raise InputError(f"scene {scene_kind!r}: expected one of {', '.join(SCENES)}")
     _check_size(width, height, fps)
     n = _frame_count(seconds, fps, "clip")
     rng = np.random.default_rng(seed)
     scene = _Scene(rng, height, width)
-    if label == "fight":
+    if scene_kind == "fight":
         centre = scene.random_pos()
         for _ in range(rng.integers(2, 4)):
             scene.add(scene.clamp(centre + complex(*rng.normal(0, 8 * scene.u, 2))), "walk")
+    elif scene_kind == "crowd":
+        for _ in range(rng.integers(3, 6)):
+            scene.add(scene.random_pos(), rng.choice(["run", "dance"]))
     else:
         for _ in range(rng.integers(1, 4)):
             scene.add(scene.random_pos(), rng.choice(["walk", "curve", "stand", "sit"]))
-    return _render(scene, [label == "fight"] * n, fps)
+    return _render(scene, [scene_kind == "fight"] * n, fps)
 
 
 def _temp_beside(path: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from data import synthetic
 from data.errors import InputError
-from data.synthetic import LABELS, generate_dataset, render_clip, render_timeline, write_timeline, write_video
+from data.synthetic import LABELS, SCENES, generate_dataset, render_clip, render_timeline, write_timeline, write_video
 
 W, H = 160, 120  # half size keeps the tests fast; all motion scales with the frame height
 
@@ -99,6 +99,22 @@ def test_motion_separates_classes_but_brightness_does_not():
     # brightness ranges overlap, so a per-video brightness threshold cannot separate the classes
     overlap = calm_bright.max() > fight_bright.min() and fight_bright.max() > calm_bright.min()
     assert overlap, (calm_bright, fight_bright)
+
+
+def test_a_crowd_is_calm_but_moves_like_a_fight():
+    """The hard negative of the feedback loop: motion energy in the fights' range, not the calm scenes'."""
+    def small_motion(scene, seed):
+        frames = render_clip(scene, 1.0, seed=seed, width=W, height=H)
+        return motion_energy(frames.reshape(-1, H // 2, 2, W // 2, 2, 3).mean(axis=(2, 4))).mean()
+
+    crowd = [small_motion("crowd", seed) for seed in range(6)]
+    calm, fight = [small_motion("calm", s) for s in range(6)], [small_motion("fight", s) for s in range(6)]
+    assert min(crowd) > 1.2 * max(calm) and np.mean(crowd) > 0.5 * np.mean(fight), (crowd, calm, fight)
+    assert SCENES["crowd"] == "calm"
+    assert np.array_equal(render_clip("crowd", 0.4, seed=3, width=W, height=H),
+                          render_clip("crowd", 0.4, seed=3, width=W, height=H))
+    with pytest.raises(InputError, match="scene 'riot': expected one of calm, fight, crowd"):
+        render_clip("riot", 0.4, seed=3)
 
 
 def test_generate_dataset_is_idempotent(tmp_path):

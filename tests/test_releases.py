@@ -264,3 +264,24 @@ def test_the_original_flags_configure_what_the_file_cannot_show(tmp_path):
     expected = score_video(source, cfg, tmp_path / "v.mp4", ScoreConfig(16, 8), mode="feature")
     torch.testing.assert_close(torch.tensor([c["features"] for c in entry["clips"]]),
                                torch.tensor([c["features"] for c in expected["clips"]]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_fightwatch_model_fine_tunes_further_with_its_fc_and_its_stated_input(tmp_path):
+    """model.pretrained = a fightwatch model (e.g. retraining on reviewed alerts): fc carries over when the
+    classes match, and the input it was trained on must be the config's."""
+    cfg = source_cfg()
+    trained = ResNet3D(cfg)
+    torch.nn.init.normal_(trained.fc.weight)
+    save_checkpoint(tmp_path / "m.pth", trained, cfg, epoch=30)
+    model = ResNet3D(cfg)
+    load_pretrained(model, tmp_path / "m.pth", cfg)
+    assert same_function(model.eval(), trained.eval(), clip())
+    with pytest.raises(InputError, match=r"m.pth: the model was trained with model.value_scale=255.0, the config "
+                                         r"states 1.0: set model.value_scale to match"):
+        other = source_cfg(value_scale=1.0)
+        load_pretrained(ResNet3D(other), tmp_path / "m.pth", other)
+    three = source_cfg(n_classes=3)
+    fresh = ResNet3D(three)
+    before = fresh.fc.weight.clone()
+    load_pretrained(fresh, tmp_path / "m.pth", three)
+    assert torch.equal(fresh.fc.weight, before)  # other classes: fc stays fresh

@@ -464,15 +464,37 @@ def load_pretrained(model: ResNet3D, path: str | Path, model_cfg: ModelConfig, *
         raise InputError(f"{path}: pretrained weights do not fit {model_cfg.arch} (shortcut {model_cfg.shortcut}, "
                          f"width {model_cfg.width}): {advice}; " + ", ".join(details))
 
-    result = model.load_state_dict(trunk, strict=False)
+    # A fightwatch checkpoint (a model to fine-tune further, e.g. on reviewed alerts) knows its whole function:
+    # what it states must be what the config states, and its fc carries over.
+    own_fc = "model_config" in obj and _check_stated(path, obj["model_config"], model_cfg)
+    loaded = {**trunk, **({k: v for k, v in weights.items() if k.startswith("fc.")} if own_fc else {})}
+    result = model.load_state_dict(loaded, strict=False)
     left = [k for k in result.missing_keys if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")]
     if left or result.unexpected_keys:  # checked above; load_state_dict is the final word
         raise RuntimeError(f"pretrained load left {left} missing, {result.unexpected_keys} unexpected")
     fc = weights.get("fc.weight")
-    log.info("loaded %d pretrained tensors from %s (%s, epoch %s, %s); fc stays freshly initialised (%s -> %d "
-             "classes); %s", len(trunk), path, arch or "bare state_dict", epoch,
-             f"saved by the {FAMILY_CODE[saved]}" if saved else "saving code unknown", fc.shape[0] if fc is not None
-             else "no", model_cfg.n_classes, describe_input(model_cfg))
+    head = ("fc from the file (a fightwatch model with the same classes)" if own_fc else
+            f"fc stays freshly initialised ({fc.shape[0] if fc is not None else 'no'} -> {model_cfg.n_classes} classes)")
+    log.info("loaded %d pretrained tensors from %s (%s, epoch %s, %s); %s; %s", len(loaded), path,
+             arch or "bare state_dict", epoch, f"saved by the {FAMILY_CODE[saved]}" if saved else "saving code unknown",
+             head, describe_input(model_cfg))
+
+
+_STATED = ("family", "mean", "std", "value_scale", "conv1_t_stride", "no_max_pool")
+
+
+def _check_stated(path: Path, stored: dict, model_cfg: ModelConfig) -> bool:
+    """InputError unless a fightwatch checkpoint's input and layer settings (those no weight shows) are the
+    config's; True when its classes are the config's too, so its fc can be kept."""
+    for key in _STATED:
+        if key in stored and not _same(stored[key], getattr(model_cfg, key)):
+            raise InputError(f"{path}: the model was trained with model.{key}={stored[key]}, the config states "
+                             f"{getattr(model_cfg, key)}: set model.{key} to match")
+    return stored.get("n_classes") == model_cfg.n_classes
+
+
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 
 from cluster.config import Config, flatten
 from cluster.distributed import process_group
-from cluster.prepare import make_run_dir
+from cluster.prepare import check_split, make_run_dir
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def datasets(cfg: Config, store: ClipStore) -> tuple[ClipDataset, ClipDataset]:
-    manifest = make_run_dir(cfg.run_dir) / "manifest.jsonl"
+    run_dir = make_run_dir(cfg.run_dir)
+    manifest = run_dir / "manifest.jsonl"
     if not manifest.is_file():
         raise InputError(f"{manifest}: no prepared clips; run `fightwatch prepare` with this config first")
+    check_split(run_dir, cfg.data.split)
     rows, m = read_manifest(manifest), cfg.model
     return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], m.sample_size, m.sample_duration,
                              m.normalization, train=subset == "training", seed=cfg.seed)

@@ -55,7 +55,9 @@ def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:
             model, val_metrics = train(cfg.train, cfg.model, plan, train_set, val_set, run_dir, tracker, cfg.seed,
                                        resume, cfg.dist.grad_sync)
             if main:
-                save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs)
+                # the run id lets `fightwatch evaluate` log its run as a child of this training's
+                save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs,
+                                extra={"mlflow_run_id": tracker.run_id})
                 tracker.log_model(model, val_set[0][0].unsqueeze(0))
         barrier()  # model.pth is whole before any rank returns
     return val_metrics, tracker.run_id

@@ -25,6 +25,7 @@ examples:
   fightwatch train --config configs/ava_fight.yaml --set accel.precision=fp32
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
   fightwatch evaluate --model model.pth --data RWF-2000 --subset validation --clips 10 --crops 3 --out metrics.json
+  fightwatch summarise --config configs/ava_fight.yaml --out kfold.json   # mean ± std of the folds' evaluations
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
 """
@@ -160,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-mlflow", dest="mlflow", action="store_false",
                           help="do not log an MLflow run (by default one is logged to the config's tracking store, "
                                "a child of the model's training run when that store has it)")
+
+    summarise = commands.add_parser(
+        "summarise", help="pool the folds of a k-fold: mean ± std of the evaluation runs in MLflow",
+        description="Read the evaluation runs (`fightwatch evaluate`) of an MLflow experiment, group them by their "
+                    "settings and their training's seed and number of folds (every param but the fold and the "
+                    "model and video paths), and print each group's headline metrics as mean ± sample standard "
+                    "deviation over the runs, with n and the folds.")
+    _add_config_args(summarise, "configs/ava_fight.yaml", "experiment YAML whose MLflow store is read "
+                     "(tracking.tracking_uri, else <run_dir>/mlflow.db; MLFLOW_TRACKING_URI wins)")
+    summarise.add_argument("--experiment", help="the MLflow experiment (default: the config's tracking.experiment)")
+    summarise.add_argument("--filter", metavar="FILTER",
+                           help="only runs matching this MLflow filter string, e.g. \"params.`data.split.folds` = "
+                                "'5'\" or \"params.clips = '10'\"")
+    summarise.add_argument("--out", type=Path, help="also write the groups, with every metric, as JSON")
 
     plan = commands.add_parser(
         "plan", help="show which CPUs each training rank of a node runs on",
@@ -339,6 +354,20 @@ def _evaluate(args) -> None:
               + f" in {tracking_uri(config.tracking, Path(config.run_dir))}")
 
 
+def _summarise(args) -> None:
+    from cluster.config import load_config
+    from cluster.summarise import run_summarise, summary_lines
+    from trainer.tracking import tracking_uri
+
+    config = load_config(args.config, args.overrides + args.more_overrides)
+    uri = tracking_uri(config.tracking, Path(config.run_dir))
+    experiment = args.experiment or config.tracking.experiment
+    groups = run_summarise(uri, experiment, args.filter, args.out)
+    print(f"{sum(g['n'] for g in groups)} evaluation run(s) of experiment {experiment} in {uri}, "
+          f"{len(groups)} group(s)" + (f" -> {args.out}" if args.out else ""))
+    print("\n".join(summary_lines(groups)))
+
+
 def _plan(args) -> None:
     from cluster.placement import plan_json, plan_ranks
     from cluster.topology import load_topology
@@ -353,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_console(args.debug)
     try:
         return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "evaluate": _evaluate,
-                "plan": _plan, "watch": run_watch}[args.command](args) or 0
+                "summarise": _summarise, "plan": _plan, "watch": run_watch}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise

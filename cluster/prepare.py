@@ -113,7 +113,8 @@ def run_prepare(cfg: Config) -> PrepareResult:
     extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address)
     kept = [row for row in rows if store.has(row["clip_id"])]
     split = dataclasses.asdict(cfg.data.split) if cfg.data.split else None
-    atomic_write(run_dir / SPLIT_FILE, lambda f: f.write(json.dumps({"split": split}).encode()))  # before the manifest
+    # first, so a manifest on disk never stands beside another split's record
+    atomic_write(run_dir / SPLIT_FILE, lambda f: f.write(json.dumps({"split": split}).encode()))
     write_manifest(run_dir / "manifest.jsonl", kept)
     ava.write_resnets_annotation(run_dir / "annotation.json", kept)
     write_manifest(run_dir / "extract_failures.jsonl", extraction.failures)

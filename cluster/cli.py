@@ -26,13 +26,14 @@ examples:
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./resnet-34-kinetics.pth --mode score
   fightwatch evaluate --model model.pth --data RWF-2000 --subset validation --clips 10 --crops 3 --out metrics.json
+  fightwatch summarise --config configs/ava_fight.yaml --out kfold.json   # mean ± std of the folds' evaluations
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
 """
 
 
-def _add_config_args(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--config", default=default, help=f"experiment YAML (default: {default})")
+def _add_config_args(parser: argparse.ArgumentParser, default: str, what: str = "experiment YAML") -> None:
+    parser.add_argument("--config", default=default, help=f"{what} (default: {default})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set")
@@ -163,15 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "scored as `score` does, the config's alert policy replayed; reports fights caught, "
                              "latency and false alerts per hour")
     evaluate.add_argument("--subset", choices=["training", "validation"],
-                          help="with --data in RWF-2000's layout: only train/ (training) or val/ (validation)")
+                          help="with --data: only RWF-2000's train/ (training) or val/ (validation); in a folder "
+                               "per class, the side of the config's split (data.val_fraction, or the k-fold "
+                               "data.split, with seed) that `fightwatch prepare` made")
     evaluate.add_argument("--clips", type=int, default=10, help="windows per video, spread evenly (default: 10)")
     evaluate.add_argument("--crops", type=int, choices=[1, 3], default=1,
                           help="1: the centre square; 3: three squares along the long side (default: 1)")
     evaluate.add_argument("--average", choices=["prob", "logit"], default="prob",
                           help="average the views' probabilities or their logits (default: prob)")
-    evaluate.add_argument("--config", default="configs/ava_fight.yaml",
-                          help="experiment YAML whose alerts.threshold is the default threshold, and whose score "
-                               "and alerts sections --untrimmed follows (default: configs/ava_fight.yaml)")
+    _add_config_args(evaluate, "configs/ava_fight.yaml",
+                     "experiment YAML: its alerts.threshold is the default threshold, --untrimmed follows its score "
+                     "and alerts sections, --subset its data split; the run is logged to its MLflow store")
     evaluate.add_argument("--threshold", type=float, help="fight probability that counts as fight "
                                                           "(default: the config's alerts.threshold)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
@@ -179,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
     evaluate.add_argument("--out", required=True, type=Path, help="the report to write (JSON)")
     evaluate.add_argument("--dump", type=Path, help="also one CSV row per video: label, probability, views")
+    evaluate.add_argument("--no-mlflow", dest="mlflow", action="store_false",
+                          help="do not log an MLflow run (by default one is logged to the config's tracking store, "
+                               "a child of the model's training run when that store has it)")
+
+    summarise = commands.add_parser(
+        "summarise", help="pool the folds of a k-fold: mean ± std of the evaluation runs in MLflow",
+        description="Read the evaluation runs (`fightwatch evaluate`) of an MLflow experiment, group them by their "
+                    "settings and their training's seed and number of folds (every param but the fold and the "
+                    "model and video paths), and print each group's headline metrics as mean ± sample standard "
+                    "deviation over the runs, with n and the folds.")
+    _add_config_args(summarise, "configs/ava_fight.yaml", "experiment YAML whose MLflow store is read "
+                     "(tracking.tracking_uri, else <run_dir>/mlflow.db; MLFLOW_TRACKING_URI wins)")
+    summarise.add_argument("--experiment", help="the MLflow experiment (default: the config's tracking.experiment)")
+    summarise.add_argument("--filter", metavar="FILTER",
+                           help="only runs matching this MLflow filter string, e.g. \"params.`data.split.folds` = "
+                                "'5'\" or \"params.clips = '10'\"")
+    summarise.add_argument("--out", type=Path, help="also write the groups, with every metric, as JSON")
 
     plan = commands.add_parser(
         "plan", help="show which CPUs each training rank of a node runs on",
@@ -311,17 +331,19 @@ def _score(args) -> None:
 
 def _evaluate(args) -> None:
     from cluster.config import load_config
-    from cluster.evaluate import evaluate_job, folder_videos, listed_videos, untrimmed_job
+    from cluster.evaluate import (evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation,
+                                  untrimmed_job)
     from trainer.accel import AccelConfig, plan_for
     from trainer.checkpoint import load_model
     from trainer.serve.evaluate import EvalConfig
     from trainer.serve.scoring import check_fight_model, prepare_model
+    from trainer.tracking import tracking_uri
 
     try:
         cfg = EvalConfig(args.clips, args.crops, args.average, args.batch_size)
     except ValueError as e:
         raise InputError(str(e)) from None
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides + args.more_overrides)
     threshold = args.threshold if args.threshold is not None else config.alerts.threshold
     if not 0 < threshold < 1:
         raise InputError(f"--threshold {threshold}: must be between 0 and 1")
@@ -333,18 +355,44 @@ def _evaluate(args) -> None:
     model = prepare_model(model, plan)
     if args.untrimmed:
         policy = dataclasses.replace(config.alerts, threshold=threshold)
-        found = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
-        latency = found["latency_s"]
-        print(f"caught {found['caught']} of {found['fights']} fights (latency median "
-              f"{latency['median'] if latency else float('nan'):.2f} s), {found['false_alerts']} false alert(s), "
-              f"{found['false_alerts_per_hour']:.2f} per hour over {found['hours'] * 60:.1f} min -> {args.out}")
-        return
-    videos = listed_videos(args.list) if args.list else folder_videos(args.data, args.subset)
-    result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump)
-    video, view = result["video"], result["view"]
-    print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
-          f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "
-          f"accuracy {view['accuracy']:.4f}; {len(result['errors'])} unreadable -> {args.out}")
+        result = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
+        latency = result["latency_s"]
+        print(f"caught {result['caught']} of {result['fights']} fights (latency median "
+              f"{latency['median'] if latency else float('nan'):.2f} s), {result['false_alerts']} false alert(s), "
+              f"{result['false_alerts_per_hour']:.2f} per hour over {result['hours'] * 60:.1f} min -> {args.out}")
+        params = {"data_source": "untrimmed", "data": args.untrimmed.resolve(), "stride": config.score.stride,
+                  **dataclasses.asdict(policy)}
+    else:
+        videos = (listed_videos(args.list) if args.list else
+                  folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split))
+        result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump)
+        video, view = result["video"], result["view"]
+        print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
+              f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "
+              f"accuracy {view['accuracy']:.4f}; {len(result['errors'])} unreadable -> {args.out}")
+        params = {"data_source": "list" if args.list else "folders", "data": (args.list or args.data).resolve(),
+                  "subset": args.subset, "clips": cfg.clips, "crops": cfg.crops, "average": cfg.average,
+                  "threshold": threshold}
+    if args.mlflow:
+        run_id, parent_id = log_evaluation(config, args.model, {"model": args.model.resolve(),
+                                                                "precision": plan.precision, **params},
+                                           evaluation_metrics(result), [p for p in (args.out, args.dump) if p])
+        print(f"MLflow run {run_id}" + (f", a child of training run {parent_id}," if parent_id else "")
+              + f" in {tracking_uri(config.tracking, Path(config.run_dir))}")
+
+
+def _summarise(args) -> None:
+    from cluster.config import load_config
+    from cluster.summarise import run_summarise, summary_lines
+    from trainer.tracking import tracking_uri
+
+    config = load_config(args.config, args.overrides + args.more_overrides)
+    uri = tracking_uri(config.tracking, Path(config.run_dir))
+    experiment = args.experiment or config.tracking.experiment
+    groups = run_summarise(uri, experiment, args.filter, args.out)
+    print(f"{sum(g['n'] for g in groups)} evaluation run(s) of experiment {experiment} in {uri}, "
+          f"{len(groups)} group(s)" + (f" -> {args.out}" if args.out else ""))
+    print("\n".join(summary_lines(groups)))
 
 
 def _plan(args) -> None:
@@ -361,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_console(args.debug)
     try:
         return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "evaluate": _evaluate,
-                "plan": _plan, "watch": run_watch}[args.command](args) or 0
+                "summarise": _summarise, "plan": _plan, "watch": run_watch}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise

@@ -25,6 +25,7 @@ import yaml
 from cluster.distributed import DistConfig
 from data.clips import ClipConfig
 from data.errors import InputError
+from data.folders import KFold
 from trainer.accel import AccelConfig
 from trainer.serve.alerts import AlertPolicy
 from trainer.serve.scoring import ScoreConfig
@@ -78,6 +79,7 @@ class DataConfig:
     ava: AvaConfig | None
     folders_root: str | None = field(metadata={"path": True})  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
     val_fraction: float
+    split: KFold | None  # {folds: K, fold: i}: k-fold by video in place of val_fraction (sources folders, synthetic)
     clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp
     video_root: str | None = field(metadata={"path": True})  # local copies named <video_id>.<ext>; null: download with yt-dlp into cache_dir
     cache_dir: str = field(metadata={"path": True})
@@ -89,6 +91,9 @@ class DataConfig:
         needed = {"synthetic": self.synthetic, "ava": self.ava, "folders": self.folders_root}[self.source]
         if needed is None:
             raise ValueError(f"source is {self.source!r} but '{self.source if self.source != 'folders' else 'folders_root'}' is null")
+        if self.split is not None and self.source == "ava":
+            raise ValueError("data.split (k-fold) applies to sources folders and synthetic; source ava splits by "
+                             "its files (ava.val_csv) or val_fraction: set data.split: null")
         if not 0 <= self.val_fraction < 1 or self.clip_seconds <= 0 or self.download_workers < 1:
             raise ValueError("need 0 <= val_fraction < 1, clip_seconds > 0, download_workers >= 1")
 

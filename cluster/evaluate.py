@@ -7,6 +7,10 @@ accuracy, precision/recall/F1 of fight, ROC-AUC, PR-AP, the confusion matrix and
 view-level (each view on its own), and throughput. `--dump` writes one CSV row per video with its views'
 probabilities, from which every video-level figure can be recomputed. `untrimmed_job` measures what an operator
 sees instead: fights caught, alert latency and false alerts per hour on long videos with ground-truth intervals.
+
+`log_evaluation` records either as an MLflow run (tag fightwatch.kind=evaluation): its settings as params, the
+report's figures as metrics (`evaluation_metrics`), the report and the dump as artifacts; a child of the training
+run its checkpoint names, with that run's seed and k-fold params, so cluster/summarise.py can pool the folds.
 """
 
 from __future__ import annotations
@@ -19,30 +23,41 @@ import logging
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
+from cluster.config import Config
+from cluster.prepare import make_run_dir
 from data.errors import InputError
-from data.folders import folder_manifest
+from data.folders import KFold, folder_manifest
 from data.store import atomic_write
 from trainer.accel import AccelPlan
+from trainer.checkpoint import read_checkpoint
 from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy,
                              threshold_sweep, timeline_report)
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerts import AlertPolicy, detect_alerts
 from trainer.serve.evaluate import EvalConfig, video_fight_prob, view_logits
 from trainer.serve.scoring import ScoreConfig, score_video, windows
+from trainer.tracking import ensure_experiment, git_commit, mlflow_params, tracking_uri
 
 log = logging.getLogger(__name__)
 
 LABELS = {"fight": 1, "1": 1, "nonfight": 0, "non-fight": 0, "0": 0}
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
+KIND_TAG = "fightwatch.kind"  # "evaluation" on the runs log_evaluation makes
+TRAINING_PARAMS = ("seed", "data.split.folds", "data.split.fold")  # copied from the training run: what groups folds
 
 
-def folder_videos(root: Path, subset: str | None) -> list[tuple[str, Path, int]]:
-    """(name, path, label) of every video in a folder-per-class layout (one subset of RWF-2000's, if asked)."""
-    rows = [r for r in folder_manifest(root, 0.0, seed=0) if subset is None or r["subset"] == subset]
+def folder_videos(root: Path, subset: str | None, val_fraction: float = 0.0, seed: int = 0,
+                  split: KFold | None = None) -> list[tuple[str, Path, int]]:
+    """(name, path, label) of every video in a folder-per-class layout, or of one subset: RWF-2000's own, or the
+    side of the split that `fightwatch prepare` makes of the same folder from `val_fraction` or `split`, and `seed`."""
+    rows = [r for r in folder_manifest(root, val_fraction, seed, split if subset else None)
+            if subset is None or r["subset"] == subset]
     if not rows:
         raise InputError(f"{root}: no videos in subset {subset!r}")
     return [(Path(r["path"]).relative_to(root).as_posix(), Path(r["path"]), r["label_id"]) for r in rows]
@@ -147,3 +162,58 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
               "policy": dataclasses.asdict(policy), "stride": score_cfg.stride, "per_video": per_video}
     atomic_write(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
     return result
+
+
+def evaluation_metrics(result: dict) -> dict[str, float]:
+    """A report's scalar figures, as MLflow metrics. Pure. Labelled videos: `video_<figure>` (the headline) and
+    `view_<figure>` (accuracy, mean_class_accuracy, precision, recall, f1, roc_auc, pr_ap, count), the throughput
+    and the count of unreadable videos; untrimmed: the counts, false alerts per hour, latency median and max."""
+    if "video" in result:
+        out = {f"{level}_{name}": value for level in ("video", "view") for name, value in result[level].items()
+               if isinstance(value, (int, float))}
+        speed = result["throughput"]
+        out.update({name: speed[name] for name in ("videos_per_s", "views_per_s", "frames_decoded_per_s", "seconds")})
+        return {**out, "unreadable_videos": len(result["errors"])}
+    out = {name: result[name] for name in ("videos", "hours", "fights", "caught", "false_alerts",
+                                            "false_alerts_per_hour")}
+    return {**out, **{f"latency_{name}_s": value for name, value in (result["latency_s"] or {}).items()}}
+
+
+def training_run(model_path: Path):
+    """The MLflow run (in the current store) that trained the checkpoint, or None: a checkpoint from elsewhere, or
+    a run in another store or deleted."""
+    run_id = read_checkpoint(model_path).get("mlflow_run_id")
+    if run_id is None:
+        return None
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":
+        log.warning("%s: its training run %s is not in %s; the evaluation run is not linked to it", model_path,
+                    run_id, mlflow.get_tracking_uri())
+        return None
+    return run
+
+
+def log_evaluation(config: Config, model_path: Path, params: dict, metrics: dict[str, float],
+                   artifacts: list[Path]) -> tuple[str, str | None]:
+    """Log an evaluation as an MLflow run in the config's tracking store (MLFLOW_TRACKING_URI wins); returns its id
+    and its parent's. When the store has the checkpoint's training run, the evaluation is its child (the UI nests
+    it), in its experiment, with its TRAINING_PARAMS; otherwise a run of the config's experiment."""
+    run_dir = make_run_dir(config.run_dir)
+    mlflow.set_tracking_uri(tracking_uri(config.tracking, run_dir))
+    training = training_run(model_path)
+    if training is None:
+        experiment_id, parent_id, copied = ensure_experiment(config.tracking, run_dir), None, {}
+    else:
+        experiment_id, parent_id = training.info.experiment_id, training.info.run_id
+        copied = {k: v for k, v in training.data.params.items() if k in TRAINING_PARAMS}
+    name = "evaluate" + (f" fold {copied['data.split.fold']}" if "data.split.fold" in copied else "")
+    with mlflow.start_run(experiment_id=experiment_id, parent_run_id=parent_id, run_name=name,
+                          tags={KIND_TAG: "evaluation", "git_commit": git_commit()}) as run:
+        mlflow.log_params(mlflow_params({**params, **copied}))
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+    return run.info.run_id, parent_id

@@ -3,11 +3,14 @@
 AVA: select balanced fight/non-fight samples, find the videos locally (`data.video_root`) or download them with
 yt-dlp (`data.cache_dir`), extract the clips with Ray Data. Writes under run_dir: `clips/` (the store),
 `manifest.jsonl` (the clips that landed), `annotation.json` (3D-ResNets-PyTorch's format),
-`extract_failures.jsonl` (clip, reason, error) and `unavailable_videos.json`.
+`extract_failures.jsonl` (clip, reason, error), `unavailable_videos.json` and `split.json` (the data.split the
+manifest was made for: `check_split` keeps one run dir to one split, so the folds of a k-fold never share a
+manifest, checkpoints, trunk cache or model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,12 +20,14 @@ from cluster.config import AvaConfig, Config
 from data import ava
 from data.download import video_paths
 from data.errors import InputError
-from data.folders import folder_manifest
+from data.folders import KFold, folder_manifest
 from data.pipeline import ExtractionSummary, extract_clips
 from data.store import ClipStore, atomic_write, write_manifest
 from data.synthetic import generate_dataset
 
 log = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
 
 
 def make_run_dir(path: str | Path) -> Path:
@@ -31,6 +36,24 @@ def make_run_dir(path: str | Path) -> Path:
         raise InputError(f"{run_dir}: run_dir exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _split_text(split: dict | None) -> str:
+    return "null" if split is None else f"{{folds: {split['folds']}, fold: {split['fold']}}}"
+
+
+def check_split(run_dir: Path, split: KFold | None) -> None:
+    """InputError when run_dir holds a manifest made for another data.split: a fold trained in another fold's run
+    dir would resume its checkpoints and overwrite its model. A manifest from before split.json was made with null."""
+    if not (run_dir / "manifest.jsonl").is_file():
+        return
+    path = run_dir / SPLIT_FILE
+    made = json.loads(path.read_text())["split"] if path.is_file() else None
+    wanted = dataclasses.asdict(split) if split else None
+    if made != wanted:
+        raise InputError(f"{run_dir}: prepared for data.split {_split_text(made)}, but the config has "
+                         f"{_split_text(wanted)}; give each fold its own run_dir (e.g. run_dir=runs/fold1), or "
+                         f"delete {run_dir / 'manifest.jsonl'} to prepare this one again")
 
 
 @dataclass
@@ -69,9 +92,9 @@ def source_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
         syn = data.synthetic
         generate_dataset(run_dir / "videos", syn.videos_per_class, syn.seconds, cfg.seed,
                          width=syn.width, height=syn.height, fps=syn.fps)
-        return folder_manifest(run_dir / "videos", data.val_fraction, cfg.seed), []
+        return folder_manifest(run_dir / "videos", data.val_fraction, cfg.seed, data.split), []
     if data.source == "folders":
-        return folder_manifest(data.folders_root, data.val_fraction, cfg.seed), []
+        return folder_manifest(data.folders_root, data.val_fraction, cfg.seed, data.split), []
     rows = ava_rows(data.ava, data.val_fraction, data.clip_seconds, cfg.seed)
     ids = sorted({row["video_id"] for row in rows})
     if data.video_root is not None:
@@ -84,10 +107,14 @@ def source_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
 
 def run_prepare(cfg: Config) -> PrepareResult:
     run_dir = make_run_dir(cfg.run_dir)
+    check_split(run_dir, cfg.data.split)
     rows, unavailable = source_rows(cfg, run_dir)
     store = ClipStore(run_dir / "clips")
     extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address)
     kept = [row for row in rows if store.has(row["clip_id"])]
+    split = dataclasses.asdict(cfg.data.split) if cfg.data.split else None
+    # first, so a manifest on disk never stands beside another split's record
+    atomic_write(run_dir / SPLIT_FILE, lambda f: f.write(json.dumps({"split": split}).encode()))
     write_manifest(run_dir / "manifest.jsonl", kept)
     ava.write_resnets_annotation(run_dir / "annotation.json", kept)
     write_manifest(run_dir / "extract_failures.jsonl", extraction.failures)

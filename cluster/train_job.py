@@ -13,7 +13,7 @@ import logging
 
 from cluster.config import Config, flatten
 from cluster.distributed import process_group
-from cluster.prepare import make_run_dir
+from cluster.prepare import check_split, make_run_dir
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def datasets(cfg: Config, store: ClipStore) -> tuple[ClipDataset, ClipDataset]:
-    manifest = make_run_dir(cfg.run_dir) / "manifest.jsonl"
+    run_dir = make_run_dir(cfg.run_dir)
+    manifest = run_dir / "manifest.jsonl"
     if not manifest.is_file():
         raise InputError(f"{manifest}: no prepared clips; run `fightwatch prepare` with this config first")
+    check_split(run_dir, cfg.data.split)
     rows, m = read_manifest(manifest), cfg.model
     return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], m.sample_size, m.sample_duration,
                              m.normalization, train=subset == "training", seed=cfg.seed)
@@ -53,7 +55,9 @@ def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:
             model, val_metrics = train(cfg.train, cfg.model, plan, train_set, val_set, run_dir, tracker, cfg.seed,
                                        resume, cfg.dist.grad_sync)
             if main:
-                save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs)
+                # the run id lets `fightwatch evaluate` log its run as a child of this training's
+                save_checkpoint(run_dir / "model.pth", model, cfg.model, cfg.train.epochs,
+                                extra={"mlflow_run_id": tracker.run_id})
                 tracker.log_model(model, val_set[0][0].unsqueeze(0))
         barrier()  # model.pth is whole before any rank returns
     return val_metrics, tracker.run_id

@@ -5,15 +5,17 @@ Accepted layouts (as the public fight datasets ship):
   <root>/train/Fight/*.avi, <root>/val/NonFight/*.avi          (RWF-2000: a split, then a folder per class)
 Class folder names are matched case-insensitively: fight, fights, violence -> fight;
 nonfight, nonfights, non-fight, nofight, noviolence, non-violence, calm -> nonfight. Without split folders a seeded,
-class-stratified `val_fraction` of the videos is held out. Each video becomes one clip spanning the whole video
-(these datasets are cut into short clips already); its id is its path under the root, percent-encoded
-(`video_id_of`).
+class-stratified `val_fraction` of the videos is held out, or with a `KFold` (config `data.split`) one fold of a
+seeded, class-stratified k-fold split by video (`kfold_split`), for data sets without an official split (Hockey
+Fights, Movies). Each video becomes one clip spanning the whole video (these datasets are cut into short clips
+already); its id is its path under the root, percent-encoded (`video_id_of`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +30,43 @@ CLASS_FOLDERS = {
 }
 log = logging.getLogger(__name__)
 SPLIT_FOLDERS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
+
+
+@dataclass(frozen=True)
+class KFold:
+    """Fold `fold` (from 0) of `folds`: its videos are the validation subset, the other folds' the training one."""
+
+    folds: int
+    fold: int
+
+    def __post_init__(self):
+        if self.folds < 2 or not 0 <= self.fold < self.folds:
+            raise ValueError(f"k-fold needs folds >= 2 and 0 <= fold < folds, got folds {self.folds}, fold {self.fold}")
+
+
+def kfold_split(by_label: dict[str, list], split: KFold, seed: int) -> dict[str, dict[str, list]]:
+    """{"training": {label: videos}, "validation": {label: videos}} of one fold, each list in sorted order. Pure.
+
+    Each class, sorted then shuffled by `seed`, is dealt round-robin over the folds, the deal of a class going on
+    where the previous class's stopped: every fold gets its share of each class (within one video) and fold sizes
+    differ by at most one. The deal depends on the videos and the seed only, never on `split.fold`, so the folds of
+    one seed partition the videos. ValueError when a class has fewer videos than folds.
+    """
+    rng = random.Random(seed)
+    out: dict[str, dict[str, list]] = {"training": {}, "validation": {}}
+    dealt = 0
+    for label in sorted(by_label):
+        videos = sorted(by_label[label])
+        if len(videos) < split.folds:
+            raise ValueError(f"{split.folds} folds need at least {split.folds} videos of each class; "
+                             f"{label} has {len(videos)}")
+        order = videos.copy()
+        rng.shuffle(order)
+        fold_of = {video: (dealt + i) % split.folds for i, video in enumerate(order)}
+        dealt += len(videos)
+        out["validation"][label] = [v for v in videos if fold_of[v] == split.fold]
+        out["training"][label] = [v for v in videos if fold_of[v] != split.fold]
+    return out
 
 
 def video_id_of(path: Path, root: Path) -> str:
@@ -46,15 +85,25 @@ def _class_videos(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def folder_manifest(root: str | Path, val_fraction: float, seed: int) -> list[dict]:
-    """Manifest rows ({"clip_id", "video_id", "path", "start_s", "end_s", "label", "label_id", "subset"})."""
+def folder_manifest(root: str | Path, val_fraction: float, seed: int, split: KFold | None = None) -> list[dict]:
+    """Manifest rows ({"clip_id", "video_id", "path", "start_s", "end_s", "label", "label_id", "subset"}).
+
+    `split` (k-fold) replaces `val_fraction`; a layout with its own split folders takes neither."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: video folder does not exist")
     splits = {SPLIT_FOLDERS[p.name.lower()]: p for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_FOLDERS}
     by_subset: dict[str, dict[str, list[Path]]] = {}
+    if splits and split is not None:
+        raise InputError(f"{root}: has its own split folders ({', '.join(sorted(p.name for p in splits.values()))}), "
+                         f"so data.split (k-fold) does not apply: set data.split: null")
     if splits:
         by_subset = {subset: _class_videos(folder) for subset, folder in splits.items()}
+    elif split is not None:
+        try:
+            by_subset = kfold_split(_class_videos(root), split, seed)
+        except ValueError as e:
+            raise InputError(f"{root}: data.split: {e}") from None
     else:
         rng = random.Random(seed)
         by_subset = {"training": {}, "validation": {}}

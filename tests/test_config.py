@@ -76,3 +76,21 @@ def test_path_fields_are_made_absolute_by_their_type(tmp_path):
     assert again.data.video_root == "/shared/videos" and again.run_dir == f"/shared/{cfg.run_dir}"
     assert all(p.startswith("/shared/") for p in again.data.ava.excluded)
     assert absolute_path_overrides(again, Path("/elsewhere")) == []
+
+
+def test_kfold_split_is_a_data_key_that_reaches_the_params():
+    assert load_config(DEMO).data.split is None and flatten(load_config(DEMO))["data.split"] is None
+    params = flatten(load_config(DEMO, ["data.split={folds: 5, fold: 4}"]))
+    assert (params["data.split.folds"], params["data.split.fold"]) == (5, 4)
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("demo.yaml", "data.split={folds: 1, fold: 0}", r"demo.yaml:\d+: 'data.split': k-fold needs folds >= 2"),
+    ("demo.yaml", "data.split={folds: 3, fold: 3}", r"'data.split': k-fold needs folds >= 2 and 0 <= fold < folds"),
+    ("demo.yaml", "data.split={folds: 3}", r"missing key 'data.split.fold'"),
+    ("ava_fight.yaml", "data.split={folds: 3, fold: 0}", r"ava_fight.yaml:\d+: 'data': data.split \(k-fold\) applies "
+                                                         r"to sources folders and synthetic"),
+])
+def test_bad_kfold_split_is_a_config_error(config, override, message):
+    with pytest.raises(InputError, match=message):
+        load_config(ROOT / "configs" / config, [override])

@@ -8,7 +8,7 @@ import av
 import mlflow
 import pytest
 
-from tests.helpers import FIGHTWATCH, ROOT
+from tests.helpers import FIGHTWATCH, ROOT, mlflow_runs
 from trainer.metrics import timeline_report
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
@@ -72,11 +72,13 @@ def test_demo_console_is_quiet_and_the_run_log_keeps_the_rest(demo_run):
 
 def test_evaluate_untrimmed_matches_the_timeline_s_ground_truth(demo_run, tmp_path):
     """`fightwatch evaluate --untrimmed` on the demo's held-out timeline, with the demo's policy and precision
-    (the demo scores in fp32): the one fight caught, no false alert, the same as the demo's own alert."""
+    (the demo scores in fp32): the one fight caught, no false alert, the same as the demo's own alert. Its MLflow
+    run goes to the store of the config's run_dir (here not the demo's, so it is not linked to the training)."""
     run_dir, _ = demo_run
     result = subprocess.run([str(FIGHTWATCH), "evaluate", "--model", str(run_dir / "model.pth"), "--config",
-                             "configs/demo.yaml", "--untrimmed", str(run_dir / "heldout"), "--precision",
-                             "fp32", "--out", str(tmp_path / "untrimmed.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             "configs/demo.yaml", "--set", f"run_dir={tmp_path}", "--untrimmed",
+                             str(run_dir / "heldout"), "--precision", "fp32", "--out", str(tmp_path / "untrimmed.json")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "untrimmed.json").read_text())
     truth = json.loads((run_dir / "heldout" / "timeline.json").read_text())
@@ -87,6 +89,10 @@ def test_evaluate_untrimmed_matches_the_timeline_s_ground_truth(demo_run, tmp_pa
     (demo_alert,) = demo_alerts
     assert report["latency_s"]["max"] == pytest.approx(demo_alert["raised_s"] - truth["fight_intervals"][0][0],
                                                        abs=1e-3)
+    _, (run,) = mlflow_runs(tmp_path)
+    assert run.data.params["data_source"] == "untrimmed" and run.data.params["consecutive"] == "2"
+    assert (run.data.metrics["caught"], run.data.metrics["false_alerts"]) == (1, 0)
+    assert "mlflow.parentRunId" not in run.data.tags
 
 
 def test_demo_is_one_mlflow_run_with_epoch_metrics_and_artifacts(demo_run):

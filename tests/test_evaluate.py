@@ -2,12 +2,15 @@
 
 import csv
 import json
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 
-from cluster.evaluate import evaluate_job, folder_videos, listed_videos
+from cluster.config import load_config
+from cluster.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
 from data.errors import InputError
 from tests.videos import write_video
 from trainer.accel import AccelConfig, plan_for
@@ -82,6 +85,11 @@ def test_video_level_figures_equal_a_hand_computation_from_the_dump(dataset, tmp
     assert result["view"]["count"] == 72 and result["video"]["count"] == 8
     assert sum(map(sum, result["video"]["confusion"]["matrix"])) == 8
     assert [s["threshold"] for s in result["video"]["threshold_sweep"]][0] == 0.1
+    metrics = evaluation_metrics(result)  # what MLflow gets: the scalars, by level
+    assert metrics["video_accuracy"] == result["video"]["accuracy"] and metrics["view_count"] == 72
+    assert metrics["video_roc_auc"] == result["video"]["roc_auc"] and metrics["unreadable_videos"] == 0
+    assert metrics["videos_per_s"] == result["throughput"]["videos_per_s"]
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
 
 
 def test_one_view_is_the_centre_window_of_the_video(dataset):
@@ -101,3 +109,38 @@ def test_bad_lists_name_the_file_and_line(tmp_path, dataset):
     (tmp_path / "c.csv").write_text(f"# path,label\n{root}/fights/1.mp4,1\n{root}/nonfights/1.mp4,0\n")
     assert [(name.endswith("1.mp4"), label) for name, _, label in listed_videos(tmp_path / "c.csv")] == [
         (True, 1), (True, 0)]
+
+
+def test_an_evaluation_run_is_a_child_of_its_training_run_with_its_fold(dataset, tmp_path, monkeypatch):
+    """A real MLflow store holding a training run (as a k-fold `fightwatch train` leaves it): the evaluation of its
+    checkpoint nests under it, in its experiment, with its seed and fold; a checkpoint whose training run the store
+    does not have gets a plain run in the config's experiment."""
+    _, model = dataset
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # wins over the config's store; monkeypatch removes it after
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("folds", artifact_location=(tmp_path / "artifacts").as_uri())
+    training = client.create_run(experiment, run_name="train").info.run_id
+    for key, value in {"seed": 7, "data.split.folds": 3, "data.split.fold": 1, "train.epochs": 8}.items():
+        client.log_param(training, key, value)
+    save_checkpoint(tmp_path / "model.pth", model, MODEL_CFG, epoch=1, extra={"mlflow_run_id": training})
+    (tmp_path / "m.json").write_text("{}")
+    config = load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", [f"run_dir={tmp_path / 'run'}"])
+
+    run_id, parent = log_evaluation(config, tmp_path / "model.pth", {"clips": 3, "subset": None},
+                                    {"video_accuracy": 0.75}, [tmp_path / "m.json"])
+    run = client.get_run(run_id)
+    assert parent == training and run.data.tags["mlflow.parentRunId"] == training
+    assert run.info.experiment_id == experiment and run.info.run_name == "evaluate fold 1"
+    assert run.data.tags["fightwatch.kind"] == "evaluation"
+    assert run.data.params == {"clips": "3", "subset": "null", "seed": "7", "data.split.folds": "3",
+                               "data.split.fold": "1"}
+    assert run.data.metrics == {"video_accuracy": 0.75}
+    assert [a.path for a in client.list_artifacts(run_id)] == ["m.json"]
+
+    save_checkpoint(tmp_path / "other.pth", model, MODEL_CFG, epoch=1, extra={"mlflow_run_id": "0" * 32})
+    run_id, parent = log_evaluation(config, tmp_path / "other.pth", {"clips": 3}, {"video_accuracy": 0.5}, [])
+    run = client.get_run(run_id)
+    assert parent is None and "mlflow.parentRunId" not in run.data.tags
+    assert client.get_experiment(run.info.experiment_id).name == config.tracking.experiment
+    assert run.data.params == {"clips": "3"}

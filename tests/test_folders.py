@@ -1,7 +1,7 @@
 import pytest
 
 from data.errors import InputError
-from data.folders import folder_manifest
+from data.folders import KFold, folder_manifest, kfold_split
 from tests.videos import write_video
 
 
@@ -46,3 +46,63 @@ def test_missing_class_or_root_is_an_error(tmp_path):
     write_video(tmp_path / "fights" / "0.mp4", 10)
     with pytest.raises(InputError, match="both classes"):
         folder_manifest(tmp_path, 0.2, 0)
+
+
+def videos_by_label(fights=7, nonfights=5):
+    return {"fight": [f"f{i:02d}" for i in range(fights)], "nonfight": [f"n{i:02d}" for i in range(nonfights)]}
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_kfold_folds_partition_the_videos_by_class(folds):
+    by_label = videos_by_label()
+    splits = [kfold_split(by_label, KFold(folds, i), seed=3) for i in range(folds)]
+    for label, videos in by_label.items():
+        held_out = [v for s in splits for v in s["validation"][label]]
+        assert sorted(held_out) == videos  # each video in the validation subset of exactly one fold
+        for s in splits:
+            assert sorted(s["training"][label] + s["validation"][label]) == videos
+            assert not set(s["training"][label]) & set(s["validation"][label])
+            # stratified: each fold holds out its share of the class, within one video
+            assert len(s["validation"][label]) in (len(videos) // folds, -(-len(videos) // folds))
+    sizes = [sum(len(v) for v in s["validation"].values()) for s in splits]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_kfold_depends_on_the_seed_and_the_videos_only():
+    by_label = videos_by_label(10, 10)
+    split = KFold(5, 2)
+    shuffled = {label: list(reversed(videos)) for label, videos in by_label.items()}
+    assert kfold_split(by_label, split, seed=0) == kfold_split(shuffled, split, seed=0)
+    assert kfold_split(by_label, split, seed=0) != kfold_split(by_label, split, seed=1)
+
+
+@pytest.mark.parametrize("folds, fold", [(1, 0), (0, 0), (3, 3), (3, -1)])
+def test_kfold_needs_two_folds_and_a_fold_among_them(folds, fold):
+    with pytest.raises(ValueError, match="folds >= 2 and 0 <= fold < folds"):
+        KFold(folds, fold)
+
+
+def test_kfold_needs_as_many_videos_per_class_as_folds():
+    with pytest.raises(ValueError, match="4 folds need at least 4 videos of each class; nonfight has 3"):
+        kfold_split(videos_by_label(5, 3), KFold(4, 0), seed=0)
+
+
+def test_folder_manifest_holds_out_one_fold_and_not_in_split_folders(tmp_path):
+    for cls in ("fights", "nonfights"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(4):
+            write_video(tmp_path / "set" / cls / f"{i}.mp4", 10)
+    held_out = []
+    for fold in range(2):
+        rows = folder_manifest(tmp_path / "set", val_fraction=0.5, seed=0, split=KFold(2, fold))
+        assert len(rows) == 8
+        val = [r for r in rows if r["subset"] == "validation"]
+        assert sorted(r["label"] for r in val) == ["fight", "fight", "nonfight", "nonfight"]
+        held_out += [r["video_id"] for r in val]
+    assert len(set(held_out)) == 8
+    with pytest.raises(InputError, match=r"set: data.split: 5 folds need at least 5 videos"):
+        folder_manifest(tmp_path / "set", 0.0, 0, KFold(5, 0))
+    (tmp_path / "rwf" / "train" / "Fight").mkdir(parents=True)
+    write_video(tmp_path / "rwf" / "train" / "Fight" / "a.mp4", 10)
+    with pytest.raises(InputError, match=r"rwf: has its own split folders \(train\), so data.split \(k-fold\)"):
+        folder_manifest(tmp_path / "rwf", 0.0, 0, KFold(2, 0))

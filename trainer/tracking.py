@@ -32,6 +32,20 @@ def tracking_uri(cfg: TrackingConfig, run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri or f"sqlite:///{run_dir.resolve()}/mlflow.db"
 
 
+def ensure_experiment(cfg: TrackingConfig, run_dir: Path) -> str:
+    """The id of the config's experiment in the current tracking store, created (artifacts under
+    <run_dir>/mlartifacts) when the store has none of that name."""
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(cfg.experiment, artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
+
+
+def mlflow_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as MLflow stores them, None written as the configs write it."""
+    return {k: "null" if v is None else v for k, v in params.items()}
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -51,10 +65,7 @@ class Tracker:
         if not self.active:
             return self
         mlflow.set_tracking_uri(tracking_uri(self.cfg, self.run_dir))
-        if mlflow.get_experiment_by_name(self.cfg.experiment) is None:
-            artifacts = (self.run_dir / "mlartifacts").resolve().as_uri()
-            mlflow.create_experiment(self.cfg.experiment, artifact_location=artifacts)
-        mlflow.set_experiment(self.cfg.experiment)
+        mlflow.set_experiment(experiment_id=ensure_experiment(self.cfg, self.run_dir))
         if self.run_id is not None:
             mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
             return self
@@ -69,7 +80,7 @@ class Tracker:
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.active:
-            mlflow.log_params({k: "null" if v is None else v for k, v in params.items()})
+            mlflow.log_params(mlflow_params(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.active:

@@ -71,7 +71,7 @@ class ScoringModel(NamedTuple):
         """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
         with the names of its classes (trainer.serve.class_names)."""
         loaded = load_any_model(path, release)
-        return cls(loaded.model, loaded.config, class_names(loaded.config.n_classes, loaded.release, names_file))
+        return cls(loaded.model, loaded.config, class_names(path, loaded.config.n_classes, loaded.release, names_file))
 
 
 def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: ScoreConfig, policy: AlertPolicy, *,

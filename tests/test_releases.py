@@ -165,16 +165,20 @@ def test_class_names(tmp_path):
     names = kinetics400()
     assert len(names) == 400 == len(set(names)) and names[:2] == ("abseiling", "air drumming")
     assert names == tuple(sorted(names)) and names[-1] == "zumba"  # the models' output order: sorted names
-    assert class_names(400, True, None) == names and class_names(2, False, None) == FIGHT_CLASSES
-    with pytest.raises(InputError, match="the model has 700 classes: name them with --class-names FILE"):
-        class_names(700, True, None)
+    model = tmp_path / "m.pth"
+    assert class_names(model, 400, True, None) == names and class_names(model, 2, False, None) == FIGHT_CLASSES
+    with pytest.raises(InputError, match="m.pth: the model has 700 classes: name them with --class-names FILE"):
+        class_names(model, 700, True, None)
     (tmp_path / "ucf.txt").write_text("ApplyEyeMakeup\nApplyLipstick\nArchery\n")
-    assert class_names(3, True, tmp_path / "ucf.txt") == ("ApplyEyeMakeup", "ApplyLipstick", "Archery")
+    assert class_names(model, 3, True, tmp_path / "ucf.txt") == ("ApplyEyeMakeup", "ApplyLipstick", "Archery")
+    assert class_names(model, 3, False, tmp_path / "ucf.txt")[0] == "ApplyEyeMakeup"  # a fightwatch 3-class model
     with pytest.raises(InputError, match="ucf.txt: 3 class names for a model with 400 classes"):
-        class_names(400, True, tmp_path / "ucf.txt")
+        class_names(model, 400, True, tmp_path / "ucf.txt")
+    with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch scores 2 \(no fight, fight\)"):
+        class_names(model, 3, False, None)
     (tmp_path / "gap.txt").write_text("a\n\nb\n")
     with pytest.raises(InputError, match="gap.txt:2: empty class name"):
-        class_names(3, True, tmp_path / "gap.txt")
+        class_names(model, 3, True, tmp_path / "gap.txt")
 
 
 # --- the seed's command -------------------------------------------------------------------------------------------

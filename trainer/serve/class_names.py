@@ -32,8 +32,8 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return tuple(name.rstrip("\r") for name in lines)
 
 
-def class_names(n_classes: int, release: bool, names_file: Path | None) -> tuple[str, ...]:
-    """The labels of a model with `n_classes` outputs: `names_file`'s, else fightwatch's two (a fightwatch
+def class_names(model: Path, n_classes: int, release: bool, names_file: Path | None) -> tuple[str, ...]:
+    """The labels of `model`, with `n_classes` outputs: `names_file`'s, else fightwatch's two (a fightwatch
     checkpoint), else Kinetics-400's (a 400-class release); InputError when none fits."""
     if names_file is not None:
         names = read_class_names(names_file)
@@ -42,9 +42,10 @@ def class_names(n_classes: int, release: bool, names_file: Path | None) -> tuple
         return names
     if not release:
         if n_classes != len(FIGHT_CLASSES):
-            raise InputError(f"a fightwatch checkpoint with {n_classes} classes: name them with --class-names FILE")
+            raise InputError(f"{model}: checkpoint has {n_classes} classes, fightwatch scores {len(FIGHT_CLASSES)} "
+                             f"({', '.join(FIGHT_CLASSES)}): name its classes with --class-names FILE")
         return FIGHT_CLASSES
     if n_classes == 400:
         return kinetics400()
-    raise InputError(f"the model has {n_classes} classes: name them with --class-names FILE, one per line in the "
-                     "order of its outputs (fightwatch ships Kinetics-400's only)")
+    raise InputError(f"{model}: the model has {n_classes} classes: name them with --class-names FILE, one per line "
+                     "in the order of its outputs (fightwatch ships Kinetics-400's only)")

@@ -20,6 +20,7 @@ import torch
 
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
+from tests.helpers import needs_mosquitto
 from tests.videos import write_video
 from trainer.checkpoint import save_checkpoint
 from trainer.serve.alert_store import AlertStore
@@ -384,3 +385,47 @@ def test_watch_through_the_installed_command(tmp_path):
     assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),
                           "missing.pth")
 
+
+@pytest.mark.slow  # two `fightwatch watch` processes and a broker
+@needs_mosquitto
+def test_watch_records_alerts_and_camera_events_in_the_store_and_on_mqtt(models, videos, tmp_path):
+    from tests.helpers import Mosquitto, Subscriber, fightwatch
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    subscriber = Subscriber(broker.port, "fw/#")
+    mqtt = json.dumps(dict(host="127.0.0.1", port=broker.port, topic_prefix="fw", client_id="watch-test",
+                           username_env=None, password_env=None, tls=False))
+    store_path = tmp_path / "alerts.db"
+    common = ["watch", "--model", str(models["fight"]), "--no-realtime", "--out-dir", str(tmp_path / "out"),
+              "--store", str(store_path), "--alerts", str(tmp_path / "alerts.jsonl"), "--set", f"sinks.mqtt={mqtt}"]
+    try:
+        first = fightwatch(*common, f"gate={videos['a']}")
+        assert first.returncode == 0, first.stderr[-3000:]
+        with AlertStore(store_path) as store:
+            (alert,) = store.alerts()
+            assert alert.camera == "gate" and alert.state == "ended" and alert.end_reason == "source ended"
+            assert alert.threshold == 0.5 and alert.end_s == pytest.approx(50 / FPS, abs=1 / FPS)
+            assert Path(alert.clip).is_file() and Path(alert.snapshot).is_file() and alert.review == "unreviewed"
+            assert [(e.kind, e.detail) for e in store.camera_events("gate")] == [("offline", "finished"),
+                                                                                 ("online", None)]
+        (start, end) = read_jsonl(tmp_path / "alerts.jsonl")
+        assert start["alert_id"] == end["alert_id"] == alert.id
+
+        second = fightwatch(*common, f"gate={videos['b']}")
+        assert second.returncode == 0, second.stderr[-3000:]
+        with AlertStore(store_path) as store:
+            assert [a.id for a in store.alerts()][1] == alert.id  # the first run's, kept; newest first
+            assert store.count_alerts(camera="gate") == 2 and len(store.camera_events()) == 4
+            assert store.cameras()[0].status == "offline"
+
+        messages = subscriber.wait_for(lambda m: sum(t == "fw/events" for t, _, _ in m) == 4)
+        events = subscriber.events("fw/events")
+        assert [e["type"] for e in events] == ["new", "end", "new", "end"]
+        assert events[1]["after"]["id"] == alert.id and events[1]["after"]["end_reason"] == "source ended"
+        statuses = [payload for topic, payload, _ in messages if topic == "fw/gate/status"]
+        changes = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]  # a reconnect repeats one
+        assert changes == ["online", "offline", "online", "offline"]
+        assert subscriber.on("fw/available")[-1][0] == "offline"
+    finally:
+        subscriber.close()
+        broker.stop()

@@ -1,4 +1,5 @@
-"""Where alerts go: a JSON-lines file or stdout, a webhook, the alert store, or several at once.
+"""Where alerts go: a JSON-lines file or stdout, a webhook, an MQTT broker (mqtt_sink.py), the alert store, or
+several at once.
 
 An alert payload is a JSON-able dict built by the caller (path-like values are written as strings). A sink also
 hears of the cameras' status changes (`camera_status`, from the cameras' decode threads); most ignore them.
@@ -52,12 +53,34 @@ def _open_append(path: Path):
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """`sinks.mqtt`: the broker that gets alert events and camera status (trainer/serve/mqtt_sink.py)."""
+
+    host: str
+    port: int
+    topic_prefix: str  # topics <prefix>/events, <prefix>/<camera>/status, <prefix>/available
+    client_id: str
+    username_env: str | None  # the user name and password are read from these environment variables
+    password_env: str | None
+    tls: bool  # TLS with the system's CA certificates
+
+    def __post_init__(self):
+        if not self.host or not 0 < self.port < 65536 or not self.client_id:
+            raise ValueError("host and client_id must not be empty, port in 1..65535")
+        if not self.topic_prefix or self.topic_prefix.endswith("/") or any(c in self.topic_prefix for c in "+#"):
+            raise ValueError("topic_prefix must be non-empty, without + or # and not end with /")
+        if self.password_env and not self.username_env:
+            raise ValueError("password_env needs username_env")
+
+
+@dataclass(frozen=True)
 class SinksConfig:
     """The `sinks:` section of a config: where `fightwatch watch` sends alerts."""
 
     alerts: str | None = field(metadata={"path": True})  # append JSON lines to this file; null: stdout
     webhook: str | None  # also POST each alert as JSON to this http(s) URL
     webhook_secret_env: str | None  # send this environment variable's value in X-Fightwatch-Secret
+    mqtt: MqttConfig | None  # also publish alert events and camera status to this MQTT broker
 
     def __post_init__(self):
         if self.webhook_secret_env and not self.webhook:
@@ -65,11 +88,15 @@ class SinksConfig:
 
 
 def build_sink(cfg: SinksConfig, undelivered_path: Path, also: Iterable["Sink"] = ()) -> "Sink":
-    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`)
-    and the sinks in `also`."""
+    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`),
+    the MQTT broker and the sinks in `also`."""
     sinks = [JsonLinesSink(cfg.alerts if cfg.alerts is not None else "-")]
     if cfg.webhook:
         sinks.append(WebhookSink(cfg.webhook, cfg.webhook_secret_env, undelivered_path=undelivered_path))
+    if cfg.mqtt is not None:
+        from trainer.serve.mqtt_sink import MqttSink  # paho only where MQTT is configured
+
+        sinks.append(MqttSink(cfg.mqtt))
     sinks += also
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
 

@@ -23,7 +23,8 @@ sources:
                        file name or the URL's host and path
 
 alerts are JSON lines ({"event": "start"|"end", "alert_id", "camera", "start_s", "start_time", "peak_prob",
-"snapshot", "clip", ...}) on stdout, or in --alerts FILE; counters go to stderr as one JSON line at the end.
+"snapshot", "clip", ...}) on stdout, or in --alerts FILE, and recorded in the alert store (watch.store, --store);
+counters go to stderr as one JSON line at the end.
 exit status: 0 when every camera ended or was stopped, 1 when one could not be opened or gave up reconnecting.
 
 examples:
@@ -71,6 +72,9 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
                        help="append every scored window to FILE as a JSON line (camera, start_s, end_s, "
                             "fight_prob), e.g. to review why an alert fired or to compare with `fightwatch score` "
                             "(watch.scores_path)")
+    watch.add_argument("--store", type=Path, metavar="FILE",
+                       help="record alerts and camera status changes in this SQLite alert store, for review "
+                            "(watch.store)")
     watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL "
                                                         "(sinks.webhook)")
     watch.add_argument("--webhook-secret-env", metavar="NAME",
@@ -106,7 +110,7 @@ WATCH_FLAGS = {"stride": "stride", "batch_size": "batch_size", "realtime": "real
                "clip_seconds": "clip_seconds", "clip_height": "clip_height", "max_reconnects": "max_reconnects",
                "reconnect_delay": "reconnect_delay_s", "reconnect_max_delay": "reconnect_max_delay_s",
                "timeout": "timeout_s", "options": "options", "stats_every": "stats_every_s",
-               "max_seconds": "max_seconds", "scores": "scores_path"}
+               "max_seconds": "max_seconds", "scores": "scores_path", "store": "store"}
 SINK_FLAGS = {"alerts": "alerts", "webhook": "webhook", "webhook_secret_env": "webhook_secret_env"}
 
 
@@ -117,7 +121,8 @@ def run_watch(args) -> int:
     from trainer.checkpoint import load_model
     from trainer.serve.monitor import Monitor
     from trainer.serve.scoring import check_fight_model
-    from trainer.serve.sinks import build_sink
+    from trainer.serve.alert_store import AlertStore
+    from trainer.serve.sinks import StoreSink, build_sink
     from trainer.serve.sources import parse_sources
 
     config = load_config(args.config, args.overrides)
@@ -129,7 +134,13 @@ def run_watch(args) -> int:
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, "auto"))
     model, _ = apply(plan, model)
-    sink = build_sink(sinks, cfg.out_dir / "undelivered.jsonl")
+    stored = [StoreSink(AlertStore(cfg.store), cfg.retention)] if cfg.store is not None else []
+    try:
+        sink = build_sink(sinks, cfg.out_dir / "undelivered.jsonl", also=stored)
+    except BaseException:  # e.g. an MQTT password variable that is not set: the store's thread ends with it
+        for store_sink in stored:
+            store_sink.close()
+        raise
     monitor = Monitor(model, model_cfg, plan, sources, policy, sink, cfg)
 
     restore = {}

@@ -70,7 +70,7 @@ def test_path_fields_are_made_absolute_by_their_type(tmp_path):
     keys = {o.partition("=")[0] for o in overrides}
     # every path field that is set and relative; model.pretrained is absolute already, dist.topology unset
     assert keys == {"run_dir", "data.cache_dir", "data.video_root", "data.ava.train_csv", "data.ava.val_csv",
-                    "data.ava.label_map", "data.ava.excluded", "watch.out_dir"}
+                    "data.ava.label_map", "data.ava.excluded", "watch.out_dir", "watch.store"}
     again = load_config(ROOT / "configs" / "ava_fight.yaml", ["model.pretrained=/weights/r34.pth",
                                                               "data.video_root=videos", *overrides])
     assert again.data.video_root == "/shared/videos" and again.run_dir == f"/shared/{cfg.run_dir}"

@@ -20,8 +20,10 @@ import torch
 
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
+from tests.helpers import needs_mosquitto
 from tests.videos import write_video
 from trainer.checkpoint import save_checkpoint
+from trainer.serve.alert_store import AlertStore
 from trainer.serve.scoring import ScoreConfig, score_video
 from trainer.serve.sources import parse_sources
 from trainer.serve.window_queue import WindowQueue
@@ -77,7 +79,8 @@ def watch(capsys, *argv):
     parser = argparse.ArgumentParser()
     add_watch_parser(parser.add_subparsers(dest="command"))
     capsys.readouterr()
-    rc = run_watch(parser.parse_args(["watch", *map(str, argv)]))
+    # the config's store is under the working directory, the checkout; a test that wants one passes --store
+    rc = run_watch(parser.parse_args(["watch", "--set", "watch.store=null", *map(str, argv)]))
     out, err = capsys.readouterr()
     stats = [json.loads(line) for line in err.splitlines() if line.startswith('{"event": "stats"')]
     assert len(stats) == 1, err
@@ -239,7 +242,7 @@ def test_http_stream_reconnects_after_a_drop_and_goes_on(models, flaky_stream, t
     caplog.set_level(logging.INFO, logger="trainer.serve")
     url = f"http://127.0.0.1:{flaky_stream.server_port}/live/cam.ts"
     rc, stats, events = watch(capsys, "--model", models["fight"], "--out-dir", tmp_path / "out",
-                              "--max-reconnects", 1, "--reconnect-delay", 0.05, url)
+                              "--store", tmp_path / "alerts.db", "--max-reconnects", 1, "--reconnect-delay", 0.05, url)
     cam = stats["cameras"]["127.0.0.1-live-cam"]
     assert flaky_stream.requests == 2
     assert cam["kind"] == "stream" and cam["reconnects"] == 1 and cam["drops"] == 2
@@ -250,6 +253,12 @@ def test_http_stream_reconnects_after_a_drop_and_goes_on(models, flaky_stream, t
     assert [e["event"] for e in events] == ["start", "end"]
     assert events[1]["reason"] == "source lost" and events[1]["end_s"] > 100 / FPS + 0.5
     assert decoded_frames(events[0]["clip"]) > 0
+    with AlertStore(tmp_path / "alerts.db") as store:  # the camera's ups and downs, oldest first
+        changes = list(reversed(store.camera_events()))
+        assert [e.kind for e in changes] == ["online", "reconnecting", "online", "offline"]
+        assert changes[1].detail.startswith("stream lost: ") and changes[2].detail == "after 1 reconnect(s)"
+        assert changes[3].detail.startswith("gave_up: stream lost: ")
+        assert store.alert(events[0]["alert_id"]).alert.end_reason == "source lost"
 
 
 @pytest.fixture
@@ -318,8 +327,8 @@ def test_ctrl_c_stops_cleanly(models, videos, tmp_path):
     code = ("import argparse, logging, sys; from cluster.watch import add_watch_parser, run_watch; "
             "logging.basicConfig(level=logging.INFO); p = argparse.ArgumentParser(); "
             "add_watch_parser(p.add_subparsers()); sys.exit(run_watch(p.parse_args(sys.argv[1:])))")
-    argv = ["watch", "--model", models["fight"], "--out-dir", tmp_path / "out", "--stride", 4, "--consecutive", 1,
-            videos["long"]]
+    argv = ["watch", "--model", models["fight"], "--out-dir", tmp_path / "out", "--store", tmp_path / "alerts.db",
+            "--stride", 4, "--consecutive", 1, videos["long"]]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -340,6 +349,9 @@ def test_ctrl_c_stops_cleanly(models, videos, tmp_path):
     assert stats["event"] == "stats" and stats["cameras"]["long"]["status"] == "stopped"
     assert stats["cameras"]["long"]["frames_in"] < 250
     assert decoded_frames(start["clip"]) > 0 and decoded_frames(start["snapshot"]) == 1
+    with AlertStore(tmp_path / "alerts.db") as store:
+        assert store.alert(start["alert_id"]).alert.end_reason == "stopped"
+        assert store.cameras()[0].detail == "stopped"
 
 
 def test_sources_get_ids_and_credentials_stay_out_of_display():
@@ -372,3 +384,50 @@ def test_watch_through_the_installed_command(tmp_path):
     assert "watch" in fightwatch("--help").stdout
     assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),
                           "missing.pth")
+
+
+@pytest.mark.slow  # two `fightwatch watch` processes and a broker
+@needs_mosquitto
+def test_watch_records_alerts_and_camera_events_in_the_store_and_on_mqtt(models, videos, tmp_path):
+    from tests.helpers import Mosquitto, Subscriber, fightwatch
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    subscriber = Subscriber(broker.port, "fw/#")
+    mqtt = json.dumps(dict(host="127.0.0.1", port=broker.port, topic_prefix="fw", client_id="watch-test",
+                           username_env=None, password_env=None, tls=False))
+    store_path = tmp_path / "alerts.db"
+    common = ["watch", "--model", str(models["fight"]), "--no-realtime", "--out-dir", str(tmp_path / "out"),
+              "--store", str(store_path), "--alerts", str(tmp_path / "alerts.jsonl"), "--set", f"sinks.mqtt={mqtt}"]
+    try:
+        first = fightwatch(*common, f"gate={videos['a']}")
+        assert first.returncode == 0, first.stderr[-3000:]
+        with AlertStore(store_path) as store:
+            (alert,) = store.alerts()
+            assert alert.camera == "gate" and alert.state == "ended" and alert.end_reason == "source ended"
+            assert alert.threshold == 0.5 and alert.end_s == pytest.approx(50 / FPS, abs=1 / FPS)
+            assert Path(alert.clip).is_file() and Path(alert.snapshot).is_file() and alert.review == "unreviewed"
+            assert [(e.kind, e.detail) for e in store.camera_events("gate")] == [("offline", "finished"),
+                                                                                 ("online", None)]
+        (start, end) = read_jsonl(tmp_path / "alerts.jsonl")
+        assert start["alert_id"] == end["alert_id"] == alert.id
+
+        # a cap of 1 kB: retention at the start of the second run deletes the first run's files, keeping its row
+        second = fightwatch(*common, "--set", "watch.retention.media_cap_mb=0.001", f"gate={videos['b']}")
+        assert second.returncode == 0, second.stderr[-3000:]
+        with AlertStore(store_path) as store:
+            first_again = store.alerts()[1]  # newest first
+            assert first_again.id == alert.id and first_again.clip_gone and not Path(alert.clip).exists()
+            assert store.count_alerts(camera="gate") == 2 and len(store.camera_events()) == 4
+            assert store.cameras()[0].status == "offline"
+
+        messages = subscriber.wait_for(lambda m: sum(t == "fw/events" for t, _, _ in m) == 4)
+        events = subscriber.events("fw/events")
+        assert [e["type"] for e in events] == ["new", "end", "new", "end"]
+        assert events[1]["after"]["id"] == alert.id and events[1]["after"]["end_reason"] == "source ended"
+        statuses = [payload for topic, payload, _ in messages if topic == "fw/gate/status"]
+        changes = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]  # a reconnect repeats one
+        assert changes == ["online", "offline", "online", "offline"]
+        assert subscriber.on("fw/available")[-1][0] == "offline"
+    finally:
+        subscriber.close()
+        broker.stop()

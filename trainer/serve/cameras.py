@@ -27,6 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -43,6 +44,7 @@ from trainer.serve.windows import Cut, WindowCutter, loop_padded
 log = logging.getLogger(__name__)
 
 TERMINAL = ("finished", "failed", "gave_up", "stopped")
+PRESENCE = {"running": "online", "reconnecting": "reconnecting", **{status: "offline" for status in TERMINAL}}
 COUNTERS = ("frames_in", "windows", "windows_dropped", "alerts", "reconnects", "drops", "open_failures")
 
 
@@ -111,12 +113,15 @@ class ActiveAlert:
 
 
 class Camera:
-    """One camera's state: its decode thread's (status, ring buffer, clock) and the inference thread's (alerts)."""
+    """One camera's state: its decode thread's (status, ring buffer, clock) and the inference thread's (alerts).
 
-    def __init__(self, source: Source):
+    `on_status(camera)` is called on each change of `status`, in the thread that changed it."""
+
+    def __init__(self, source: Source, on_status: Callable[["Camera"], None] | None = None):
         self.source, self.id = source, source.camera
         self.stats = CameraStats()
-        self.status = "starting"  # running, reconnecting, then one of TERMINAL
+        self._status = "starting"  # running, reconnecting, then one of TERMINAL
+        self.on_status = on_status
         self.error: str | None = None
         self.fps: float | None = None
         self.ring: deque[Frame] = deque(maxlen=1)
@@ -132,6 +137,16 @@ class Camera:
         self.hot_prob, self.hot_frame = -1.0, None  # the hottest window's middle frame of this streak/alert
         self.active: ActiveAlert | None = None
         self.anchor: Frame | None = None  # newest frame of the last scored window
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, status: str) -> None:
+        old, self._status = self._status, status
+        if status != old and self.on_status is not None:
+            self.on_status(self)
 
 
 class _OpenFailed(Exception):
@@ -151,7 +166,8 @@ class CameraReader:
             self._loop()
         except Exception as e:  # a bug: this camera stops, the others go on
             log.exception("camera %s: decode thread failed", cam.id)
-            cam.status, cam.error = "failed", f"internal error: {type(e).__name__}: {e}"
+            cam.error = f"internal error: {type(e).__name__}: {e}"  # before the status: its listeners read it
+            cam.status = "failed"
         finally:
             if cam.status not in TERMINAL:
                 cam.status = "stopped"

@@ -9,7 +9,8 @@ Threads
     writer, one (trainer/serve/snapshots.py): the JPEG snapshot (the hottest frame) and the mp4 clip (H.264)
         of each alert, so encoding never delays scoring.
 
-When no camera could be opened at all, run() raises InputError. A camera's alert state survives its
+Each camera's status changes (online, reconnecting, offline) go to the sink's `camera_status`, from the thread
+that changed it. When no camera could be opened at all, run() raises InputError. A camera's alert state survives its
 reconnects; when the camera is done, its active alert ends (`reason`: source ended / source lost / stopped /
 max-seconds / interrupted).
 
@@ -43,7 +44,8 @@ from data.errors import InputError
 from trainer.accel import AccelPlan
 from trainer.model import ModelConfig
 from trainer.serve.alerts import Alert, AlertPolicy, AlertState, Window, step
-from trainer.serve.cameras import COUNTERS, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
+from trainer.serve.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
+from trainer.serve.sinks import CameraPresence
 from trainer.serve.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
 from trainer.serve.sources import Source
 from trainer.serve.watch_config import WatchConfig
@@ -73,7 +75,7 @@ class Monitor:
             raise InputError("no camera sources given")
         self.model, self.model_cfg, self.plan = model, model_cfg, plan
         self.policy, self.sink, self.cfg = policy, sink, cfg
-        self.cameras = {s.camera: Camera(s) for s in sources}
+        self.cameras = {s.camera: Camera(s, on_status=self._camera_status) for s in sources}
         if len(self.cameras) != len(sources):
             raise InputError("camera ids must be unique")
         self.queue = WindowQueue(cfg.max_queued)
@@ -270,6 +272,23 @@ class Monitor:
             self.sink.send(payload)
         except Exception:  # e.g. a full disk under --alerts: keep watching, the log says what was lost
             log.exception("alert sink %r failed; alert %s not delivered", self.sink, payload.get("alert_id"))
+
+    def _camera_status(self, cam: Camera) -> None:
+        presence = PRESENCE.get(cam.status)
+        if presence is None:  # starting
+            return
+        if presence == "online":
+            detail = f"after {cam.stats.reconnects} reconnect(s)" if cam.stats.reconnects else None
+        elif presence == "reconnecting":
+            detail = cam.error
+        elif cam.status in ("failed", "gave_up"):
+            detail = f"{cam.status}: {cam.error}"
+        else:  # finished or stopped; an error from before a reconnect is no longer the reason
+            detail = cam.status
+        try:
+            self.sink.camera_status(CameraPresence(cam.id, presence, detail, time.time()))
+        except Exception:  # the decode thread that called this goes on
+            log.exception("alert sink %r failed on camera %s's status", self.sink, cam.id)
 
     def _submit(self, write, what, path: Path, *args) -> None:
         self._writer.submit(write, what, path, *args)

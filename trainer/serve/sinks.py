@@ -1,6 +1,8 @@
-"""Where alerts go: a JSON-lines file or stdout, a webhook, or several at once.
+"""Where alerts go: a JSON-lines file or stdout, a webhook, an MQTT broker (mqtt_sink.py), the alert store, or
+several at once.
 
-An alert payload is a JSON-able dict built by the caller (path-like values are written as strings).
+An alert payload is a JSON-able dict built by the caller (path-like values are written as strings). A sink also
+hears of the cameras' status changes (`camera_status`, from the cameras' decode threads); most ignore them.
 Sinks are called from the decode/inference loop, so `send` must not wait on the network: the webhook
 queues the alert and a daemon thread delivers it, retrying with backoff, and appends what it could not
 deliver to an undelivered file. Call `close` before exit, or alerts still queued are lost.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from data.errors import InputError
+from trainer.serve.alert_store import AlertStore, Retention
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +53,62 @@ def _open_append(path: Path):
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """`sinks.mqtt`: the broker that gets alert events and camera status (trainer/serve/mqtt_sink.py)."""
+
+    host: str
+    port: int
+    topic_prefix: str  # topics <prefix>/events, <prefix>/<camera>/status, <prefix>/available
+    client_id: str
+    username_env: str | None  # the user name and password are read from these environment variables
+    password_env: str | None
+    tls: bool  # TLS with the system's CA certificates
+
+    def __post_init__(self):
+        if not self.host or not 0 < self.port < 65536 or not self.client_id:
+            raise ValueError("host and client_id must not be empty, port in 1..65535")
+        if not self.topic_prefix or self.topic_prefix.endswith("/") or any(c in self.topic_prefix for c in "+#"):
+            raise ValueError("topic_prefix must be non-empty, without + or # and not end with /")
+        if self.password_env and not self.username_env:
+            raise ValueError("password_env needs username_env")
+
+
+@dataclass(frozen=True)
 class SinksConfig:
     """The `sinks:` section of a config: where `fightwatch watch` sends alerts."""
 
     alerts: str | None = field(metadata={"path": True})  # append JSON lines to this file; null: stdout
     webhook: str | None  # also POST each alert as JSON to this http(s) URL
     webhook_secret_env: str | None  # send this environment variable's value in X-Fightwatch-Secret
+    mqtt: MqttConfig | None  # also publish alert events and camera status to this MQTT broker
 
     def __post_init__(self):
         if self.webhook_secret_env and not self.webhook:
             raise ValueError("webhook_secret_env needs a webhook")
 
 
-def build_sink(cfg: SinksConfig, undelivered_path: Path) -> "Sink":
-    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`)."""
+def build_sink(cfg: SinksConfig, undelivered_path: Path, also: Iterable["Sink"] = ()) -> "Sink":
+    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`),
+    the MQTT broker and the sinks in `also`."""
     sinks = [JsonLinesSink(cfg.alerts if cfg.alerts is not None else "-")]
     if cfg.webhook:
         sinks.append(WebhookSink(cfg.webhook, cfg.webhook_secret_env, undelivered_path=undelivered_path))
+    if cfg.mqtt is not None:
+        from trainer.serve.mqtt_sink import MqttSink  # paho only where MQTT is configured
+
+        sinks.append(MqttSink(cfg.mqtt))
+    sinks += also
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+
+
+@dataclass(frozen=True)
+class CameraPresence:
+    """A camera's status change, as sinks hear of it."""
+
+    camera: str
+    presence: str  # online | reconnecting | offline
+    detail: str | None  # why: the error, or how the camera ended (finished, failed, gave_up, stopped)
+    wall: float  # time.time() of the change
 
 
 class Sink:
@@ -75,6 +116,10 @@ class Sink:
 
     def send(self, alert: dict) -> None:
         raise NotImplementedError
+
+    def camera_status(self, change: CameraPresence) -> None:
+        """A camera went online, reconnecting or offline (called from the thread that changed it, mostly its
+        decode thread). Ignored by default."""
 
     def close(self, timeout_s: float = 10.0) -> None:
         pass
@@ -289,6 +334,13 @@ class MultiSink(Sink):
             except Exception:  # e.g. a full disk under a JSON-lines file must not silence the webhook
                 log.exception("alert sink %r failed", sink)
 
+    def camera_status(self, change: CameraPresence) -> None:
+        for sink in self.sinks:
+            try:
+                sink.camera_status(change)
+            except Exception:
+                log.exception("alert sink %r failed on camera %s's status", sink, change.camera)
+
     def close(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         for sink in self.sinks:
@@ -296,3 +348,40 @@ class MultiSink(Sink):
 
     def __repr__(self):
         return f"MultiSink({self.sinks!r})"
+
+
+class StoreSink(Sink):
+    """Records alert starts and ends and camera status changes in an AlertStore (short local writes), and applies
+    the store's retention at once and then every `retention_every_s` on a daemon thread."""
+
+    def __init__(self, store: AlertStore, retention: Retention, retention_every_s: float = 600.0):
+        self.store, self.retention, self.retention_every_s = store, retention, retention_every_s
+        self._stop = threading.Event()
+        self._retainer = threading.Thread(target=self._retain, name="store-retention", daemon=True)
+        self._retainer.start()
+
+    def send(self, alert: dict) -> None:
+        if alert["event"] == "start":
+            self.store.record_start(alert)
+        elif alert["event"] == "end":
+            self.store.record_end(alert)
+
+    def camera_status(self, change: CameraPresence) -> None:
+        self.store.record_camera_event(change.camera, change.presence, change.detail, change.wall)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._retainer.join(timeout_s)
+        self.store.close()
+
+    def _retain(self):
+        while True:
+            try:
+                self.store.apply_retention(self.retention)
+            except Exception:  # a locked or full disk now must not end retention for the rest of the run
+                log.exception("%r: retention failed", self.store)
+            if self._stop.wait(self.retention_every_s):
+                return
+
+    def __repr__(self):
+        return f"StoreSink({self.store!r})"

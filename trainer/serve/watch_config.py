@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.serve.alert_store import Retention
+
 
 @dataclass(frozen=True)
 class WatchConfig:
@@ -28,6 +30,8 @@ class WatchConfig:
     stats_every_s: float  # log the counters this often; 0: never
     max_seconds: float | None  # stop after this long
     scores_path: Path | None = field(metadata={"path": True})  # append every scored window here as a JSON line
+    store: Path | None = field(metadata={"path": True})  # the alert store (SQLite): alerts, reviews, camera events
+    retention: Retention  # what the store keeps
 
     def __post_init__(self):
         if min(self.stride, self.batch_size, self.max_queued, self.max_pending_writes) < 1:

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from datetime import datetime, timezone
@@ -84,6 +85,7 @@ class Monitor:
         self._t0 = time.monotonic()
         self._nan_warned = False
         self._scores = None  # cfg.scores_path, open while running
+        self.run_tag = secrets.token_hex(2) + "-"  # in alert ids: `<camera>-<UTC second>-<run tag>-<n>`
 
     def stop(self) -> None:
         """Ask the monitor to stop (from any thread or a signal handler)."""
@@ -213,7 +215,8 @@ class Monitor:
     def _raise(self, cam: Camera, alert: Alert, window: CameraWindow) -> None:
         cam.stats.alerts += 1
         now = time.time()
-        alert_id = f"{cam.id}-{datetime.fromtimestamp(now, timezone.utc):%Y%m%dT%H%M%SZ}-{cam.stats.alerts}"
+        # the run's tag keeps ids of two runs apart, e.g. first alerts raised in the same second (one alert store)
+        alert_id = f"{cam.id}-{datetime.fromtimestamp(now, timezone.utc):%Y%m%dT%H%M%SZ}-{self.run_tag}{cam.stats.alerts}"
         folder = self.cfg.out_dir / cam.id
         snapshot, clip = folder / f"{alert_id}.jpg", folder / f"{alert_id}.mp4"
         half_frame = 0.5 / (cam.fps or 25.0)  # the frames up to the raising window's end, not the one at it

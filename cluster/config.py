@@ -78,6 +78,7 @@ class DataConfig:
     synthetic: SyntheticConfig | None
     ava: AvaConfig | None
     folders_root: str | None = field(metadata={"path": True})  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
+    extra_folders: tuple[str, ...] = field(metadata={"path": True})  # folder-per-class sets added to any source
     val_fraction: float
     split: KFold | None  # {folds: K, fold: i}: k-fold by video in place of val_fraction (sources folders, synthetic)
     clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp

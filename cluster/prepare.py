@@ -20,7 +20,7 @@ from cluster.config import AvaConfig, Config
 from data import ava
 from data.download import video_paths
 from data.errors import InputError
-from data.folders import KFold, folder_manifest
+from data.folders import KFold, extra_manifest, folder_manifest
 from data.pipeline import ExtractionSummary, extract_clips
 from data.store import ClipStore, atomic_write, write_manifest
 from data.synthetic import generate_dataset
@@ -86,7 +86,18 @@ def ava_rows(cfg: AvaConfig, val_fraction: float, clip_seconds: float, seed: int
 
 
 def source_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
-    """Manifest rows with each clip's video `path`, and the ids of videos that could not be had."""
+    """Manifest rows with each clip's video `path` (the source's, then each of data.extra_folders'), and the ids
+    of videos that could not be had."""
+    rows, unavailable = _main_rows(cfg, run_dir)
+    for root in cfg.data.extra_folders:
+        extra = extra_manifest(root, cfg.data.val_fraction, cfg.seed)
+        log.info("%s: %d extra clip(s) (%s)", root, len(extra),
+                 ", ".join(f"{sum(r['label'] == label for r in extra)} {label}" for label in ("fight", "nonfight")))
+        rows += extra
+    return rows, unavailable
+
+
+def _main_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
     data = cfg.data
     if data.source == "synthetic":
         syn = data.synthetic

@@ -105,17 +105,41 @@ def folder_manifest(root: str | Path, val_fraction: float, seed: int, split: KFo
         except ValueError as e:
             raise InputError(f"{root}: data.split: {e}") from None
     else:
-        rng = random.Random(seed)
-        by_subset = {"training": {}, "validation": {}}
-        for label, videos in _class_videos(root).items():
-            held_out = set(rng.sample(videos, round(len(videos) * val_fraction)))
-            by_subset["validation"][label] = [v for v in videos if v in held_out]
-            by_subset["training"][label] = [v for v in videos if v not in held_out]
+        by_subset = _held_out(_class_videos(root), val_fraction, seed)
+    rows = _manifest_rows(by_subset, root)
+    if not any(r["label"] == "fight" for r in rows) or not any(r["label"] == "nonfight" for r in rows):
+        names = ", ".join(sorted(CLASS_FOLDERS))
+        raise InputError(f"{root}: need videos of both classes in folders named like: {names}")
+    return rows
+
+
+def extra_manifest(root: str | Path, val_fraction: float, seed: int) -> list[dict]:
+    """Manifest rows of a folder-per-class set that joins the main data (`data.extra_folders`, e.g. the clips of
+    reviewed alerts that `fightwatch review --export` writes): the same seeded, class-stratified hold-out; one
+    class or none is fine; ids are paths under the root's parent (`feedback/nonfights/x.mp4`), apart from the
+    main set's."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: extra video folder does not exist")
+    return _manifest_rows(_held_out(_class_videos(root), val_fraction, seed), root.parent)
+
+
+def _held_out(by_label: dict[str, list[Path]], val_fraction: float, seed: int) -> dict[str, dict[str, list[Path]]]:
+    rng = random.Random(seed)
+    by_subset: dict[str, dict[str, list[Path]]] = {"training": {}, "validation": {}}
+    for label, videos in by_label.items():
+        held_out = set(rng.sample(videos, round(len(videos) * val_fraction)))
+        by_subset["validation"][label] = [v for v in videos if v in held_out]
+        by_subset["training"][label] = [v for v in videos if v not in held_out]
+    return by_subset
+
+
+def _manifest_rows(by_subset: dict[str, dict[str, list[Path]]], id_root: Path) -> list[dict]:
     rows = []
     for subset, classes in by_subset.items():
         for label, videos in classes.items():
             for path in videos:
-                video_id = video_id_of(path, root)
+                video_id = video_id_of(path, id_root)
                 try:
                     info = probe(path)
                 except InputError as e:  # one unreadable file must not stop the import
@@ -124,7 +148,4 @@ def folder_manifest(root: str | Path, val_fraction: float, seed: int, split: KFo
                 rows.append({"clip_id": video_id, "video_id": video_id, "path": str(path), "start_s": 0.0,
                              "end_s": info.frames / float(info.fps), "label": label,
                              "label_id": int(label == "fight"), "subset": subset})
-    if not any(r["label"] == "fight" for r in rows) or not any(r["label"] == "nonfight" for r in rows):
-        names = ", ".join(sorted(CLASS_FOLDERS))
-        raise InputError(f"{root}: need videos of both classes in folders named like: {names}")
     return rows

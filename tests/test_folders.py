@@ -1,7 +1,7 @@
 import pytest
 
 from data.errors import InputError
-from data.folders import KFold, folder_manifest, kfold_split
+from data.folders import KFold, extra_manifest, folder_manifest, kfold_split
 from tests.videos import write_video
 
 
@@ -106,3 +106,18 @@ def test_folder_manifest_holds_out_one_fold_and_not_in_split_folders(tmp_path):
     write_video(tmp_path / "rwf" / "train" / "Fight" / "a.mp4", 10)
     with pytest.raises(InputError, match=r"rwf: has its own split folders \(train\), so data.split \(k-fold\)"):
         folder_manifest(tmp_path / "rwf", 0.0, 0, KFold(2, 0))
+
+
+def test_an_extra_folder_may_hold_one_class_and_keeps_its_ids_apart(tmp_path):
+    """data.extra_folders: e.g. only false positives, exported as nonfights/, beside a main set with the same names."""
+    feedback = tmp_path / "feedback"
+    (feedback / "nonfights").mkdir(parents=True)
+    for i in range(5):
+        write_video(feedback / "nonfights" / f"{i}.mp4", 10)
+    rows = extra_manifest(feedback, val_fraction=0.4, seed=0)
+    assert sorted(r["video_id"] for r in rows) == [f"feedback%2Fnonfights%2F{i}.mp4" for i in range(5)]
+    assert {r["label"] for r in rows} == {"nonfight"} and sum(r["subset"] == "validation" for r in rows) == 2
+    (tmp_path / "empty").mkdir()
+    assert extra_manifest(tmp_path / "empty", 0.2, 0) == []
+    with pytest.raises(InputError, match="nope: extra video folder does not exist"):
+        extra_manifest(tmp_path / "nope", 0.2, 0)

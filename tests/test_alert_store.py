@@ -171,6 +171,19 @@ def test_camera_events_filter_by_utc_day(tmp_path):
         assert [e.camera for e in store.camera_events(day=date(2024, 5, 21))] == ["door", "gate"]
         assert [e.camera for e in store.camera_events("gate", day=date(2024, 5, 21))] == ["gate"]
 
+
+def test_data_version_moves_on_every_commit_from_any_connection(tmp_path):
+    with AlertStore(tmp_path / "a.db") as store, AlertStore(tmp_path / "a.db") as other:
+        version = store.data_version()
+        assert store.data_version() == version  # nothing committed
+        store.record_start(start_payload("a1"))  # this store's own writes count: another connection made them
+        assert store.data_version() != version
+        version = store.data_version()
+        reviewer = threading.Thread(target=other.review, args=("a1", "ack", "ana"))  # another store, another thread
+        reviewer.start()
+        reviewer.join()
+        assert store.data_version() != version
+
 def media(name, kind="clip", size=100, age_h=0, kept=False):
     return MediaFile(name, kind, size, utc_text(NOW - timedelta(hours=age_h)), kept)
 

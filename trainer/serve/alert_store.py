@@ -27,6 +27,7 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
     store.camera_events(camera=None, limit=100, day=None) -> [CameraEvent]   # newest first
     store.alert_windows(alert_id) -> [ScoredWindow]    # by start; "why it fired"
     store.apply_retention(Retention(...)) -> RetentionReport
+    store.data_version() -> int                        # moves whenever anything commits, here or in another process
     store.close()                                      # every thread's connection
 
 An alert's review state is its latest review that was not undone; every review stays in `reviews`, so an undo
@@ -291,6 +292,7 @@ class AlertStore:
         self._connections: list[sqlite3.Connection] = []  # every thread's, for close()
         self._lock = threading.Lock()
         self._closed = False
+        self._version_db: sqlite3.Connection | None = None  # data_version()'s, shared by the threads under _lock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
@@ -329,6 +331,19 @@ class AlertStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file (any thread's of this store, another
+        store's, another process's): PRAGMA data_version on a connection of its own that never writes. For a live view
+        to poll cheaply; the values mean nothing else."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"alert store {self.path} is closed")
+            if self._version_db is None:
+                self._version_db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                                   check_same_thread=False)
+                self._connections.append(self._version_db)
+            return self._version_db.execute("PRAGMA data_version").fetchone()[0]
 
     def _migrate(self) -> None:
         with self._write() as db:

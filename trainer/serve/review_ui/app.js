@@ -163,7 +163,7 @@ function alertRow(alert) {
 
 function cameraEventRow(event) {
   return el("tr", {class: "camera-event", "data-event": event.id},
-    el("td", {}), el("td", {}, "⏻"), el("td", {}, event.camera),
+    el("td", {}), el("td", {}, el("span", {class: "badge"}, "camera")), el("td", {}, event.camera),
     el("td", {title: event.at}, localTime(event.at)),
     el("td", {colspan: 3}, `camera ${event.kind}` + (event.detail ? `: ${event.detail}` : "")));
 }
@@ -230,7 +230,7 @@ const alertId = () => decodeURIComponent(location.pathname.split("/").pop());
 // The fight probability of each scored window at its end (when it was known), the threshold, and the alert's
 // start, raise and end, as an inline SVG.
 function probabilityChart(alert) {
-  const ns = "http://www.w3.org/2000/svg", width = 640, height = 180, pad = 28;
+  const ns = "http://www.w3.org/2000/svg", width = 640, height = 180, pad = 28, right = 70;  // right: labels
   const svg = document.createElementNS(ns, "svg");
   const node = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
@@ -245,10 +245,10 @@ function probabilityChart(alert) {
   svg.setAttribute("role", "img");
   const windows = alert.windows;
   const marks = [alert.start_s, alert.raised_s, alert.end_s].filter(t => t != null);
-  const t0 = Math.min(...marks, ...windows.map(w => w.start_s)), t1 = Math.max(...marks, ...windows.map(w => w.end_s));
-  const x = t => pad + (t - t0) / Math.max(t1 - t0, 1e-6) * (width - 2 * pad);
+  const t0 = Math.min(...marks, ...windows.map(w => w.end_s)), t1 = Math.max(...marks, ...windows.map(w => w.end_s));
+  const x = t => pad + (t - t0) / Math.max(t1 - t0, 1e-6) * (width - pad - right);
   const y = p => height - pad - p * (height - 2 * pad);
-  node("line", {x1: pad, x2: width - pad, y1: y(0), y2: y(0), stroke: "#555"});
+  node("line", {x1: pad, x2: width - right, y1: y(0), y2: y(0), stroke: "#555"});
   node("text", {x: 2, y: y(1) + 4, fill: "#9aa0a6", "font-size": 10}, "1.0");
   node("text", {x: 2, y: y(0) + 4, fill: "#9aa0a6", "font-size": 10}, "0");
   for (const [t, name] of [[alert.start_s, "start"], [alert.raised_s, "raised"], [alert.end_s, "end"]]) {
@@ -257,9 +257,9 @@ function probabilityChart(alert) {
     node("text", {x: x(t) + 2, y: pad - 6, fill: "#8ab4f8", "font-size": 10}, `${name} ${t.toFixed(1)} s`);
   }
   if (alert.threshold != null) {
-    node("line", {x1: pad, x2: width - pad, y1: y(alert.threshold), y2: y(alert.threshold), stroke: "#fdd663",
+    node("line", {x1: pad, x2: width - right, y1: y(alert.threshold), y2: y(alert.threshold), stroke: "#fdd663",
                   "stroke-dasharray": "6 4"});
-    node("text", {x: width - pad + 2, y: y(alert.threshold) + 4, fill: "#fdd663", "font-size": 10}, "threshold");
+    node("text", {x: width - right + 4, y: y(alert.threshold) + 4, fill: "#fdd663", "font-size": 10}, "threshold");
   }
   if (windows.length) {
     node("polyline", {points: windows.map(w => `${x(w.end_s)},${y(w.prob)}`).join(" "), fill: "none",

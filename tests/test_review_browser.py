@@ -68,8 +68,25 @@ def wait(browser, condition, timeout_s=5.0, what="condition"):
     return WebDriverWait(browser, timeout_s, poll_frequency=0.05).until(lambda b: condition(b), message=what)
 
 
+def text(browser, css) -> str:
+    """The element's text, read in one step: the page re-renders what it shows on every update, so an element
+    found first may be gone by the time it is read."""
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css)
+
+
+def queue_ids(browser) -> list[str]:
+    """The alerts in the queue, in order, read in one step as `text` is."""
+    return browser.execute_script("return [...document.querySelectorAll('tr.alert')].map(r => r.dataset.id)")
+
+
+def click(browser, css) -> None:
+    """Click in one step, for the same reason as `text`."""
+    browser.execute_script("document.querySelector(arguments[0]).click()", css)
+
+
 def review_badge(browser, alert_id):
-    return browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{alert_id}'] .badge").get_attribute("class")
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.className : ''",
+                                  f"tr[data-id='{alert_id}'] .badge")
 
 
 def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, served, tmp_path):
@@ -77,45 +94,45 @@ def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, ser
     browser.get(server.url)
     token = wait(browser, lambda b: b.find_element(By.ID, "token"), what="the token field")
     token.send_keys(TOKEN, "\t")  # typed once; the page keeps it in localStorage and reloads
-    wait(browser, lambda b: "live" == b.find_element(By.ID, "live-state").text, what="the event stream")
+    wait(browser, lambda b: "live" == text(b, "#live-state"), what="the event stream")
     # the tiles: each camera's newest frame, status, fps, lag
     wait(browser, lambda b: b.execute_script(
         "const img = document.querySelector(\"[data-camera='gate'] img\"); return img && img.naturalWidth > 0"),
         what="gate's frame")
-    gate = browser.find_element(By.CSS_SELECTOR, "[data-camera='gate']").text
+    gate = text(browser, "[data-camera='gate']")
     assert "online" in gate and "25.0 fps" in gate and "lag 0.12 s" in gate
-    wait(browser, lambda b: [r.get_attribute("data-id") for r in b.find_elements(By.CSS_SELECTOR, "tr.alert")] == [
+    wait(browser, lambda b: queue_ids(b) == [
         "gate-2", "gate-0", "lobby-1"], what="the queue: unreviewed first, newest first")
 
     # watch records a new alert, a camera drops: both show without a reload
     browser.execute_script("window.notReloaded = true")
     started = time.monotonic()
     add_alert(store, tmp_path, "lobby-3", "lobby", now - timedelta(minutes=5), peak=0.97)
-    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-id='lobby-3']"), 2.0, "the new alert")
+    wait(browser, lambda b: "lobby-3" in queue_ids(b), 2.0, "the new alert")
     assert time.monotonic() - started < 2.0
     store.record_camera_event("gate", "offline", "stream lost: connection refused")
     live.set_camera("gate", status="offline", fps=None, lag_s=None)
-    wait(browser, lambda b: "camera offline: stream lost" in b.find_element(By.ID, "queue").text, 2.0, "the event row")
-    wait(browser, lambda b: "offline" in b.find_element(By.CSS_SELECTOR, "[data-camera='gate'] .status").text, 3.0,
+    wait(browser, lambda b: "camera offline: stream lost" in text(b, "#queue"), 2.0, "the event row")
+    wait(browser, lambda b: "offline" in text(b, "[data-camera='gate'] .status"), 3.0,
          "gate's tile offline")
     assert browser.execute_script("return window.notReloaded") is True
-    assert browser.find_element(By.CSS_SELECTOR, "tr.alert").get_attribute("data-id") == "lobby-3"
+    assert queue_ids(browser)[0] == "lobby-3"
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "review-queue.png"))
 
     # bulk: two alerts false positive at once; the store has it, and a reload shows it
     for alert_id in ("gate-0", "lobby-3"):
-        browser.find_element(By.CSS_SELECTOR, f"input[data-id='{alert_id}']").click()
-    assert browser.find_element(By.ID, "selected-count").text == "2 selected"
-    browser.find_element(By.CSS_SELECTOR, "[data-bulk='false_positive']").click()
+        click(browser, f"input[data-id='{alert_id}']")
+    assert text(browser, "#selected-count") == "2 selected"
+    click(browser, "[data-bulk='false_positive']")
     wait(browser, lambda b: "false_positive" in review_badge(b, "lobby-3"), 2.0, "the verdict shown")
     assert store.alert("gate-0").alert.review == "false_positive" and store.alert("gate-0").alert.reviewed_by == "operator"
     browser.refresh()
-    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-id='lobby-3']"), what="the queue after a reload")
+    wait(browser, lambda b: "lobby-3" in queue_ids(b), what="the queue after a reload")
     assert "false_positive" in review_badge(browser, "gate-0") and "false positive · operator" in \
-        browser.find_element(By.CSS_SELECTOR, "tr[data-id='gate-0']").text
+        text(browser, "tr[data-id='gate-0']")
     # the review filter
-    browser.find_element(By.CSS_SELECTOR, "#f-review option[value='unreviewed']").click()
-    wait(browser, lambda b: [r.get_attribute("data-id") for r in b.find_elements(By.CSS_SELECTOR, "tr.alert")] == ["gate-2"],
+    browser.find_element(By.CSS_SELECTOR, "#f-review option[value='unreviewed']").click()  # not re-rendered
+    wait(browser, lambda b: queue_ids(b) == ["gate-2"],
          what="only the unreviewed alert")
 
 
@@ -135,18 +152,19 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
     wait(browser, lambda b: b.execute_script("return !arguments[0].seeking && arguments[0].currentTime >= 1.4", video),
          5.0, "the seek")
     assert browser.execute_script("return document.getElementById('snapshot').naturalWidth") == 160
-    points = browser.find_element(By.CSS_SELECTOR, "#chart polyline.probability").get_attribute("points").split()
+    points = browser.execute_script("return document.querySelector('#chart polyline.probability')"
+                                    ".getAttribute('points')").split()
     assert len(points) == 7  # one per scored window
-    assert "threshold" in browser.find_element(By.ID, "chart").text
+    assert "threshold" in text(browser, "#chart")
 
     browser.find_element(By.CSS_SELECTOR, "[data-verdict='true_positive']").click()
-    wait(browser, lambda b: "true positive by desk-ana" in b.find_element(By.ID, "history").text, 2.0, "the review")
+    wait(browser, lambda b: "true positive by desk-ana" in text(b, "#history"), 2.0, "the review")
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "review-alert.png"))
     browser.refresh()
-    wait(browser, lambda b: "true positive · desk-ana" in b.find_element(By.ID, "review-state").text, 5.0,
+    wait(browser, lambda b: "true positive · desk-ana" in text(b, "#review-state"), 5.0,
          "the review after a reload")
     browser.find_element(By.ID, "undo").click()
-    wait(browser, lambda b: "unreviewed" in b.find_element(By.ID, "review-state").text, 2.0, "the undo")
-    assert "undone by desk-ana" in browser.find_element(By.ID, "history").text
+    wait(browser, lambda b: "unreviewed" in text(b, "#review-state"), 2.0, "the undo")
+    assert "undone by desk-ana" in text(browser, "#history")
     assert store.alert("gate-2").alert.review == "unreviewed"

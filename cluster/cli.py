@@ -29,6 +29,8 @@ examples:
   fightwatch summarise --config configs/ava_fight.yaml --out kfold.json   # mean ± std of the folds' evaluations
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x
+  fightwatch review --ui 127.0.0.1:8080 --store runs/watch/alerts.db   # review alerts in a browser
+  fightwatch review --export runs/reviewed --store runs/watch/alerts.db  # reviewed clips, a folder per class
 """
 
 
@@ -220,6 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--ccl-workers", type=int, default=0, metavar="K",
                       help="reserve each rank's last K cores for oneCCL communication workers (default: 0)")
     add_watch_parser(commands)
+
+    review = commands.add_parser(
+        "review", help="review watch's alerts in a browser, or export the reviewed clips for retraining",
+        description="--ui: serve the review web app over an alert store that `fightwatch watch` wrote (or is "
+                    "writing): the alert queue, updated live, each alert's clip, snapshot and fight probability, "
+                    "and the verdicts (acknowledged, false positive, true positive; in bulk; undo). Without "
+                    "cameras: their last known status, no pictures (watch --ui shows those). --export: copy the "
+                    "clips of alerts reviewed false positive to DIR/nonfights/ and true positive to DIR/fights/, "
+                    "the layout `fightwatch prepare` reads with data.source: folders; DIR/reviewed.jsonl says "
+                    "which file came from which alert, and a re-run copies only what is new.",
+        epilog="auth: writes (reviews) need the token whose value is in the environment variable --token-env, "
+               "sent as 'Authorization: Bearer <token>' (the page asks for it once); reads are open to this "
+               "machine. Without a token the app serves 127.0.0.1 only: a HOST other than loopback needs one.")
+    review.add_argument("--store", type=Path, default=Path("runs/watch/alerts.db"), metavar="FILE",
+                        help="the alert store (default: runs/watch/alerts.db)")
+    review_action = review.add_mutually_exclusive_group(required=True)
+    review_action.add_argument("--ui", metavar="HOST:PORT",
+                               help="serve the review app here, e.g. 127.0.0.1:8080 (0.0.0.0:8080: every "
+                                    "interface, needs a token); until Ctrl-C")
+    review_action.add_argument("--export", type=Path, metavar="DIR",
+                               help="copy the reviewed clips into DIR/fights/ and DIR/nonfights/")
+    review.add_argument("--token-env", default="FIGHTWATCH_UI_TOKEN", metavar="NAME",
+                        help="environment variable holding the token (default: FIGHTWATCH_UI_TOKEN)")
     return parser
 
 
@@ -404,12 +429,35 @@ def _plan(args) -> None:
     print(json.dumps(plan_json(topo, bindings, args.nnodes, args.per), indent=2))
 
 
+def _review(args) -> None:
+    import signal
+    import threading
+
+    from trainer.serve.alert_store import AlertStore
+    from trainer.serve.review_app import parse_address, serve_in_thread
+    from trainer.serve.review_export import export_reviewed
+
+    if not args.store.is_file():
+        raise InputError(f"{args.store}: no alert store there (fightwatch watch writes it); name it with --store")
+    address = parse_address(args.ui) if args.ui else None
+    with AlertStore(args.store) as store:
+        if args.export:
+            print(f"{export_reviewed(store, args.export).line()} -> {args.export}")
+            return
+        server = serve_in_thread(store, None, *address, token_env=args.token_env)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()  # serve_in_thread logged the URL
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console(args.debug)
     try:
         return {"demo": _demo, "prepare": _prepare, "train": _train, "score": _score, "evaluate": _evaluate,
-                "summarise": _summarise, "plan": _plan, "watch": run_watch}[args.command](args) or 0
+                "summarise": _summarise, "plan": _plan, "watch": run_watch, "review": _review}[args.command](args) or 0
     except InputError as e:
         if args.debug:
             raise

@@ -8,7 +8,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from data.errors import InputError
-from trainer.serve.alert_store import (AlertStore, MediaFile, Retention, UnknownAlert, plan_media_cap, utc_text)
+from trainer.serve.alert_store import (SCHEMA_VERSION, AlertStore, MediaFile, Retention, ScoredWindow, UnknownAlert,
+                                      plan_media_cap, utc_text)
 
 NOW = datetime(2024, 5, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -45,7 +46,7 @@ def test_alerts_survive_a_reopen_and_replays_do_not_duplicate(tmp_path):
         assert alert.snapshot == os.path.abspath("out/a1-peak.jpg")  # absolute: the reader's cwd differs
         assert alert.clip.endswith("/out/a1.mp4") and not alert.clip_gone and alert.review == "unreviewed"
         assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_an_end_whose_start_was_lost_is_recorded_whole(tmp_path):
@@ -128,6 +129,60 @@ def test_cameras_show_their_latest_event(tmp_path):
         assert store.cameras()[1].since == "2024-05-20T12:00:05.000Z"
         assert [e.kind for e in store.camera_events("gate")] == ["reconnecting", "online"]
 
+
+
+def test_an_alerts_windows_are_kept_replaced_on_replay_and_go_with_the_alert(tmp_path):
+    with AlertStore(tmp_path / "a.db") as store:
+        store.record_start(start_payload("a1", at=NOW - timedelta(days=40)))
+        store.record_windows("a1", [(0.64, 1.28, 0.7), (0.0, 0.64, 0.2)])
+        store.record_windows("a1", [(0.64, 1.28, 0.75), (1.28, 1.92, 0.9)])  # a replayed window replaces
+        assert store.alert_windows("a1") == [ScoredWindow(0.0, 0.64, 0.2), ScoredWindow(0.64, 1.28, 0.75),
+                                             ScoredWindow(1.28, 1.92, 0.9)]
+        with pytest.raises(UnknownAlert):
+            store.record_windows("nope", [(0.0, 0.64, 0.2)])
+        store.apply_retention(Retention(alert_days=30, camera_event_days=None, media_cap_mb=None), now=NOW)
+        assert store.alert_windows("a1") == []
+
+
+def test_a_version_1_store_gains_the_windows_table_and_keeps_its_alerts(tmp_path):
+    from trainer.serve import alert_store
+
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    alert_store._create_v1(db)  # the file as the first released version left it
+    db.execute("INSERT INTO alerts (id, camera, state, start_s, raised_s, start_time, raised_time, peak_prob)"
+               " VALUES ('a1', 'gate', 'ended', 1, 2, '2024-05-20T12:00:00.000Z', '2024-05-20T12:00:01.000Z', 0.9)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with AlertStore(path) as store:
+        assert store.alert("a1").alert.camera == "gate"
+        store.record_windows("a1", [(0.0, 0.64, 0.8)])
+        assert store.alert_windows("a1") == [ScoredWindow(0.0, 0.64, 0.8)]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_camera_events_filter_by_utc_day(tmp_path):
+    with AlertStore(tmp_path / "a.db") as store:
+        store.record_camera_event("gate", "online", at=NOW)
+        store.record_camera_event("gate", "offline", at=NOW + timedelta(days=1))
+        store.record_camera_event("door", "offline", at=NOW + timedelta(days=1))
+        assert [e.kind for e in store.camera_events(day=date(2024, 5, 20))] == ["online"]
+        assert [e.camera for e in store.camera_events(day=date(2024, 5, 21))] == ["door", "gate"]
+        assert [e.camera for e in store.camera_events("gate", day=date(2024, 5, 21))] == ["gate"]
+
+
+def test_data_version_moves_on_every_commit_from_any_connection(tmp_path):
+    with AlertStore(tmp_path / "a.db") as store, AlertStore(tmp_path / "a.db") as other:
+        version = store.data_version()
+        assert store.data_version() == version  # nothing committed
+        store.record_start(start_payload("a1"))  # this store's own writes count: another connection made them
+        assert store.data_version() != version
+        version = store.data_version()
+        reviewer = threading.Thread(target=other.review, args=("a1", "ack", "ana"))  # another store, another thread
+        reviewer.start()
+        reviewer.join()
+        assert store.data_version() != version
 
 def media(name, kind="clip", size=100, age_h=0, kept=False):
     return MediaFile(name, kind, size, utc_text(NOW - timedelta(hours=age_h)), kept)

@@ -13,6 +13,7 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
     store.record_start(alert)                          # a monitor `start` payload (alert_id, camera, start_s, ...)
     store.record_end(alert)                            # its `end` payload; inserts the row when the start was lost
     store.record_camera_event(camera, "online" | "reconnecting" | "offline", detail=None)
+    store.record_windows(alert_id, [(start_s, end_s, prob), ...])   # the scored windows around the alert
     # the reviewer's side
     store.alerts(camera=None, day=None, review=None, limit=100, offset=0) -> [AlertRecord]
         # review: "unreviewed" | "ack" | "false_positive" | "true_positive"; day: a UTC date of the start;
@@ -23,8 +24,10 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
     store.review_many(alert_ids, verdict, who) -> [Review]   # all or none
     store.undo_review(alert_id, who) -> Review | None  # the review undone; the one before it (or none) counts again
     store.cameras() -> [CameraStatus]                  # each camera's latest event
-    store.camera_events(camera=None, limit=100) -> [CameraEvent]   # newest first
+    store.camera_events(camera=None, limit=100, day=None) -> [CameraEvent]   # newest first
+    store.alert_windows(alert_id) -> [ScoredWindow]    # by start; "why it fired"
     store.apply_retention(Retention(...)) -> RetentionReport
+    store.data_version() -> int                        # moves whenever anything commits, here or in another process
     store.close()                                      # every thread's connection
 
 An alert's review state is its latest review that was not undone; every review stays in `reviews`, so an undo
@@ -55,7 +58,7 @@ from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERDICTS = ("ack", "false_positive", "true_positive")
 REVIEW_STATES = ("unreviewed", *VERDICTS)
 KEPT_VERDICT = "true_positive"  # reviewed fights: never expired, their files never deleted for the cap
@@ -117,6 +120,15 @@ class Review:
 class AlertDetail:
     alert: AlertRecord
     reviews: tuple[Review, ...]  # oldest first, undone ones included
+
+
+@dataclass(frozen=True)
+class ScoredWindow:
+    """One scored window of an alert's camera: stream seconds and the fight probability."""
+
+    start_s: float
+    end_s: float
+    prob: float
 
 
 @dataclass(frozen=True)
@@ -240,7 +252,18 @@ def _execute_script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-_MIGRATIONS = {0: _create_v1}  # user_version -> the step to the next version
+def _add_windows_v2(db: sqlite3.Connection) -> None:
+    _execute_script(db, """
+        CREATE TABLE alert_windows (
+            alert_id TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+            start_s REAL NOT NULL, end_s REAL NOT NULL,
+            prob REAL NOT NULL,
+            PRIMARY KEY (alert_id, start_s)
+        ) WITHOUT ROWID;
+    """)
+
+
+_MIGRATIONS = {0: _create_v1, 1: _add_windows_v2}  # user_version -> the step to the next version
 
 _ALERT_SELECT = """
     SELECT a.id, a.camera, a.source, a.state, a.start_s, a.raised_s, a.end_s, a.start_time, a.raised_time,
@@ -269,6 +292,7 @@ class AlertStore:
         self._connections: list[sqlite3.Connection] = []  # every thread's, for close()
         self._lock = threading.Lock()
         self._closed = False
+        self._version_db: sqlite3.Connection | None = None  # data_version()'s, shared by the threads under _lock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
@@ -307,6 +331,19 @@ class AlertStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file (any thread's of this store, another
+        store's, another process's): PRAGMA data_version on a connection of its own that never writes. For a live view
+        to poll cheaply; the values mean nothing else."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"alert store {self.path} is closed")
+            if self._version_db is None:
+                self._version_db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                                   check_same_thread=False)
+                self._connections.append(self._version_db)
+            return self._version_db.execute("PRAGMA data_version").fetchone()[0]
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -376,6 +413,15 @@ class AlertStore:
             db.execute("INSERT INTO camera_events (camera, kind, at, detail) VALUES (?, ?, ?, ?)",
                        (camera, kind, utc_text(at), detail))
 
+    def record_windows(self, alert_id: str, windows: Iterable[tuple[float, float, float]]) -> None:
+        """Record scored windows (start_s, end_s, prob) of an alert; a window already there (same start) is
+        replaced, so a replay does not duplicate. UnknownAlert for an id not in the store."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+                raise UnknownAlert(alert_id)
+            db.executemany("INSERT OR REPLACE INTO alert_windows (alert_id, start_s, end_s, prob) VALUES (?, ?, ?, ?)",
+                           [(alert_id, float(s), float(e), float(p)) for s, e, p in windows])
+
     # -- the reviewer's side ------------------------------------------------------------------------------------
 
     def alerts(self, camera: str | None = None, day: date | None = None, review: str | None = None,
@@ -444,11 +490,24 @@ class AlertStore:
             " WHERE id IN (SELECT max(id) FROM camera_events GROUP BY camera) ORDER BY camera").fetchall()
         return [CameraStatus(*row) for row in rows]
 
-    def camera_events(self, camera: str | None = None, limit: int = 100) -> list[CameraEvent]:
-        where, params = ("WHERE camera = ?", (camera,)) if camera is not None else ("", ())
+    def camera_events(self, camera: str | None = None, limit: int = 100, day: date | None = None) -> list[CameraEvent]:
+        """Camera events, newest first; day: a UTC date."""
+        clauses, params = [], []
+        if camera is not None:
+            clauses.append("camera = ?")
+            params.append(camera)
+        if day is not None:
+            clauses.append("at >= ? AND at < ?")
+            params += _day_bounds(day)
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self._db().execute(f"SELECT id, camera, kind, at, detail FROM camera_events {where}"
                                   " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [CameraEvent(*row) for row in rows]
+
+    def alert_windows(self, alert_id: str) -> list[ScoredWindow]:
+        rows = self._db().execute("SELECT start_s, end_s, prob FROM alert_windows WHERE alert_id = ? ORDER BY start_s",
+                                  (alert_id,)).fetchall()
+        return [ScoredWindow(*row) for row in rows]
 
     # -- retention ----------------------------------------------------------------------------------------------
 
@@ -500,15 +559,19 @@ def _alert_filter(camera: str | None, day: date | None, review: str | None) -> t
         clauses.append("a.camera = ?")
         params.append(camera)
     if day is not None:
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
         clauses.append("a.start_time >= ? AND a.start_time < ?")
-        params += [utc_text(start), utc_text(start + timedelta(days=1))]
+        params += _day_bounds(day)
     if review is not None:
         if review not in REVIEW_STATES:
             raise ValueError(f"review state {review!r} is not one of {', '.join(REVIEW_STATES)}")
         clauses.append("r.verdict IS NULL" if review == "unreviewed" else "r.verdict = ?")
         params += [] if review == "unreviewed" else [review]
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _day_bounds(day: date) -> list[str]:
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return [utc_text(start), utc_text(start + timedelta(days=1))]
 
 
 def _absolute(path: str | None) -> str | None:

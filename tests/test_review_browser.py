@@ -1,0 +1,170 @@
+"""The review app in a real headless Chromium (Debian's, driven by Selenium through Debian's chromedriver), served by
+uvicorn over a real store: live updates without reload, the clip plays, reviews survive a reload.
+
+FIGHTWATCH_SCREENSHOTS=docs makes the test write the README's screenshots there (default: the test's tmp dir).
+"""
+
+import os
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+from tests.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
+from trainer.serve.alert_store import AlertStore
+from trainer.serve.review_app import serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+TOKEN = "desk-token"
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run "
+                "installs them)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e .[dev])")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,860",
+                "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.setenv("FW_BROWSER_TOKEN", TOKEN)
+    now = datetime.now(timezone.utc)
+    store = AlertStore(tmp_path / "alerts.db")
+    for i, camera in enumerate(["gate", "lobby", "gate"]):
+        add_alert(store, tmp_path, f"{camera}-{i}", camera, now - timedelta(minutes=50 - 10 * i), peak=0.8 + 0.05 * i)
+    store.review("lobby-1", "ack", "desk-bo")
+    store.record_camera_event("gate", "online", at=now - timedelta(hours=1))
+    store.record_camera_event("lobby", "online", at=now - timedelta(hours=1))
+    live = FixedLiveView()
+    live.set_camera("gate", fps=25.0, lag_s=0.12, jpeg=jpeg_bytes(tmp_path, 5))
+    live.set_camera("lobby", fps=15.0, lag_s=0.3, jpeg=jpeg_bytes(tmp_path, 9))
+    server = serve_in_thread(store, live, "127.0.0.1", free_port(), token_env="FW_BROWSER_TOKEN")
+    yield server, store, live, now
+    server.stop()
+    store.close()
+
+
+def screenshot_dir(tmp_path) -> Path:
+    return Path(os.environ.get("FIGHTWATCH_SCREENSHOTS") or tmp_path)
+
+
+def wait(browser, condition, timeout_s=5.0, what="condition"):
+    return WebDriverWait(browser, timeout_s, poll_frequency=0.05).until(lambda b: condition(b), message=what)
+
+
+def text(browser, css) -> str:
+    """The element's text, read in one step: the page re-renders what it shows on every update, so an element
+    found first may be gone by the time it is read."""
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css)
+
+
+def queue_ids(browser) -> list[str]:
+    """The alerts in the queue, in order, read in one step as `text` is."""
+    return browser.execute_script("return [...document.querySelectorAll('tr.alert')].map(r => r.dataset.id)")
+
+
+def click(browser, css) -> None:
+    """Click in one step, for the same reason as `text`."""
+    browser.execute_script("document.querySelector(arguments[0]).click()", css)
+
+
+def review_badge(browser, alert_id):
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.className : ''",
+                                  f"tr[data-id='{alert_id}'] .badge")
+
+
+def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, served, tmp_path):
+    server, store, live, now = served
+    browser.get(server.url)
+    token = wait(browser, lambda b: b.find_element(By.ID, "token"), what="the token field")
+    token.send_keys(TOKEN, "\t")  # typed once; the page keeps it in localStorage and reloads
+    wait(browser, lambda b: "live" == text(b, "#live-state"), what="the event stream")
+    # the tiles: each camera's newest frame, status, fps, lag
+    wait(browser, lambda b: b.execute_script(
+        "const img = document.querySelector(\"[data-camera='gate'] img\"); return img && img.naturalWidth > 0"),
+        what="gate's frame")
+    gate = text(browser, "[data-camera='gate']")
+    assert "online" in gate and "25.0 fps" in gate and "lag 0.12 s" in gate
+    wait(browser, lambda b: queue_ids(b) == [
+        "gate-2", "gate-0", "lobby-1"], what="the queue: unreviewed first, newest first")
+
+    # watch records a new alert, a camera drops: both show without a reload
+    browser.execute_script("window.notReloaded = true")
+    started = time.monotonic()
+    add_alert(store, tmp_path, "lobby-3", "lobby", now - timedelta(minutes=5), peak=0.97)
+    wait(browser, lambda b: "lobby-3" in queue_ids(b), 2.0, "the new alert")
+    assert time.monotonic() - started < 2.0
+    store.record_camera_event("gate", "offline", "stream lost: connection refused")
+    live.set_camera("gate", status="offline", fps=None, lag_s=None)
+    wait(browser, lambda b: "camera offline: stream lost" in text(b, "#queue"), 2.0, "the event row")
+    wait(browser, lambda b: "offline" in text(b, "[data-camera='gate'] .status"), 3.0,
+         "gate's tile offline")
+    assert browser.execute_script("return window.notReloaded") is True
+    assert queue_ids(browser)[0] == "lobby-3"
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "review-queue.png"))
+
+    # bulk: two alerts false positive at once; the store has it, and a reload shows it
+    for alert_id in ("gate-0", "lobby-3"):
+        click(browser, f"input[data-id='{alert_id}']")
+    assert text(browser, "#selected-count") == "2 selected"
+    click(browser, "[data-bulk='false_positive']")
+    wait(browser, lambda b: "false_positive" in review_badge(b, "lobby-3"), 2.0, "the verdict shown")
+    assert store.alert("gate-0").alert.review == "false_positive" and store.alert("gate-0").alert.reviewed_by == "operator"
+    browser.refresh()
+    wait(browser, lambda b: "lobby-3" in queue_ids(b), what="the queue after a reload")
+    assert "false_positive" in review_badge(browser, "gate-0") and "false positive · operator" in \
+        text(browser, "tr[data-id='gate-0']")
+    # the review filter
+    browser.find_element(By.CSS_SELECTOR, "#f-review option[value='unreviewed']").click()  # not re-rendered
+    wait(browser, lambda b: queue_ids(b) == ["gate-2"],
+         what="only the unreviewed alert")
+
+
+def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(browser, served, tmp_path):
+    server, store, _, _ = served
+    browser.get(server.url)
+    browser.execute_script(f"localStorage.setItem('fightwatch_token', '{TOKEN}');"
+                           "localStorage.setItem('fightwatch_who', 'desk-ana')")
+    browser.get(f"{server.url}alerts/gate-2")
+    video = wait(browser, lambda b: b.find_element(By.ID, "clip"), what="the video element")
+    # H.264 as watch writes it (trainer.serve.snapshots.write_mp4): Debian's Chromium decodes it
+    wait(browser, lambda b: b.execute_script("return arguments[0].readyState >= 2", video), 5.0, "the clip loaded")
+    assert browser.execute_script("return arguments[0].duration", video) == pytest.approx(2.0, abs=0.1)
+    browser.execute_script("arguments[0].play()", video)
+    wait(browser, lambda b: b.execute_script("return arguments[0].currentTime", video) > 0.3, 5.0, "the clip playing")
+    browser.execute_script("arguments[0].pause(); arguments[0].currentTime = 1.5", video)  # seeking: Range requests
+    wait(browser, lambda b: b.execute_script("return !arguments[0].seeking && arguments[0].currentTime >= 1.4", video),
+         5.0, "the seek")
+    assert browser.execute_script("return document.getElementById('snapshot').naturalWidth") == 160
+    points = browser.execute_script("return document.querySelector('#chart polyline.probability')"
+                                    ".getAttribute('points')").split()
+    assert len(points) == 7  # one per scored window
+    assert "threshold" in text(browser, "#chart")
+
+    browser.find_element(By.CSS_SELECTOR, "[data-verdict='true_positive']").click()
+    wait(browser, lambda b: "true positive by desk-ana" in text(b, "#history"), 2.0, "the review")
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "review-alert.png"))
+    browser.refresh()
+    wait(browser, lambda b: "true positive · desk-ana" in text(b, "#review-state"), 5.0,
+         "the review after a reload")
+    browser.find_element(By.ID, "undo").click()
+    wait(browser, lambda b: "unreviewed" in text(b, "#review-state"), 2.0, "the undo")
+    assert "undone by desk-ana" in text(browser, "#history")
+    assert store.alert("gate-2").alert.review == "unreviewed"

@@ -1,0 +1,40 @@
+"""What the review app shows of the cameras right now: the `LiveView` protocol and the store's view of it.
+
+`fightwatch watch --ui` passes a view over its Monitor (status, fps and lag from `stats()`, the newest frame of
+each camera's ring as a JPEG); `fightwatch review` has no cameras, only the store, so `StoreLiveView` gives each
+camera's latest recorded status and no pictures.
+
+A camera is a dict: {"id": str, "status": "online" | "reconnecting" | "offline", "fps": float | None,
+"lag_s": float | None, "since": ISO time | None, "detail": str | None}; fps, lag_s, since and detail may be None
+or absent.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from trainer.serve.alert_store import AlertStore
+
+CAMERA_STATUSES = ("online", "reconnecting", "offline")
+
+
+class LiveView(Protocol):
+    def cameras(self) -> list[dict]:
+        """Every camera, as the module doc says; called a few times a second, so it must be cheap."""
+
+    def latest_jpeg(self, camera: str) -> bytes | None:
+        """The camera's newest frame as JPEG bytes; None when there is none (unknown camera, no frame yet)."""
+
+
+class StoreLiveView:
+    """The cameras as the store last heard of them: their latest status event, no frames."""
+
+    def __init__(self, store: AlertStore):
+        self.store = store
+
+    def cameras(self) -> list[dict]:
+        return [{"id": c.camera, "status": c.status, "fps": None, "lag_s": None, "since": c.since, "detail": c.detail}
+                for c in self.store.cameras()]
+
+    def latest_jpeg(self, camera: str) -> bytes | None:
+        return None

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_serving_config_args
+from cluster.serve_args import POLICY_FLAGS, add_serving_config_args, add_token_env_arg
 from cluster.logs import log_to_run_dir, setup_console
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
@@ -243,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "interface, needs a token); until Ctrl-C")
     review_action.add_argument("--export", type=Path, metavar="DIR",
                                help="copy the reviewed clips into DIR/fights/ and DIR/nonfights/")
-    review.add_argument("--token-env", default="FIGHTWATCH_UI_TOKEN", metavar="NAME",
-                        help="environment variable holding the token (default: FIGHTWATCH_UI_TOKEN)")
+    add_token_env_arg(review)
     return parser
 
 

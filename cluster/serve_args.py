@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+UI_TOKEN_ENV = "FIGHTWATCH_UI_TOKEN"  # the review app's default token variable (watch --ui, review --ui)
+
 # The alert policy's flags, the same for score and watch: argparse dest -> alerts.<field>
 POLICY_FLAGS = {"threshold": "threshold", "consecutive": "consecutive", "calm_to_end": "calm_to_end",
                 "cooldown": "cooldown_s"}
@@ -28,3 +30,8 @@ def add_serving_config_args(parser: argparse.ArgumentParser, default: str = "con
     parser.add_argument("--calm-to-end", type=int, help="calm windows that end an alert (alerts.calm_to_end)")
     parser.add_argument("--cooldown", type=float, help="seconds a camera stays quiet after an alert ends "
                                                        "(alerts.cooldown_s)")
+
+
+def add_token_env_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-env", default=UI_TOKEN_ENV, metavar="NAME",
+                        help=f"environment variable holding the review app's token (default: {UI_TOKEN_ENV})")

@@ -10,7 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_serving_config_args
+from cluster.serve_args import POLICY_FLAGS, add_serving_config_args, add_token_env_arg
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ exit status: 0 when every camera ended or was stopped, 1 when one could not be o
 examples:
   fightwatch watch --model runs/demo/model.pth gate=rtsp://cam1.local/stream lobby=/dev/video0
   fightwatch watch --model model.pth --no-realtime --alerts alerts.jsonl recordings/*.mp4
+  fightwatch watch --model runs/demo/model.pth --ui 127.0.0.1:8080 lobby=rtsp://cam2.local/stream   # + review app
   FW_SECRET=... fightwatch watch --model model.pth --webhook https://ops.example/hook \\
       --webhook-secret-env FW_SECRET rtsp://user:pass@10.0.0.5/ch1
 """
@@ -75,6 +77,10 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
     watch.add_argument("--store", type=Path, metavar="FILE",
                        help="record alerts and camera status changes in this SQLite alert store, for review "
                             "(watch.store)")
+    watch.add_argument("--ui", metavar="HOST:PORT",
+                       help="also serve the review app here (e.g. 127.0.0.1:8080): live camera tiles, the alert "
+                            "queue over the store, reviews (README: Reviewing alerts); needs the store")
+    add_token_env_arg(watch)
     watch.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this http(s) URL "
                                                         "(sinks.webhook)")
     watch.add_argument("--webhook-secret-env", metavar="NAME",
@@ -122,6 +128,8 @@ def run_watch(args) -> int:
     from trainer.serve.monitor import Monitor
     from trainer.serve.scoring import check_fight_model
     from trainer.serve.alert_store import AlertStore
+    from trainer.serve.live_view import MonitorLiveView
+    from trainer.serve.review_app import parse_address, serve_in_thread
     from trainer.serve.sinks import StoreSink, build_sink
     from trainer.serve.sources import parse_sources
 
@@ -134,6 +142,9 @@ def run_watch(args) -> int:
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, "auto"))
     model, _ = apply(plan, model)
+    if args.ui and cfg.store is None:
+        raise InputError("--ui reviews the alert store: name one with --store (watch.store is null)")
+    address = parse_address(args.ui) if args.ui else None  # a bad address fails before anything starts
     stored = [StoreSink(AlertStore(cfg.store), cfg.retention)] if cfg.store is not None else []
     try:
         sink = build_sink(sinks, cfg.out_dir / "undelivered.jsonl", also=stored)
@@ -142,6 +153,13 @@ def run_watch(args) -> int:
             store_sink.close()
         raise
     monitor = Monitor(model, model_cfg, plan, sources, policy, sink, cfg)
+    server = None
+    if address is not None:
+        try:
+            server = serve_in_thread(stored[0].store, MonitorLiveView(monitor), *address, token_env=args.token_env)
+        except BaseException:
+            sink.close()
+            raise
 
     restore = {}
     if threading.current_thread() is threading.main_thread():
@@ -157,6 +175,8 @@ def run_watch(args) -> int:
     finally:
         for signum, handler in restore.items():
             signal.signal(signum, handler)
+        if server is not None:
+            server.stop()
         sink.close()
     print(json.dumps({"event": "stats", **stats}), file=sys.stderr, flush=True)
     bad = {name: cam.get("error") for name, cam in stats["cameras"].items() if cam["status"] in ("failed", "gave_up")}

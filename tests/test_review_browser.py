@@ -4,15 +4,25 @@ uvicorn over a real store: live updates without reload, the clip plays, reviews 
 FIGHTWATCH_SCREENSHOTS=docs makes the test write the README's screenshots there (default: the test's tmp dir).
 """
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import threading
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.helpers import free_port
+from tests.helpers import FIGHTWATCH, free_port
+from tests.videos import write_video
+from trainer.checkpoint import save_checkpoint
+from trainer.model import ModelConfig, ResNet3D
 from tests.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.review_app import serve_in_thread
@@ -168,3 +178,79 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
     wait(browser, lambda b: "unreviewed" in text(b, "#review-state"), 2.0, "the undo")
     assert "undone by desk-ana" in text(browser, "#history")
     assert store.alert("gate-2").alert.review == "unreviewed"
+
+
+class GatedStream(ThreadingHTTPServer):
+    """Serves an MPEG-TS file as a live stream once `go` is set: the page can be open before anything happens."""
+
+    daemon_threads = True
+
+    def __init__(self, data: bytes):
+        super().__init__(("127.0.0.1", 0), GatedHandler)
+        self.data, self.go = data, threading.Event()
+
+
+class GatedHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.go.wait(120)
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        self.wfile.write(self.server.data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_watch_ui_shows_an_alert_within_2_s_of_its_json_line(browser, tmp_path):
+    """The acceptance check of the review app: `fightwatch watch --ui` on a camera, the page open before the fight."""
+    cfg = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
+                      pretrained=None, ft_begin="conv1", mean=None, std=None, value_scale=None)
+    model = ResNet3D(cfg)
+    with torch.no_grad():  # always fight: the alert comes from the stream's first windows
+        model.fc.weight.zero_(), model.fc.bias.copy_(torch.tensor([0.0, 5.0]))
+    save_checkpoint(tmp_path / "fight.pth", model, cfg, epoch=1)
+    stream = GatedStream(write_video(tmp_path / "cam.ts", 150, fps=25).read_bytes())
+    threading.Thread(target=stream.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    port, alerts = free_port(), tmp_path / "alerts.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    process = subprocess.Popen(
+        [str(FIGHTWATCH), "watch", "--model", str(tmp_path / "fight.pth"), "--store", str(tmp_path / "alerts.db"),
+         "--ui", f"127.0.0.1:{port}", "--alerts", str(alerts), "--out-dir", str(tmp_path / "out"),
+         f"gate=http://127.0.0.1:{stream.server_port}/cam.ts"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while not _answers(url + "api/cameras"):
+            assert process.poll() is None and time.monotonic() < deadline, "watch --ui did not come up"
+            time.sleep(0.1)
+        browser.get(url)
+        wait(browser, lambda b: "live" == text(b, "#live-state"), what="the event stream")
+        stream.go.set()
+        while not alerts.is_file() or '"start"' not in alerts.read_text():
+            assert process.poll() is None and time.monotonic() < deadline + 60, "no alert"
+            time.sleep(0.01)
+        written = time.monotonic()
+        alert_id = json.loads(alerts.read_text().splitlines()[0])["alert_id"]
+        wait(browser, lambda b: alert_id in queue_ids(b), 2.0, "the alert in the page")
+        assert time.monotonic() - written < 2.0
+        wait(browser, lambda b: b.execute_script(
+            "const img = document.querySelector(\"[data-camera='gate'] img\"); return img && img.naturalWidth > 0"),
+            5.0, "gate's live frame")
+        with urllib.request.urlopen(f"{url}api/alerts/{alert_id}") as response:
+            detail = json.loads(response.read())
+        assert detail["windows"] and all(w["prob"] > 0.99 for w in detail["windows"])  # why it fired
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        stream.shutdown()
+        stream.server_close()
+    assert process.returncode == 0, err[-3000:]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False

@@ -136,6 +136,7 @@ class Camera:
         self.state = AlertState()
         self.hot_prob, self.hot_frame = -1.0, None  # the hottest window's middle frame of this streak/alert
         self.active: ActiveAlert | None = None
+        self.scored: deque[tuple[float, float, float]] = deque(maxlen=256)  # (start_s, end_s, prob), newest last
         self.anchor: Frame | None = None  # newest frame of the last scored window
 
     @property

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from trainer.serve.alert_store import AlertStore
+from trainer.serve.cameras import PRESENCE
+from trainer.serve.snapshots import jpeg_bytes
 
 CAMERA_STATUSES = ("online", "reconnecting", "offline")
 
@@ -38,3 +40,32 @@ class StoreLiveView:
 
     def latest_jpeg(self, camera: str) -> bytes | None:
         return None
+
+
+class MonitorLiveView:
+    """`fightwatch watch --ui`'s cameras: status, fps and lag from the monitor's cameras, the newest decoded frame.
+
+    Duck-typed over trainer.serve.monitor.Monitor (its `cameras` dict), read from the web server's threads: a
+    frame is encoded once, however many pages show it."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self._encoded: dict[str, tuple[object, bytes]] = {}  # camera -> (the Frame, its JPEG)
+
+    def cameras(self) -> list[dict]:
+        return [{"id": cam.id, "status": PRESENCE.get(cam.status, "reconnecting"),  # starting: connecting
+                 "fps": cam.fps, "lag_s": round(cam.stats.lag_s, 3), "detail": cam.error}
+                for cam in self.monitor.cameras.values()]
+
+    def latest_jpeg(self, camera: str) -> bytes | None:
+        cam = self.monitor.cameras.get(camera)
+        if cam is None:
+            return None
+        with cam.ring_lock:
+            frame = cam.ring[-1] if cam.ring else None
+        if frame is None:
+            return None
+        cached = self._encoded.get(camera)
+        if cached is None or cached[0] is not frame:
+            cached = self._encoded[camera] = (frame, jpeg_bytes(frame, quality=75))
+        return cached[1]

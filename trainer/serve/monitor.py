@@ -203,12 +203,17 @@ class Monitor:
     def _advance(self, cam: Camera, window: CameraWindow, prob: float) -> None:
         if prob >= self.policy.threshold and prob > cam.hot_prob:
             cam.hot_prob, cam.hot_frame = prob, window.key
+        scored = (window.start_s, window.end_s, prob)
+        cam.scored.append(scored)
+        ongoing = cam.active  # raised by an earlier window: this one is part of it, the calm one that ends it too
         cam.state, events = step(self.policy, cam.state, Window(window.start_s, window.end_s, prob), cam.id)
         for kind, alert in events:
             if kind == "start":
                 self._raise(cam, alert, window)
             else:
                 self._end(cam, alert, "calm")
+        if ongoing is not None:
+            self._send_windows(ongoing.alert_id, [scored])
         if cam.state.active is None and cam.state.hot == 0:
             cam.hot_prob, cam.hot_frame = -1.0, None
 
@@ -239,6 +244,8 @@ class Monitor:
             "peak_prob": round(alert.peak_prob, 4), "threshold": self.policy.threshold,
             "snapshot": str(snapshot), "clip": None if clip is None else str(clip),
         })
+        # what led up to it, as far back as its clip reaches: the review app draws why it fired
+        self._send_windows(alert_id, [w for w in cam.scored if w[1] > alert.raised_s - self.cfg.clip_seconds])
 
     def _end(self, cam: Camera, alert: Alert, reason: str) -> None:
         active, cam.active = cam.active, None
@@ -292,6 +299,12 @@ class Monitor:
             self.sink.camera_status(CameraPresence(cam.id, presence, detail, time.time()))
         except Exception:  # the decode thread that called this goes on
             log.exception("alert sink %r failed on camera %s's status", self.sink, cam.id)
+
+    def _send_windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
+        try:
+            self.sink.windows(alert_id, scored)
+        except Exception:
+            log.exception("alert sink %r failed; alert %s's windows not recorded", self.sink, alert_id)
 
     def _submit(self, write, what, path: Path, *args) -> None:
         self._writer.submit(write, what, path, *args)

@@ -55,7 +55,6 @@ from trainer.serve.live_view import LiveView, StoreLiveView
 log = logging.getLogger(__name__)
 
 UI_DIR = Path(__file__).with_name("review_ui")
-DEFAULT_TOKEN_ENV = "FIGHTWATCH_UI_TOKEN"
 TOKEN_COOKIE = "fightwatch_token"
 POLL_S = 0.25  # how often an event stream looks for store changes
 CAMERAS_EVERY_S = 1.0  # ... and for the cameras' status, fps and lag
@@ -394,7 +393,7 @@ class ReviewServer:
 
 
 def serve_in_thread(store: AlertStore, live_view: LiveView | None, host: str, port: int,
-                    token_env: str = DEFAULT_TOKEN_ENV) -> ReviewServer:
+                    token_env: str) -> ReviewServer:
     """Serve the review app on host:port (0: a free port) from a daemon thread; returns once it listens.
     InputError when the address cannot be bound, or is not loopback and $token_env holds no token."""
     import uvicorn

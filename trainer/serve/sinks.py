@@ -121,6 +121,10 @@ class Sink:
         """A camera went online, reconnecting or offline (called from the thread that changed it, mostly its
         decode thread). Ignored by default."""
 
+    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
+        """Scored windows (start_s, end_s, fight probability) around an alert: those before its raise, then each
+        one while it lasts (called from the inference thread). Ignored by default."""
+
     def close(self, timeout_s: float = 10.0) -> None:
         pass
 
@@ -341,6 +345,13 @@ class MultiSink(Sink):
             except Exception:
                 log.exception("alert sink %r failed on camera %s's status", sink, change.camera)
 
+    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.windows(alert_id, scored)
+            except Exception:
+                log.exception("alert sink %r failed on alert %s's windows", sink, alert_id)
+
     def close(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         for sink in self.sinks:
@@ -368,6 +379,9 @@ class StoreSink(Sink):
 
     def camera_status(self, change: CameraPresence) -> None:
         self.store.record_camera_event(change.camera, change.presence, change.detail, change.wall)
+
+    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
+        self.store.record_windows(alert_id, scored)
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._stop.set()

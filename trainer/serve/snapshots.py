@@ -7,6 +7,8 @@ without end.
 
 from __future__ import annotations
 
+import io
+
 import logging
 import queue
 import threading
@@ -43,16 +45,18 @@ def _av_frame(frame: Frame, size: tuple[int, int] | None = None) -> av.VideoFram
     return out
 
 
+def jpeg_bytes(frame: Frame, quality: int = 85) -> bytes:
+    """One frame as JPEG bytes (for snapshots, and the review app's live tiles)."""
+    buffer = io.BytesIO()
+    _av_frame(frame).to_image().save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def write_jpeg(frame: Frame, path: Path) -> Path:
-    """One frame as a JPEG (PyAV's MJPEG encoder), written atomically."""
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mjpeg") as container:
-        stream = container.add_stream("mjpeg", rate=1)
-        stream.width, stream.height = frame.size
-        stream.pix_fmt = "yuvj420p"
-        if hasattr(stream.codec_context, "qscale"):
-            stream.codec_context.qscale = 3
-        container.mux(stream.encode(_av_frame(frame).reformat(format="yuvj420p")))
-        container.mux(stream.encode())
+    """One frame as a JPEG, written atomically."""
+    data = jpeg_bytes(frame)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

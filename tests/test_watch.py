@@ -131,6 +131,8 @@ def test_two_file_cameras_raise_one_alert_each_with_snapshot_and_clip(models, vi
             clip_frames = list(container.decode(video=0))
         assert len(clip_frames) == 24  # the frames before the raise (clip_seconds 5 > 0.96 s)
         assert clip_frames[-1].time == pytest.approx(23 / FPS, abs=0.002)
+        full = Path(end["clip"])  # the review clip: the whole alert, the video's end included
+        assert full.name == f"{end['alert_id']}-full.mp4" and decoded_frames(full) == frames
         assert not list(out_dir.rglob(".*"))  # no temp files left behind
 
     cams = stats["cameras"]

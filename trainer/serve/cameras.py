@@ -299,8 +299,9 @@ class CameraReader:
 
     def _set_fps(self, fps: float) -> None:
         cam, cfg = self.cam, self.cfg
-        # the clip's seconds, plus what decode may run ahead of scoring (queued and in-batch windows)
-        capacity = math.ceil(cfg.clip_seconds * fps) + (2 * cfg.max_queued + 2) * cfg.stride + self.duration
+        # the review clip's seconds (clip_seconds before an alert, as many in it), plus what decode may run ahead
+        # of scoring (queued and in-batch windows)
+        capacity = math.ceil(2 * cfg.clip_seconds * fps) + (2 * cfg.max_queued + 2) * cfg.stride + self.duration
         with cam.ring_lock:
             if cam.ring.maxlen != capacity:
                 cam.ring = deque(cam.ring, maxlen=capacity)

@@ -18,7 +18,9 @@ Alerts
     `start`: camera, start_s (first hot window's start) and raised_s (the raising window's end) with their
     wall-clock times, peak_prob so far, the snapshot (middle frame of the hottest window so far) and the
     clip (clip_seconds up to raised_s). `end`: the final peak_prob and end_s (last hot window's end), a new
-    `-peak.jpg` snapshot when a later window was hotter. Snapshot and clip are clip_height tall at most.
+    `-peak.jpg` snapshot when a later window was hotter, and the review clip `-full.mp4`: from clip_seconds
+    before the start to the newest frame (the calm windows that ended it included), as far back as the ring of
+    2 x clip_seconds reaches. Snapshot and clips are clip_height tall at most.
 
 Time
     Stream time (`*_s` fields) is each camera's (trainer/serve/cameras.py). Wall-clock times (`*_time`
@@ -258,6 +260,14 @@ class Monitor:
             self._submit(write_jpeg, cam.hot_frame, snapshot)
         end_s = alert.end_s if alert.end_s is not None else alert.raised_s
         end_time = _iso(_wall_at(end_s, cam.anchor)) if cam.anchor is not None else None
+        # the review clip: from clip_seconds before the start to the newest frame, the calm that ended it included
+        # (as far back as the ring reaches: 2 x clip_seconds)
+        with cam.ring_lock:
+            frames = [f for f in cam.ring if f.t >= alert.start_s - self.cfg.clip_seconds]
+        clip = active.clip
+        if frames:
+            clip = active.snapshot.with_name(f"{active.alert_id}-full.mp4")
+            self._submit(write_mp4, frames, clip, cam.fps or 25.0)
         log.info("alert %s ended (%s): camera %s, peak %.2f, %.2f-%.2f s",
                  active.alert_id, reason, cam.id, alert.peak_prob, alert.start_s, end_s)
         self._send({
@@ -265,7 +275,7 @@ class Monitor:
             "start_s": round(alert.start_s, 4), "raised_s": round(alert.raised_s, 4), "end_s": round(end_s, 4),
             "start_time": active.start_time, "raised_time": active.raised_time, "end_time": end_time,
             "peak_prob": round(alert.peak_prob, 4), "snapshot": str(snapshot),
-            "clip": None if active.clip is None else str(active.clip), "reason": reason,
+            "clip": None if clip is None else str(clip), "reason": reason,
         })
 
     def _close(self, cam: Camera, reason: str) -> None:

@@ -18,7 +18,7 @@ class WatchConfig:
     batch_size: int  # most windows per forward pass
     realtime: bool  # replay files at their frame rate
     out_dir: Path = field(metadata={"path": True})  # snapshots and clips, a folder per camera
-    clip_seconds: float  # the alert clip: this many seconds up to the raising window's end
+    clip_seconds: float  # the alert clip: this many seconds up to the raise; the review clip: from this long before it
     clip_height: int  # ring buffer / clip / snapshot height (smaller sources keep theirs)
     max_queued: int  # windows waiting per camera
     max_pending_writes: int  # snapshot/clip writes waiting (a clip holds seconds of frames); more are dropped

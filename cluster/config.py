@@ -79,6 +79,7 @@ class DataConfig:
     ava: AvaConfig | None
     folders_root: str | None = field(metadata={"path": True})  # for source: folders (fights/ and nonfights/, or RWF-2000's train/ and val/)
     extra_folders: tuple[str, ...] = field(metadata={"path": True})  # folder-per-class sets added to any source
+    extra_repeat: int  # each extra training clip counts this many times an epoch (a few hard negatives weigh)
     val_fraction: float
     split: KFold | None  # {folds: K, fold: i}: k-fold by video in place of val_fraction (sources folders, synthetic)
     clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp
@@ -95,8 +96,9 @@ class DataConfig:
         if self.split is not None and self.source == "ava":
             raise ValueError("data.split (k-fold) applies to sources folders and synthetic; source ava splits by "
                              "its files (ava.val_csv) or val_fraction: set data.split: null")
-        if not 0 <= self.val_fraction < 1 or self.clip_seconds <= 0 or self.download_workers < 1:
-            raise ValueError("need 0 <= val_fraction < 1, clip_seconds > 0, download_workers >= 1")
+        if (not 0 <= self.val_fraction < 1 or self.clip_seconds <= 0 or self.download_workers < 1
+                or self.extra_repeat < 1):
+            raise ValueError("need 0 <= val_fraction < 1, clip_seconds > 0, download_workers >= 1, extra_repeat >= 1")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def source_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
     of videos that could not be had."""
     rows, unavailable = _main_rows(cfg, run_dir)
     for root in cfg.data.extra_folders:
-        extra = extra_manifest(root, cfg.data.val_fraction, cfg.seed)
+        extra = extra_manifest(root)
         log.info("%s: %d extra clip(s) (%s)", root, len(extra),
                  ", ".join(f"{sum(r['label'] == label for r in extra)} {label}" for label in ("fight", "nonfight")))
         rows += extra

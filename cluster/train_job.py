@@ -33,9 +33,19 @@ def datasets(cfg: Config, store: ClipStore) -> tuple[ClipDataset, ClipDataset]:
         raise InputError(f"{manifest}: no prepared clips; run `fightwatch prepare` with this config first")
     check_split(run_dir, cfg.data.split)
     rows, m = read_manifest(manifest), cfg.model
-    return tuple(ClipDataset(store, [r for r in rows if r["subset"] == subset], m.sample_size, m.sample_duration,
-                             m.normalization, train=subset == "training", seed=cfg.seed)
+    subsets = {"training": training_rows(rows, cfg.data.extra_repeat),
+               "validation": [r for r in rows if r["subset"] == "validation"]}
+    return tuple(ClipDataset(store, subsets[subset], m.sample_size, m.sample_duration, m.normalization,
+                             train=subset == "training", seed=cfg.seed)
                  for subset in ("training", "validation"))
+
+
+def training_rows(rows: list[dict], extra_repeat: int) -> list[dict]:
+    """The training subset, each clip of data.extra_folders `extra_repeat` times: a few dozen flagged clips weigh
+    against hundreds of old ones. Each copy is its own dataset index (its own random views) and has its own
+    `copy` number (its own trunk-cache views). Pure."""
+    training = [r for r in rows if r["subset"] == "training"]
+    return training + [{**r, "copy": k} for r in training if r.get("extra") for k in range(1, extra_repeat)]
 
 
 def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:

@@ -113,15 +113,16 @@ def folder_manifest(root: str | Path, val_fraction: float, seed: int, split: KFo
     return rows
 
 
-def extra_manifest(root: str | Path, val_fraction: float, seed: int) -> list[dict]:
-    """Manifest rows of a folder-per-class set that joins the main data (`data.extra_folders`, e.g. the clips of
-    reviewed alerts that `fightwatch review --export` writes): the same seeded, class-stratified hold-out; one
-    class or none is fine; ids are paths under the root's parent (`feedback/nonfights/x.mp4`), apart from the
-    main set's."""
+def extra_manifest(root: str | Path) -> list[dict]:
+    """Manifest rows of a folder-per-class set that joins the main data's training clips (`data.extra_folders`,
+    e.g. the clips of reviewed alerts that `fightwatch review --export` writes): all of them train, as flagged
+    hard negatives are too few to hold some out (the main set's validation measures the model); one class or none
+    is fine; ids are paths under the root's parent (`feedback/nonfights/x.mp4`), apart from the main set's."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: extra video folder does not exist")
-    return _manifest_rows(_held_out(_class_videos(root), val_fraction, seed), root.parent)
+    return [{**row, "extra": True}  # trained on data.extra_repeat times an epoch (cluster/train_job.py)
+            for row in _manifest_rows({"training": _class_videos(root)}, root.parent)]
 
 
 def _held_out(by_label: dict[str, list[Path]], val_fraction: float, seed: int) -> dict[str, dict[str, list[Path]]]:

@@ -114,10 +114,10 @@ def test_an_extra_folder_may_hold_one_class_and_keeps_its_ids_apart(tmp_path):
     (feedback / "nonfights").mkdir(parents=True)
     for i in range(5):
         write_video(feedback / "nonfights" / f"{i}.mp4", 10)
-    rows = extra_manifest(feedback, val_fraction=0.4, seed=0)
+    rows = extra_manifest(feedback)
     assert sorted(r["video_id"] for r in rows) == [f"feedback%2Fnonfights%2F{i}.mp4" for i in range(5)]
-    assert {r["label"] for r in rows} == {"nonfight"} and sum(r["subset"] == "validation" for r in rows) == 2
+    assert {(r["label"], r["subset"], r["extra"]) for r in rows} == {("nonfight", "training", True)}
     (tmp_path / "empty").mkdir()
-    assert extra_manifest(tmp_path / "empty", 0.2, 0) == []
+    assert extra_manifest(tmp_path / "empty") == []
     with pytest.raises(InputError, match="nope: extra video folder does not exist"):
-        extra_manifest(tmp_path / "nope", 0.2, 0)
+        extra_manifest(tmp_path / "nope")

@@ -64,8 +64,10 @@ def cache_key(trunk: torch.nn.Module, dataset: ClipDataset, precision: str, view
     return digest.hexdigest()[:16]
 
 
-def _file(directory: Path, clip_id: str) -> Path:
-    return directory / f"{urllib.parse.quote(clip_id, safe='')}.npy"
+def _file(directory: Path, row: dict) -> Path:
+    """A clip's cached views; a repeated clip's copies (cluster/train_job.py: training_rows) have their own."""
+    copy = f"~{row['copy']}" if row.get("copy") else ""
+    return directory / f"{urllib.parse.quote(row['clip_id'], safe='')}{copy}.npy"
 
 
 def _sha256(path: Path) -> str:
@@ -126,7 +128,7 @@ class TrunkCache:
                 directory.mkdir(parents=True, exist_ok=True)
                 todo = []
                 for index in shard(len(dataset), rank, world_size):
-                    path = _file(directory, dataset.rows[index]["clip_id"])
+                    path = _file(directory, dataset.rows[index])
                     if _valid(path):
                         counts["reused"] += 1
                     else:
@@ -157,7 +159,7 @@ class CachedViews(Dataset):
     """(trunk activations, label) per clip: one of its `views` cached views per epoch, memory-mapped."""
 
     def __init__(self, directory: Path, clips: ClipDataset, views: int, seed: int):
-        self.paths = [_file(directory, row["clip_id"]) for row in clips.rows]
+        self.paths = [_file(directory, row) for row in clips.rows]
         self.labels = [int(row["label_id"]) for row in clips.rows]
         self.views, self.seed, self.epoch = views, seed, 0
 

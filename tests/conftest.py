@@ -1,4 +1,5 @@
-"""Fixtures shared by the modules that train: one tiny prepared run dir per session (Ray extraction is slow)."""
+"""Fixtures shared by the modules that train: one tiny prepared run dir per session (Ray extraction is slow), and
+one demo run (`fightwatch demo`, minutes) for the tests of what the demo makes and what is built on it."""
 
 import subprocess
 
@@ -8,9 +9,10 @@ from tests.helpers import FIGHTWATCH, ROOT
 
 
 def pytest_collection_modifyitems(items):
-    """A test that needs `prepared` (directly or through another fixture) waits for a `fightwatch prepare`: slow."""
+    """A test that needs `prepared` or `demo_run` (directly or through another fixture) waits for a `fightwatch
+    prepare` or the demo: slow."""
     for item in items:
-        if "prepared" in getattr(item, "fixturenames", ()):
+        if {"prepared", "demo_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -24,3 +26,13 @@ def prepared(tmp_path_factory):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """(run dir, CompletedProcess) of the real `fightwatch demo`: the demo's config, videos, model and timeline."""
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    result = subprocess.run([str(FIGHTWATCH), "demo", f"run_dir={run_dir}", "tracking.run_name=test-demo"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result

@@ -17,15 +17,6 @@ PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "training:  40%|████
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the cursor moves of nested bars
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    result = subprocess.run([str(FIGHTWATCH), "demo", f"run_dir={run_dir}", "tracking.run_name=test-demo"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
-
-
 def frame_count(path):
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))

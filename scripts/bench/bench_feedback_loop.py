@@ -31,6 +31,7 @@ from pathlib import Path
 
 from common import describe_cpu  # scripts/bench/common.py
 from data.synthetic import render_clip, write_video
+from trainer.checkpoint import read_checkpoint
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.review_app import serve_in_thread
 
@@ -127,6 +128,8 @@ def main() -> None:
         "crowd_cameras_alarming_before": len({a["camera"] for a in before}),
         "crowd_cameras_alarming_after": len({a["camera"] for a in after if a["camera"] != "timeline"}),
         "fight_caught_after": caught(after, "timeline", truth),
+        # the demo's own validation clips: what the new model gave up for it, if anything
+        "val_accuracy_before": _val_accuracy(base), "val_accuracy_after": _val_accuracy(retrain),
         "export_s": round(export_s, 1), "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
         "marked_to_model_s": round(export_s + prepare_s + train_s, 1),
         "retrain_overrides": RETRAIN + args.overrides,
@@ -137,7 +140,13 @@ def main() -> None:
     print(f"marked to new model: {result['marked_to_model_s']} s (export {result['export_s']} + prepare "
           f"{result['prepare_s']} + train {result['train_s']}) for {result['flagged_clips']} flagged clips; crowd "
           f"cameras alarming {result['crowd_cameras_alarming_before']} -> {result['crowd_cameras_alarming_after']} "
-          f"of {args.cameras}; held-out fight {'caught' if result['fight_caught_after'] else 'MISSED'}")
+          f"of {args.cameras}; held-out fight {'caught' if result['fight_caught_after'] else 'MISSED'}; val accuracy "
+          f"{result['val_accuracy_before']} -> {result['val_accuracy_after']}")
+
+
+def _val_accuracy(run_dir: Path) -> float | None:
+    last = run_dir / "checkpoints" / "last.pth"
+    return round(read_checkpoint(last)["metrics"]["val_accuracy"], 3) if last.is_file() else None
 
 
 if __name__ == "__main__":

@@ -206,3 +206,33 @@ def test_finetune_forward_refuses_trainable_parameters_before_ft_begin():
         finetune_forward(*split(model, "layer4"), clips())
     with torch.no_grad():  # inference: nothing is trained, so nothing is lost
         finetune_forward(*split(model, "layer4"), clips())
+
+
+@pytest.mark.skipif(not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
+                    reason="no native bf16 on this CPU: the plan never runs bf16 here (emulated it is ~50x slower)")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_matches_fp32_on_the_real_resnet34_shapes(channels_last):
+    """pytorch#169688: bf16 conv3d on AMX has given wrong results for some strided convs whose output has a
+    dimension of 1; ResNet-34's layer4 turns T=2 into T=1 with a strided conv (2x512x1x4x4 at 112 px). A wrong
+    kernel is off by far more than rounding: bf16 keeps 8 bits of mantissa, and these relative L2 errors measured
+    0.2 % (layer4) and 0.35 % (logits) on a Sapphire Rapids (AMX), torch 2.13; the bound is 10x that."""
+    torch.manual_seed(0)
+    cfg = model_config(depth=34, width=64, n_classes=400, sample_size=112, sample_duration=16)
+    model = ResNet3D(cfg).eval()
+    x = torch.randn(2, 3, 16, 112, 112) * 60  # the scale of mean-subtracted 0-255 pixels
+    with torch.no_grad():
+        trunk, _ = split(model, "layer4")
+        activations = trunk(x)
+        expected_layer4, expected = model.layer4(activations), model(x)
+        plan = AccelPlan("bf16", "torch", channels_last, "test")
+        model, _ = apply(plan, model)
+        with plan.autocast():
+            layer4 = model.layer4(plan.input(activations)).float()
+            logits = model(plan.input(x)).float()
+    assert layer4.shape == (2, 512, 1, 4, 4)
+
+    def relative(got, want):
+        return ((got - want).norm() / want.norm()).item()
+
+    assert relative(layer4, expected_layer4) < 0.02
+    assert relative(logits, expected) < 0.035

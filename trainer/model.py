@@ -101,8 +101,26 @@ class ModelConfig:
         return f"resnet-{self.depth}"
 
 
-def conv3x3x3(in_planes: int, out_planes: int, stride=1) -> nn.Conv3d:
-    return nn.Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that runs a single-frame input (T = 1) as the equal Conv2d with its kernel's middle time slice.
+
+    With T = 1, an odd temporal kernel k and temporal padding k // 2, every other slice only ever meets the zero
+    padding: the 2D convolution is exactly the 3D one, forward and backward (those slices get zero gradient
+    either way). ResNet-34's layer4 runs on one frame after its first strided conv (16 frames at 112 px), and
+    oneDNN's 2D kernels are much better tuned: fwd+bwd of a 512-channel 3x3x3 conv on 1x4x4 measured ~4x faster
+    as 2D (scripts/bench/bench_head_levers.py). Parameters, names and checkpoints stay 3D.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        if x.shape[2] != 1 or k % 2 == 0 or self.padding[0] != k // 2 or self.dilation[0] != 1 or self.groups != 1:
+            return super().forward(x)
+        weight = self.weight[:, :, k // 2]
+        return F.conv2d(x[:, :, 0], weight, self.bias, self.stride[1:], self.padding[1:], self.dilation[1:]).unsqueeze(2)
+
+
+def conv3x3x3(in_planes: int, out_planes: int, stride=1) -> Conv3d:
+    return Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -141,11 +159,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
-        self.conv1 = nn.Conv3d(inplanes, planes, kernel_size=1, bias=False)
+        self.conv1 = Conv3d(inplanes, planes, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
         self.conv2 = conv3x3x3(planes, planes, stride)
         self.bn2 = nn.BatchNorm3d(planes)
-        self.conv3 = nn.Conv3d(planes, planes * 4, kernel_size=1, bias=False)
+        self.conv3 = Conv3d(planes, planes * 4, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm3d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -190,7 +208,7 @@ class ResNet3D(nn.Module):
                 ZeroPadShortcut(out_planes, stride)
                 if shortcut == "A"
                 else nn.Sequential(
-                    nn.Conv3d(self.inplanes, out_planes, kernel_size=1, stride=stride, bias=False),
+                    Conv3d(self.inplanes, out_planes, kernel_size=1, stride=stride, bias=False),
                     nn.BatchNorm3d(out_planes),
                 )
             )

@@ -142,6 +142,9 @@ def main() -> None:
         sec = multi[f"all_reduce {dtype}"]
         print(f"bare all_reduce {dtype}: {sec * 1000:.1f} ms ({size / sec / 2**30:.2f} GiB/s of buffer); "
               f"exposed in the DDP step: {(multi[f'step {dtype}'] - multi['step no sync']) * 1000:.0f} ms")
+    exposed = (multi["step bf16"] - multi["step no sync"]) / multi["step bf16"]
+    print(f"{ranks}: {single['step'] / multi['step bf16']:.2f}x one rank's step with bf16 gradients; "
+          f"exposed communication {exposed:.0%} of the step")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,9 @@ def main() -> None:
           "above torch.mm's 2048x2048 rate, so a row over 100% means that mm is not this CPU's ceiling.")
     if not has_ipex:
         print("ipex: not timed (not installed, or no bf16 rows)")
+    seed_sec = rows[0][2]
+    name, _, best_sec, _, _ = min((r for r in rows if r[0].startswith("train")), key=lambda r: r[2])
+    print(f"fastest training step: {seed_sec / best_sec:.2f}x the seed's (fp32 model(x)): {name}")
 
 
 if __name__ == "__main__":

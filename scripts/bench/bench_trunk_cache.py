@@ -390,14 +390,14 @@ def run(args, work: Path, plan: AccelPlan) -> None:
     cached_total = total(best_c, build, False)
     ratio = total(seed, 0, False) / cached_total
     robust_ratio = total(seed, 0, True) / total(best_c, build_fastest, True)
-    print(f"\nseed / cached = {ratio:.1f}x (target >= 5x): {'met' if ratio >= 5 else 'NOT met'} "
-          f"(from the fastest steps: {robust_ratio:.1f}x, {'met' if robust_ratio >= 5 else 'NOT met'}); of the cached "
-          f"run's projection, the build is {100 * build * scale / cached_total:.0f}% and the {EPOCHS} head epochs "
-          f"{100 * EPOCHS * best_c.best.seconds * scale / cached_total:.0f}%.")
     print("'projected' uses the best epoch and the build's wall time; 'from fastest steps' the fastest batch (build: "
           "clip) of each configuration times the steps, which other load moves less.")
     print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("quality of the cached fine-tune against the uncached: scripts/bench/quality_trunk_cache.py")
+    print(f"\nseed / cached = {ratio:.1f}x (target >= 5x): {'met' if ratio >= 5 else 'NOT met'} "
+          f"(from the fastest steps: {robust_ratio:.1f}x, {'met' if robust_ratio >= 5 else 'NOT met'}); of the cached "
+          f"run's projection, the build is {100 * build * scale / cached_total:.0f}% and the {EPOCHS} head epochs "
+          f"{100 * EPOCHS * best_c.best.seconds * scale / cached_total:.0f}%.")
 
 
 if __name__ == "__main__":

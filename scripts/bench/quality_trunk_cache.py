@@ -201,6 +201,11 @@ def main() -> None:
               f"{statistics.fmean(r['run_s'] for r in rs):7.0f}")
     print("train s: mean wall seconds of train() per run (b: of it the trunk cache build); run s: all of run_train. "
           f"Total {time.perf_counter() - t0:.0f} s.")
+    accuracy = {config: statistics.fmean(r["accuracy"] for r in rs) for config, rs in results.items()}
+    print("mean val accuracy, cached - uncached: " + ", ".join(
+        f"views {config} {accuracy[config] - accuracy['off']:+.3f}" for config in accuracy if config != "off")
+          if "off" in accuracy and len(accuracy) > 1 else
+          "mean val accuracy: " + ", ".join(f"{config} {value:.3f}" for config, value in accuracy.items()))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,13 @@ returned as fp32.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -44,6 +48,7 @@ from trainer.serve.class_names import FIGHT_CLASSES
 from trainer.serve.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODES = ("score", "feature")
 # The plan when none is given: plain fp32, contiguous, as torch runs by default.
@@ -91,13 +96,87 @@ def frame_rate(path: str | Path) -> Fraction:
         raise InputError(f"{path}: cannot open video: {e}") from None
 
 
+Crop = tuple[int, int, np.ndarray]  # (0-based first frame, frame count, (T, size, size, 3) centre crop)
+
+
+class WindowBatches:
+    """The video's windows (trainer/serve/windows.py's plan), centre-cropped, in batches of `batch_size`, the
+    loop-padded tail last; `frames` is the count decoded, once iterated. Decoding and cropping happen here, so a
+    thread can run it ahead of the model (`prefetched`)."""
+
+    def __init__(self, path: Path, size: int, duration: int, stride: int, batch_size: int):
+        self.path, self.size, self.duration, self.stride, self.batch_size = path, size, duration, stride, batch_size
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[list[Crop]]:
+        size, duration = self.size, self.duration
+        cutter: WindowCutter[np.ndarray] = WindowCutter(duration, self.stride)
+        batch: list[Crop] = []
+        for frame in iter_frames(self.path, short_side=size):
+            y, x = crop_box(frame.shape[0], frame.shape[1], size, "c")
+            cut = cutter.push(frame[y : y + size, x : x + size])
+            if cut is not None:
+                batch.append((cut.start, duration, np.stack(cut.items)))
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+        self.frames = cutter.frames
+        tail = cutter.finish()
+        if tail is not None:
+            batch.append((tail.start, len(tail.items), loop_padded(np.stack(tail.items), duration)))
+        if batch:
+            yield batch
+
+
+def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
+    """`items` produced by a daemon thread up to `depth` ahead of the caller (0: in the caller's thread), in
+    order; the producer's exception is raised here. PyAV decodes and numpy crops without the GIL, so decoding
+    the next windows overlaps the model's forward pass."""
+    if depth < 1:
+        yield from items
+        return
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((done, None))
+        except BaseException as e:  # handed to the consumer, raised in its thread
+            ready.put((done, e))
+
+    thread = threading.Thread(target=produce, name="decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early (an error in the model): let the producer end
+        thread.join()
+
+
 def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: ScoreConfig, *,
                 plan: AccelPlan | None = None, mode: str = "score",
-                class_names: tuple[str, ...] = FIGHT_CLASSES) -> dict:
+                class_names: tuple[str, ...] = FIGHT_CLASSES, decode_ahead: int = 2) -> dict:
     """One output.json entry: {"video", "fps", "frames", "clips": [...]}.
 
     `model` must already be prepared for `plan` (prepare_model); None means plain fp32. `class_names`
     label the model's outputs; with fightwatch's (FIGHT_CLASSES) each segment also gets its fight_prob.
+    `decode_ahead`: batches a thread decodes while the model runs (0: decode, then score, in turn).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -108,9 +187,9 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
     path = Path(path)
     fps = float(frame_rate(path))
     clips: list[dict] = []
-    batch: list[tuple[int, int, np.ndarray]] = []  # (0-based first frame, frame count, (T, h, w, 3) crop)
-
-    def flush():
+    model.eval()
+    windows_ = WindowBatches(path, model_cfg.sample_size, model_cfg.sample_duration, cfg.stride, cfg.batch_size)
+    for batch in prefetched(windows_, decode_ahead):
         x = plan.input(torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.normalization)
                                     for _, _, frames in batch]))
         with torch.inference_mode(), plan.autocast():
@@ -129,27 +208,9 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
             if fight:
                 clip["fight_prob"] = prob
             clips.append(clip)
-        batch.clear()
-
-    model.eval()
-    duration, size = model_cfg.sample_duration, model_cfg.sample_size
-    cutter: WindowCutter[np.ndarray] = WindowCutter(duration, cfg.stride)
-    for frame in iter_frames(path, short_side=size):
-        y, x = crop_box(frame.shape[0], frame.shape[1], size, "c")
-        cut = cutter.push(frame[y : y + size, x : x + size])
-        if cut is not None:
-            batch.append((cut.start, duration, np.stack(cut.items)))
-            if len(batch) == cfg.batch_size:
-                flush()
-    n_frames = cutter.frames
-    if n_frames == 0:
+    if windows_.frames == 0:
         raise InputError(f"{path}: no frames could be decoded")
-    tail = cutter.finish()
-    if tail is not None:
-        batch.append((tail.start, len(tail.items), loop_padded(np.stack(tail.items), duration)))
-    if batch:
-        flush()
-    return {"video": path.name, "fps": fps, "frames": n_frames, "clips": clips}
+    return {"video": path.name, "fps": fps, "frames": windows_.frames, "clips": clips}
 
 
 def frame_probabilities(entry: dict, n_frames: int) -> list[float]:

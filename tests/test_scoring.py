@@ -151,3 +151,36 @@ def test_other_classes_are_labelled_by_name_without_fight_probability(tmp_path):
     for clip in entry["clips"]:
         assert clip["label"] == names[max(range(3), key=clip["scores"].__getitem__)]
         assert "fight_prob" not in clip
+
+
+def test_decoding_ahead_gives_the_same_entry(tmp_path):
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    video = write_video(tmp_path / "v.mp4", 90)
+    entries = [score_video(model, MODEL_CFG, video, ScoreConfig(stride=8, batch_size=2), decode_ahead=ahead)
+               for ahead in (0, 2)]
+    assert len(entries[0]["clips"]) == 11  # windows from frames 0, 8, ..., 72 and the tail [75, 90]
+    assert entries[0] == entries[1]
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_with_its_consumer():
+    import threading
+
+    from trainer.serve.scoring import prefetched
+
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise InputError("v.mp4: cannot decode video")
+
+    got = []
+    with pytest.raises(InputError, match="cannot decode"):
+        for item in prefetched(failing(), 2):
+            got.append(item)
+    assert got == [1]
+    before = threading.active_count()
+    for item in prefetched(iter(range(1000)), 2):
+        if item == 3:
+            break  # the consumer leaves early: the producer must not stay blocked on the full queue
+    assert threading.active_count() == before

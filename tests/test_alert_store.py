@@ -8,8 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from data.errors import InputError
-from trainer.serve.alert_store import (SCHEMA_VERSION, AlertStore, MediaFile, Retention, ScoredWindow, UnknownAlert,
+from trainer.serve.alert_store import (SCHEMA_VERSION, AlertStore, MediaFile, Retention, UnknownAlert,
                                       plan_media_cap, utc_text)
+from trainer.serve.alerts import Window
 
 NOW = datetime(2024, 5, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -136,8 +137,8 @@ def test_an_alerts_windows_are_kept_replaced_on_replay_and_go_with_the_alert(tmp
         store.record_start(start_payload("a1", at=NOW - timedelta(days=40)))
         store.record_windows("a1", [(0.64, 1.28, 0.7), (0.0, 0.64, 0.2)])
         store.record_windows("a1", [(0.64, 1.28, 0.75), (1.28, 1.92, 0.9)])  # a replayed window replaces
-        assert store.alert_windows("a1") == [ScoredWindow(0.0, 0.64, 0.2), ScoredWindow(0.64, 1.28, 0.75),
-                                             ScoredWindow(1.28, 1.92, 0.9)]
+        assert store.alert_windows("a1") == [Window(0.0, 0.64, 0.2), Window(0.64, 1.28, 0.75),
+                                             Window(1.28, 1.92, 0.9)]
         with pytest.raises(UnknownAlert):
             store.record_windows("nope", [(0.0, 0.64, 0.2)])
         store.apply_retention(Retention(alert_days=30, camera_event_days=None, media_cap_mb=None), now=NOW)
@@ -158,7 +159,7 @@ def test_a_version_1_store_gains_the_windows_table_and_keeps_its_alerts(tmp_path
     with AlertStore(path) as store:
         assert store.alert("a1").alert.camera == "gate"
         store.record_windows("a1", [(0.0, 0.64, 0.8)])
-        assert store.alert_windows("a1") == [ScoredWindow(0.0, 0.64, 0.8)]
+        assert store.alert_windows("a1") == [Window(0.0, 0.64, 0.8)]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 

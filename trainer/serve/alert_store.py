@@ -25,7 +25,7 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
     store.undo_review(alert_id, who) -> Review | None  # the review undone; the one before it (or none) counts again
     store.cameras() -> [CameraStatus]                  # each camera's latest event
     store.camera_events(camera=None, limit=100, day=None) -> [CameraEvent]   # newest first
-    store.alert_windows(alert_id) -> [ScoredWindow]    # by start; "why it fired"
+    store.alert_windows(alert_id) -> [Window]          # trainer/serve/alerts.py's, by start; "why it fired"
     store.apply_retention(Retention(...)) -> RetentionReport
     store.data_version() -> int                        # moves whenever anything commits, here or in another process
     store.close()                                      # every thread's connection
@@ -55,6 +55,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from data.errors import InputError
+from trainer.serve.alerts import Window
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +121,6 @@ class Review:
 class AlertDetail:
     alert: AlertRecord
     reviews: tuple[Review, ...]  # oldest first, undone ones included
-
-
-@dataclass(frozen=True)
-class ScoredWindow:
-    """One scored window of an alert's camera: stream seconds and the fight probability."""
-
-    start_s: float
-    end_s: float
-    prob: float
 
 
 @dataclass(frozen=True)
@@ -504,10 +496,10 @@ class AlertStore:
                                   " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [CameraEvent(*row) for row in rows]
 
-    def alert_windows(self, alert_id: str) -> list[ScoredWindow]:
+    def alert_windows(self, alert_id: str) -> list[Window]:
         rows = self._db().execute("SELECT start_s, end_s, prob FROM alert_windows WHERE alert_id = ? ORDER BY start_s",
                                   (alert_id,)).fetchall()
-        return [ScoredWindow(*row) for row in rows]
+        return [Window(*row) for row in rows]
 
     # -- retention ----------------------------------------------------------------------------------------------
 

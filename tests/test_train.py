@@ -1,5 +1,6 @@
 """`fightwatch train` for real: resume after SIGKILL, fallback from a corrupt checkpoint, one MLflow run."""
 
+import re
 import shutil
 import signal
 import subprocess
@@ -107,3 +108,23 @@ def test_bad_training_config_is_one_line(override, needle, tmp_path):
 def test_train_without_prepared_clips(tmp_path):
     assert_one_line_error(fightwatch("train", "--config", "configs/demo.yaml", f"run_dir={tmp_path}"),
                           "manifest.jsonl", "fightwatch prepare")
+
+
+def test_each_epoch_logs_its_speed_and_a_cached_run_its_cache_build_once(prepared, tmp_path):
+    run_dir = copy_of(prepared, tmp_path)
+    cached = ["model.ft_begin=layer4", "train.trunk_cache={views: 2}", "train.val_every=2"]
+    first = run("train", run_dir, *cached, "train.epochs=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    train_clips = int(re.search(r"on (\d+) train / \d+ val clips", first.stderr).group(1))
+    resumed = run("train", run_dir, *cached, "train.epochs=4")  # finds the cache on disk: no second build
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, runs = mlflow_runs(run_dir)
+    history = lambda key: {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, key)}  # noqa: E731
+    train_seconds, train_rate = history("train_seconds"), history("train_clips_per_s")
+    assert sorted(train_seconds) == sorted(train_rate) == [1, 2, 3, 4]
+    for epoch, seconds in train_seconds.items():
+        assert seconds > 0 and train_rate[epoch] == pytest.approx(train_clips / seconds)
+    assert sorted(history("val_seconds")) == sorted(history("val_clips_per_s")) == [2, 3, 4]  # every 2nd, and the last
+    cache_build = history("trunk_cache_seconds")
+    assert list(cache_build) == [0] and cache_build[0] > 0
+    assert list(history("trunk_cache_clips_per_s")) == [0]

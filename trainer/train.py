@@ -11,12 +11,16 @@ Under DDP (a process group set up by the launcher) every rank trains its micro-b
 batch (trainer/batches.py), only the head from ft_begin on is wrapped and synchronised
 (trainer/ddp.py), train and validation metrics are summed or gathered over the ranks, and only rank 0
 writes checkpoints and logs (the Tracker of other ranks is inactive).
+
+Each epoch also logs its speed (wall seconds and clips/s, train and validation apart; a trunk-cache build once),
+so runs of other precisions, kernels or caches compare in MLflow on the same chart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -130,6 +134,7 @@ def evaluate(model: ResNet3D, forward, val_set: Dataset, batch_size: int, num_wo
 def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_scheduler, plan: AccelPlan,
                  desc: str) -> dict[str, float]:
     total_loss, correct, seen = 0.0, 0, 0
+    started = time.perf_counter()
     for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=world()[0] != 0)):
         steps = (i + 1) % accumulation == 0
         # DDP all-reduces in backward; micro-batches before the last of a step only accumulate
@@ -149,7 +154,13 @@ def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_schedul
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
     total_loss, correct, seen = sum_across([total_loss, correct, seen])
-    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen,
+            **speed("train", seen, time.perf_counter() - started)}
+
+
+def speed(phase: str, clips: int, seconds: float) -> dict[str, float]:
+    """Wall time and clips/s (over all ranks) of one phase: MLflow lines up fp32, bf16 and cached runs on them."""
+    return {f"{phase}_seconds": seconds, f"{phase}_clips_per_s": clips / seconds}
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: Dataset, val_set: Dataset,
@@ -188,7 +199,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             raise InputError("train.trunk_cache needs frozen stages to cache, but model.ft_begin is conv1 "
                              "(everything trains): set model.ft_begin to a later stage or train.trunk_cache=off")
         cache = TrunkCache(run_dir / "trunk_cache", cfg.trunk_cache, trunk, plan, train_set, val_set)
-        cache.build()
+        started = time.perf_counter()
+        built = sum_across([cache.build()["built"]])[0]
+        if built:  # a resume that finds the cache on disk has no build to time
+            tracker.log_metrics(speed("trunk_cache", built, time.perf_counter() - started), step=start - 1)
         train_set, val_set = cache.datasets()
         trunk = torch.nn.Sequential()  # the cached activations are the head's input
     evaluate_forward = lambda x: head(trunk(x))  # noqa: E731  (the unwrapped head: no DDP buffer broadcast)
@@ -212,9 +226,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+            started = time.perf_counter()
             val_metrics, val_labels, val_probs = evaluate(model, evaluate_forward, val_set, cfg.batch_size,
                                                           cfg.num_workers, plan)
             metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+            metrics.update(speed("val", len(val_labels), time.perf_counter() - started))
             improved = val_metrics["loss"] < best_loss
             best_loss = min(best_loss, val_metrics["loss"])
             if cfg.lr_schedule == "plateau":

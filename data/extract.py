@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data.clips import resized
+from data.clips import Resizer, resized
 from data.errors import InputError
 
 REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec")
@@ -68,7 +68,8 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
         stream.thread_type = "AUTO"
         instants = start_s + np.arange(count) / fps
         # a source frame on screen at several instants is converted once
-        picture = functools.lru_cache(maxsize=1)(lambda frame: _picture(frame, short_side))
+        to_rgb = Resizer()
+        picture = functools.lru_cache(maxsize=1)(lambda frame: _picture(frame, short_side, to_rgb))
         frames, shown, decoded, error = [], None, False, None
         try:
             for t, frame in _timed_frames(container, stream, start_s):
@@ -120,10 +121,10 @@ def _timed_frames(container, stream, start_s: float):
         yield from timed
 
 
-def _picture(frame, short_side: int) -> np.ndarray:
+def _picture(frame, short_side: int, to_rgb: Resizer) -> np.ndarray:
     """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips)."""
     width, height = resized(frame.width, frame.height, short_side)
-    rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+    rgb = to_rgb(frame, width, height)
     # frame.rotation is the display matrix's counter-clockwise turn in degrees (phones: -90 for portrait),
     # and np.rot90 turns counter-clockwise too; quarter turns commute with the resize
     return np.rot90(rgb, round(frame.rotation / 90))

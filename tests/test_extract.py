@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from data.clips import resized
+from data.clips import Resizer, resized
 from data.errors import InputError
 from data.extract import REASONS, ClipError, _timed_frames, extract_window
 from tests import videos
@@ -117,6 +117,24 @@ def test_resize_keeps_the_aspect(tmp_path, name, size, kwargs, short_side):
     assert frames.shape == (5, height, width, 3) and min(width, height) == short_side
     assert width / height == pytest.approx(size[0] / size[1], rel=0.02)
     assert indices(frames) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    pytest.param("a.mp4", {"size": (66, 50)}, id="h264"),
+    pytest.param("b.mkv", {"size": (65, 49), "codec": "mjpeg", "pix_fmt": "yuvj420p"}, id="mjpeg"),
+    pytest.param("c.mp4", {"size": (65, 49), "pix_fmt": "yuv444p"}, id="h264-444"),
+])
+def test_one_scaling_context_per_stream_gives_pyavs_own_pixels(tmp_path, name, kwargs):
+    path = write_video(tmp_path / name, 6, **kwargs)
+    to_rgb, to_yuv = Resizer(), Resizer()
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            for width, height in ((43, 32), (65, 49), (130, 98)):
+                assert np.array_equal(to_rgb(frame, width, height),
+                                      frame.to_ndarray(width=width, height=height, format="rgb24",
+                                                       interpolation="AREA"))
+            assert np.array_equal(to_yuv(frame, 32, 24, "yuv420p", interpolation=None),
+                                  frame.to_ndarray(width=32, height=24, format="yuv420p"))
 
 
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])

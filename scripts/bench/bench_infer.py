@@ -83,9 +83,8 @@ def throughput(model: ResNet3D, plan: AccelPlan, batch: int, reps: int) -> tuple
     return batch / median, batch / fastest, share
 
 
-def bench_throughput(args, cores: int, chosen: AccelPlan) -> tuple[float, float]:
-    """Prints the table; returns the batch-1 seconds per segment and the largest batch's frames/s of `chosen`
-    (--precision's plan)."""
+def bench_throughput(args, cores: int, chosen: AccelPlan) -> float:
+    """Prints the table; returns the batch-1 seconds per segment of `chosen` (--precision's plan)."""
     flags = cpu_flags()
     torch.manual_seed(0)
     base = ResNet3D(MODEL).eval()
@@ -100,7 +99,7 @@ def bench_throughput(args, cores: int, chosen: AccelPlan) -> tuple[float, float]
           f"median of {args.reps} timed batches (batch 1: at least 5) after 1 warm-up:")
     print(f"{'precision':9} {'layout':15} {'batch':>5} {'segments/s':>10} {'frames/s':>9} {'(fastest)':>9} "
           f"{'cameras':>8} {'cameras/16 cores (est.)':>24} {'CPU share':>9}")
-    seconds_b1, chosen_fps = {}, float("nan")
+    seconds_b1 = {}
     for plan in plans:
         model = prepare_model(copy.deepcopy(base), plan)
         for batch in args.batches:
@@ -112,20 +111,61 @@ def bench_throughput(args, cores: int, chosen: AccelPlan) -> tuple[float, float]
                   f"{fps / cores * SOCKET_CORES / CAMERA_FPS:>24.1f} {share:>9.0%}", flush=True)
             if batch == 1:
                 seconds_b1[(plan.precision, plan.channels_last)] = 1 / seg_s
-            if (plan.precision, plan.channels_last) == (chosen.precision, chosen.channels_last):
-                chosen_fps = fps  # the batches go up: the largest one's is kept
         del model
     print(f"frames/s from the median batch ((fastest): the least disturbed one); CPU share: this process's CPU "
           f"time / (wall x threads) while timed, well under 100% = other load took cores; "
           f"cameras = frames/s / {CAMERA_FPS} measured on {cores} core(s) of this CPU; the 16-core column is "
           f"frames/s / {cores} x {SOCKET_CORES} / {CAMERA_FPS}, an ESTIMATE (linear per-core scaling)")
-    return seconds_b1.get((chosen.precision, chosen.channels_last), float("nan")), chosen_fps
+    return seconds_b1.get((chosen.precision, chosen.channels_last), float("nan"))
 
 
-def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> float:
-    """Prints score_video's frames/s at batch 8, decoding in turn with the model and ahead of it (its default),
-    interleaved; returns the latter."""
+def bench_decoding(path: Path, reps: int) -> None:
+    """The ways to decode and resize the video's frames to the model's short side, side by side: PyAV's codec
+    threading (none, slice, frame: FFmpeg's AUTO) by swscale set-up (a context per frame, as PyAV's
+    `frame.to_ndarray(width=...)` makes, or one per stream, data.clips.Resizer, the product's), one thread."""
+    import av
+
+    from data.clips import Resizer, resized
+
+    def decode(threading: str, scaling) -> None:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = threading
+            to_rgb = Resizer() if scaling == "one per stream" else None
+            for frame in container.decode(stream):
+                width, height = resized(frame.width, frame.height, MODEL.sample_size)
+                if to_rgb is not None:
+                    to_rgb(frame, width, height)
+                elif scaling is not None:
+                    frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+
+    with av.open(str(path)) as container:
+        frames = container.streams.video[0].frames
+    print(f"\ndecoding the {frames}-frame 320x240 H.264 video to {MODEL.sample_size}-px RGB (ms per frame, median of "
+          f"{reps}, interleaved; CPU: this process's CPU time, codec threads included):")
+    print(f"{'codec threads':14s} {'swscale context':18s} {'wall':>6s} {'CPU':>6s}")
+    rows = [(threading, scaling) for threading in ("NONE", "SLICE", "AUTO")
+            for scaling in (None, "per frame", "one per stream")]
+    walls: dict = {row: [] for row in rows}
+    cpus: dict = {row: [] for row in rows}
+    for _ in range(reps):
+        for row in rows:
+            wall, cpu = time.perf_counter(), time.process_time()
+            decode(*row)
+            walls[row].append(time.perf_counter() - wall)
+            cpus[row].append(time.process_time() - cpu)
+    for row in rows:
+        print(f"{row[0].lower():14s} {row[1] or '(decode only)':18s} {statistics.median(walls[row]) / frames * 1e3:6.3f} "
+              f"{statistics.median(cpus[row]) / frames * 1e3:6.3f}")
+
+
+def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> tuple[float, float]:
+    """score_video's frames/s at batch 8, decoding in turn with the model and ahead of it (its default), and the
+    model alone on the same windows (decoded beforehand), interleaved so all three see the same load; returns
+    (ahead, model alone)."""
     from data.synthetic import render_timeline, write_video
+    from data.dataset import to_input
+    from trainer.serve.scoring import WindowBatches
 
     torch.manual_seed(0)
     model = prepare_model(ResNet3D(MODEL), plan)
@@ -133,21 +173,35 @@ def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> 
         frames, _ = render_timeline(7, calm_before=seconds / 3, fight=seconds / 3, calm_after=seconds / 3)
         path = Path(tmp) / "e2e.mp4"
         write_video(path, frames)
-        rates = {0: [], 2: []}
-        for _ in range(reps):  # interleaved: both see the same load
-            for ahead in rates:
-                median, fastest, share = time_batches(
-                    lambda: score_video(model, MODEL, path, ScoreConfig(16, 8), plan=plan, decode_ahead=ahead), 1)
-                rates[ahead].append((len(frames) / median, share))
-    for ahead, runs in rates.items():
-        fps = statistics.median(r for r, _ in runs)
-        how = "decoding ahead (2 batches), the default" if ahead else "decoding in turn with the model"
-        print(f"end to end ({plan.precision}{' channels_last' if plan.channels_last else ''}, batch 8, score_video on "
-              f"a {len(frames)}-frame 320x240 H.264 video, {how}: decode + resize + crop + model, median of {reps}): "
-              f"{fps:.1f} frames/s = {fps / CAMERA_FPS:.2f} cameras on {cores} core(s); est. "
-              f"{fps / cores * SOCKET_CORES / CAMERA_FPS:.1f} per 16-core socket; CPU share "
-              f"{statistics.median(s for _, s in runs):.0%}")
-    return fps
+        bench_decoding(path, reps)
+        batches = [[to_input(crop, MODEL.sample_size, MODEL.normalization) for _, _, crop in batch]
+                   for batch in WindowBatches(path, MODEL.sample_size, MODEL.sample_duration, 16, 8)]
+
+        def model_alone():
+            for batch in batches:
+                with torch.inference_mode(), plan.autocast():
+                    model(plan.input(torch.stack(batch))).float()
+
+        runs = {"the model alone on the decoded windows": lambda: model_alone(),
+                "decoding in turn with the model": lambda: score_video(model, MODEL, path, ScoreConfig(16, 8),
+                                                                       plan=plan, decode_ahead=0),
+                "decoding ahead (2 batches), the default": lambda: score_video(model, MODEL, path, ScoreConfig(16, 8),
+                                                                               plan=plan, decode_ahead=2)}
+        rates: dict = {how: [] for how in runs}
+        for _ in range(reps):  # interleaved: all see the same load
+            for how, run in runs.items():
+                median, fastest, share = time_batches(run, 1)
+                rates[how].append((len(frames) / median, share))
+    print(f"\nend to end ({plan.precision}{' channels_last' if plan.channels_last else ''}, batch 8, score_video on a "
+          f"{len(frames)}-frame 320x240 H.264 video: decode + resize + crop + model; median of {reps}, interleaved):")
+    fps = {}
+    for how, runs_ in rates.items():
+        fps[how] = statistics.median(r for r, _ in runs_)
+        print(f"  {how:40s} {fps[how]:6.1f} frames/s = {fps[how] / CAMERA_FPS:5.2f} cameras on {cores} core(s); est. "
+              f"{fps[how] / cores * SOCKET_CORES / CAMERA_FPS:5.1f} per 16-core socket; CPU share "
+              f"{statistics.median(s for _, s in runs_):.0%}")
+    ahead, alone = fps["decoding ahead (2 batches), the default"], fps["the model alone on the decoded windows"]
+    return ahead, alone
 
 
 def bench_latency(model_path: Path, seeds: list[int], segment_s: float, big_plan: AccelPlan) -> None:
@@ -220,12 +274,12 @@ def main() -> None:
     print("load average at start: %.2f %.2f %.2f (other processes' load lowers the figures below)" % os.getloadavg())
 
     t = time.perf_counter()
-    segment_s, model_fps = bench_throughput(args, cores, plan)
-    e2e_fps = bench_end_to_end(plan, args.e2e_seconds, cores, args.reps)
+    segment_s = bench_throughput(args, cores, plan)
+    e2e_fps, alone_fps = bench_end_to_end(plan, args.e2e_seconds, cores, args.reps)
     bench_latency(args.model, list(range(101, 101 + args.seeds)), segment_s, plan)
     print(f"\n(total {time.perf_counter() - t:.0f} s; load average at end: %.2f %.2f %.2f)" % os.getloadavg())
-    print(f"scoring end to end: {e2e_fps:.0f} frames/s = {e2e_fps / model_fps:.0%} of the model alone "
-          f"({model_fps:.0f} frames/s at batch {max(args.batches)}, {plan.precision}, {cores} core(s))")
+    print(f"scoring end to end: {e2e_fps:.0f} frames/s = {e2e_fps / alone_fps:.0%} of the model alone on the same "
+          f"windows ({alone_fps:.0f} frames/s, batch 8, {plan.precision}, {cores} core(s), side by side)")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Callable
 import av
 import numpy as np
 
-from data.clips import resized
+from data.clips import Resizer, resized
 from data.dataset import crop_box
 from trainer.serve.alerts import AlertState
 from trainer.serve.snapshots import Frame
@@ -160,6 +160,7 @@ class CameraReader:
     def __init__(self, cam: Camera, cfg: WatchConfig, duration: int, size: int, queue: WindowQueue,
                  stop: threading.Event):
         self.cam, self.cfg, self.duration, self.size, self.queue, self.stop = cam, cfg, duration, size, queue, stop
+        self._to_yuv, self._to_rgb = Resizer(), Resizer()  # the review ring's and the model's, each its own size
 
     def run(self) -> None:
         cam = self.cam
@@ -312,7 +313,7 @@ class CameraReader:
         if height > self.cfg.clip_height:
             width, height = width * self.cfg.clip_height / height, self.cfg.clip_height
         width, height = max(2, int(width) // 2 * 2), max(2, int(height) // 2 * 2)
-        yuv = frame.to_ndarray(width=width, height=height, format="yuv420p")
+        yuv = self._to_yuv(frame, width, height, "yuv420p", interpolation=None)
         kept = Frame(t, time.time(), yuv if yuv.flags.owndata else yuv.copy())
         with self.cam.ring_lock:
             self.cam.ring.append(kept)
@@ -322,7 +323,7 @@ class CameraReader:
         """The model's centre crop, resized as `score` resizes (data.clips.iter_frames)."""
         size = self.size
         width, height = resized(frame.width, frame.height, size)
-        rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        rgb = self._to_rgb(frame, width, height)
         y, x = crop_box(height, width, size, "c")
         return rgb[y:y + size, x:x + size]
 

@@ -28,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import add_precision_arg, bench_plan  # scripts/bench/common.py
+from common import add_precision_arg, bench_plan, matmul_peak  # scripts/bench/common.py
 from trainer.accel import AccelPlan, apply
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -75,19 +75,6 @@ def time_head(compiled: bool, batch: int, steps: int, plan: AccelPlan) -> tuple[
     return statistics.median(times), first, counter.get_total_flops()
 
 
-def matmul_peak(plan: AccelPlan, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an n x n matmul in the plan's precision: the practical peak of these cores."""
-    dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
-
-
 class ConvsIn3D:
     """The head with trainer.model.Conv3d running as plain nn.Conv3d: the 3D kernels on single frames too."""
 
@@ -108,7 +95,7 @@ def main() -> None:
     plan = bench_plan(args.precision)
     allocator = os.environ.get("LD_PRELOAD", "") or "glibc malloc"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator}, batch {args.batch}")
-    peak = matmul_peak(plan)
+    peak = matmul_peak(plan.precision)
     print(f"  matmul peak ({plan.precision}, 2048^3): {peak / 1e9:.0f} GFLOP/s")
     rows = {}
     for name, compiled, convs in (("3D convs", False, ConvsIn3D()), ("2D on 1 frame", False, None),

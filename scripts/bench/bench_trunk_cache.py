@@ -40,7 +40,10 @@ is built for the N training clips only.
 Projection to the full experiment (850 epochs over 1,000 clips, this machine, this process's threads):
   (a), (b): 850 x epoch_time x 1000 / N;   (c): build_time x 1000 / N + 850 x epoch_time x 1000 / N,
 with the best epoch and the build's wall time ("projected"), and again with the fastest batch x batches and the
-fastest clip x N ("from fastest steps"), which other jobs on the machine move less.
+fastest clip x N ("from fastest steps"), which other jobs on the machine move less. Then the best cached
+configuration's achieved FLOP rate (torch's flop counter over one clip's forward and backward, times its clips/s)
+against a 2048^3 matmul in the same precision and threads: the head's share of the cores' peak. The last line is
+the headline, seed / cached against the target of 10x.
 With N >= 32 the cached head also runs at batch 32 (configs/ava_fight.yaml's batch), for information: the head
 (layer4 holds 39 M of ResNet-34's 63 M parameters, at an output of only 1x4x4) does little work per weight at
 batch 8, so the weights' traffic (bf16 casts, weight gradients, the SGD update) is much of its time, and a
@@ -75,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from data.dataset import ClipDataset
 from data.store import ClipStore
@@ -85,9 +89,10 @@ from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mod
 from trainer.train import _train_epoch
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
 
-from common import add_precision_arg, bench_plan  # scripts/bench/common.py
+from common import add_precision_arg, bench_plan, matmul_peak  # scripts/bench/common.py
 
 FT_BEGIN, HEAD_BATCH, EPOCHS, FULL_CLIPS = "layer4", 32, 850, 1000
+TARGET = 10  # seed / cached, the whole 850-epoch fine-tune with the cache build, on every CPU kind (issue 15)
 FRAMES, WIDTH, HEIGHT, FPS, CLIPS_PER_SHARD = 100, 170, 128, 25, 4
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
                     pretrained=None, ft_begin=FT_BEGIN, mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
@@ -190,6 +195,7 @@ class Config:
     dataset: object
     sampler: MicroBatchSampler
     loader: DataLoader
+    plan: AccelPlan | None  # None: the seed's plain fp32
     epochs: list[Epoch] = field(default_factory=list)
 
     @property
@@ -230,6 +236,25 @@ def stamped(batches, stamps: list[float]):
     for batch in batches:
         stamps.append(time.perf_counter())
         yield batch
+
+
+def head_share_of_peak(cached: Config, weights: dict, cached_train, n: int) -> str:
+    """The cached head's achieved FLOP rate in its best epoch (torch's count of one clip's forward and backward,
+    times the clips per second) against a large matmul's in the same precision and threads: how much of the
+    cores the 850 head epochs use."""
+    plan = cached.plan
+    model, _ = fresh(weights, plan)
+    _, head = split(model, FT_BEGIN)
+    train_mode(model)
+    x, y = cached_train[0]
+    counter = FlopCounterMode(display=False)
+    with counter, plan.autocast():
+        F.cross_entropy(head(plan.input(x.unsqueeze(0))).float(), torch.tensor([y])).backward()
+    achieved = counter.get_total_flops() * n / cached.best.seconds
+    peak = matmul_peak(plan.precision)
+    return (f"the cached head [{cached.variant}]: {achieved / 1e9:.0f} GFLOP/s in its best epoch (torch's count of "
+            f"the forward and backward) = {achieved / peak:.0%} of the {plan.precision} matmul peak "
+            f"({peak / 1e9:.0f} GFLOP/s, 2048^3, {torch.get_num_threads()} threads)")
 
 
 def human(seconds: float) -> str:
@@ -331,7 +356,7 @@ def run(args, work: Path, plan: AccelPlan) -> None:
         else:
             trunk, head = split(model, FT_BEGIN)
             run_epoch = trainer_epoch(nn.Sequential() if cached else trunk, head, optimizer, plan)
-        return Config(group, variant, run_epoch, dataset, sampler, loader)
+        return Config(group, variant, run_epoch, dataset, sampler, loader, plan)
 
     p = plan.precision
     configs = [config("(a) seed", "fp32 model(x), contiguous", None, False),
@@ -392,10 +417,12 @@ def run(args, work: Path, plan: AccelPlan) -> None:
     robust_ratio = total(seed, 0, True) / total(best_c, build_fastest, True)
     print("'projected' uses the best epoch and the build's wall time; 'from fastest steps' the fastest batch (build: "
           "clip) of each configuration times the steps, which other load moves less.")
+    print(head_share_of_peak(best_c, weights, cached_train, n))
     print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("quality of the cached fine-tune against the uncached: scripts/bench/quality_trunk_cache.py")
-    print(f"\nseed / cached = {ratio:.1f}x (target >= 5x): {'met' if ratio >= 5 else 'NOT met'} "
-          f"(from the fastest steps: {robust_ratio:.1f}x, {'met' if robust_ratio >= 5 else 'NOT met'}); of the cached "
+    print(f"\nseed / cached = {ratio:.1f}x (target >= {TARGET}x): {'met' if ratio >= TARGET else 'NOT met'} "
+          f"(from the fastest steps: {robust_ratio:.1f}x, {'met' if robust_ratio >= TARGET else 'NOT met'}); of the "
+          f"cached "
           f"run's projection, the build is {100 * build * scale / cached_total:.0f}% and the {EPOCHS} head epochs "
           f"{100 * EPOCHS * best_c.best.seconds * scale / cached_total:.0f}%.")
 

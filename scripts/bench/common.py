@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
+import time
 
 import torch
 
@@ -51,3 +53,17 @@ def bench_plan(precision: str) -> AccelPlan:
     print(describe_cpu())
     print(f"plan: {plan.precision}, channels_last_3d {plan.channels_last} ({plan.reason})")
     return plan
+
+
+def matmul_peak(precision: str, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of an n x n matmul in `precision` (fp32 or bf16) on torch's threads: the practical peak of these
+    cores, which a conv layer's achieved FLOP/s is measured against."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times)

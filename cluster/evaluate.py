@@ -42,7 +42,7 @@ from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerts import AlertPolicy, detect_alerts
 from trainer.serve.evaluate import EvalConfig, video_fight_prob, view_logits
 from trainer.serve.scoring import ScoreConfig, score_video, windows
-from trainer.tracking import ensure_experiment, git_commit, mlflow_params, tracking_uri
+from trainer.tracking import ensure_experiment, ensure_local_store, git_commit, mlflow_params, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,9 @@ def log_evaluation(config: Config, model_path: Path, params: dict, metrics: dict
     and its parent's. When the store has the checkpoint's training run, the evaluation is its child (the UI nests
     it), in its experiment, with its TRAINING_PARAMS; otherwise a run of the config's experiment."""
     run_dir = make_run_dir(config.run_dir)
-    mlflow.set_tracking_uri(tracking_uri(config.tracking, run_dir))
+    uri = tracking_uri(config.tracking, run_dir)
+    ensure_local_store(uri)
+    mlflow.set_tracking_uri(uri)
     training = training_run(model_path)
     if training is None:
         experiment_id, parent_id, copied = ensure_experiment(config.tracking, run_dir), None, {}

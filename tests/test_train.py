@@ -13,6 +13,7 @@ import torch
 
 from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, mlflow_runs, weights
 from trainer.checkpoint import read_checkpoint
+from trainer.tracking import ensure_local_store
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 
@@ -128,3 +129,33 @@ def test_each_epoch_logs_its_speed_and_a_cached_run_its_cache_build_once(prepare
     cache_build = history("trunk_cache_seconds")
     assert list(cache_build) == [0] and cache_build[0] > 0
     assert list(history("trunk_cache_clips_per_s")) == [0]
+
+
+def test_a_kill_while_mlflow_makes_its_tables_leaves_a_store_the_next_start_uses(prepared, tmp_path):
+    run_dir = copy_of(prepared, tmp_path)
+    process = subprocess.Popen([str(FIGHTWATCH), "train", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob(".mlflow.db.*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "mlflow.db").exists(), "the kill should land while the tables are being made"
+    result = run("train", run_dir, "train.epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(run_dir.glob(".mlflow.db.*.tmp"))
+    client, runs = mlflow_runs(run_dir)
+    assert len(runs) == 1 and sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")) == [1, 2]
+
+
+def test_the_local_store_is_made_whole_and_an_existing_one_is_kept(tmp_path):
+    store = tmp_path / "run" / "mlflow.db"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".mlflow.db.1.tmp").write_bytes(b"half a database")  # a start killed mid-way
+    ensure_local_store(f"sqlite:///{store}")
+    assert [p.name for p in store.parent.iterdir()] == ["mlflow.db"]
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    experiment = client.create_experiment("kept")
+    ensure_local_store(f"sqlite:///{store}")
+    assert client.get_experiment(experiment).name == "kept"
+    ensure_local_store("http://tracking.example:5000")  # a server's store is MLflow's to make

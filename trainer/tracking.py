@@ -32,6 +32,26 @@ def tracking_uri(cfg: TrackingConfig, run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri or f"sqlite:///{run_dir.resolve()}/mlflow.db"
 
 
+def ensure_local_store(uri: str) -> None:
+    """Create a local SQLite store whole or not at all. MLflow makes its tables in many steps (creation, then
+    migrations), and a kill between two of them leaves a database on which every later start fails ("table ...
+    already exists"), so the run could never resume: the tables are made in a temporary file beside it, which is
+    renamed into place when complete. Other stores (a server, another database) are left to MLflow."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a start killed while making the tables
+        stale.unlink()
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    SqlAlchemyStore(f"sqlite:///{partial}", (path.parent / "mlartifacts").resolve().as_uri()).engine.dispose()
+    os.replace(partial, path)
+
+
 def ensure_experiment(cfg: TrackingConfig, run_dir: Path) -> str:
     """The id of the config's experiment in the current tracking store, created (artifacts under
     <run_dir>/mlartifacts) when the store has none of that name."""
@@ -64,7 +84,9 @@ class Tracker:
     def __enter__(self) -> "Tracker":
         if not self.active:
             return self
-        mlflow.set_tracking_uri(tracking_uri(self.cfg, self.run_dir))
+        uri = tracking_uri(self.cfg, self.run_dir)
+        ensure_local_store(uri)
+        mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment_id=ensure_experiment(self.cfg, self.run_dir))
         if self.run_id is not None:
             mlflow.start_run(run_id=self.run_id, log_system_metrics=True)

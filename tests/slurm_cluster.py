@@ -20,7 +20,9 @@ system. On one network each would need its own Port= (a second slurmd fails with
 (...): Address already in use"); each namespace has its own, so all share SlurmdPort. (The namespaces start
 with nsenter, not `ip netns exec`: that remounts /sys, which hides /sys/fs/cgroup, and slurmd then stops with
 "No filesystem mounted on /sys/fs/cgroup".) munged runs on n1 and serves every host: its socket is a file,
-reachable from any network namespace, as a key shared by all nodes would be.
+reachable from any network namespace, as a key shared by all nodes would be. CommunicationParameters=NoInAddrAny
+binds each slurmd to its node's address as the hosts file gives it (slurmctld 22.05 still listens on every
+address of n1's namespace: its loopback and eth0).
 
 Cleanup: jobs are cancelled, the daemons terminated, then any process still carrying this cluster's SLURM_CONF in
 its environment (slurmstepd and the job's processes inherit it) is killed by pid. The daemons also get
@@ -209,6 +211,7 @@ MailProg=/bin/true
 ReturnToService=2
 KillWait=5
 InactiveLimit=0
+{"CommunicationParameters=NoInAddrAny" if self.hosts else ""}
 {nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
         self._spawn("munged", "-F", "--force", f"--key-file={key}", f"--socket={munge_socket}",

@@ -1,4 +1,5 @@
-"""A throwaway single-node Slurm for tests: munged, slurmctld and slurmd from Debian's packages, all state in a temp dir.
+"""A throwaway Slurm for tests: munged, slurmctld and slurmd from Debian's packages, all state in a temp dir; one
+node on this machine, or one node per network namespace (tests/netns.py hosts).
 
 What made slurmd run in a container without systemd, cgroup write access or a Slurm install of its own:
 proctrack/linuxproc, task/none, jobacct_gather/none and no accounting (nothing touches cgroups); the daemons in the
@@ -6,6 +7,22 @@ foreground (`munged -F`, `slurmctld -D -i`, `slurmd -D`) as children of the test
 (`AuthInfo=socket=...`); free ports; `SLURM_CONF` pointing every command at the generated slurm.conf. The node is
 the real short hostname (what slurmd looks up, and what `scontrol show hostnames` hands to torchrun) with
 NodeAddr=127.0.0.1.
+
+On hosts (network namespaces, which share the file system, process table and hostname) the nodes are n1..nN at
+the hosts' addresses, slurmctld runs on n1 and clients run there too (the namespaces are not reachable from this
+machine's own network). Each daemon and client starts in its host's namespace under `unshare --uts --mount` with
+the hostname set to its node name and a generated hosts file (every node's address) bound over /etc/hosts, so
+the name slurmctld checks (SlurmctldHost), `scontrol show hostnames` and torchrun's rendezvous resolve to the
+namespace addresses, and torchrun on n1 recognises n1 as itself and hosts the c10d store. Debian builds slurmd
+with multiple-slurmd support (`scontrol show config`: MULTIPLE_SLURMD = Yes): `slurmd -N <node>` runs as that
+node, and the node name (%n) in the spool dir, pid and log file keeps the nodes' files apart on the shared file
+system. On one network each would need its own Port= (a second slurmd fails with "Unable to bind listen port
+(...): Address already in use"); each namespace has its own, so all share SlurmdPort. (The namespaces start
+with nsenter, not `ip netns exec`: that remounts /sys, which hides /sys/fs/cgroup, and slurmd then stops with
+"No filesystem mounted on /sys/fs/cgroup".) munged runs on n1 and serves every host: its socket is a file,
+reachable from any network namespace, as a key shared by all nodes would be. CommunicationParameters=NoInAddrAny
+binds each slurmd to its node's address as the hosts file gives it (slurmctld 22.05 still listens on every
+address of n1's namespace: its loopback and eth0).
 
 Cleanup: jobs are cancelled, the daemons terminated, then any process still carrying this cluster's SLURM_CONF in
 its environment (slurmstepd and the job's processes inherit it) is killed by pid. The daemons also get
@@ -25,6 +42,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import free_port
+from tests.netns import Host
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("munge", "sbatch", "sinfo", "squeue", "scancel", "scontrol", "srun")
@@ -77,14 +95,21 @@ def _tail(path: Path, n: int = 1500) -> str:
 
 
 class SlurmCluster:
-    """start() stands it up and waits for the node to be idle; stop() leaves nothing running. Use as a context."""
+    """start() stands it up and waits for every node to be idle; stop() leaves nothing running. Use as a context.
+    Without hosts, one node on this machine; with hosts, node n<i + 1> on hosts[i], slurmctld on the first."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, hosts: list[Host] | None = None):
         # Short path: the munge socket must fit in sockaddr_un (108 bytes).
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="fwslurm-", dir="/tmp"))
         self.owns_root = root is None
         self.conf = self.root / "slurm.conf"
-        self.node = socket.gethostname().split(".")[0]
+        self.hosts = hosts or []
+        if self.hosts:
+            self.nodes = [f"n{i + 1}" for i in range(len(self.hosts))]
+            self.addresses = [host.address for host in self.hosts]
+        else:
+            self.nodes, self.addresses = [socket.gethostname().split(".")[0]], ["127.0.0.1"]
+        self.node = self.nodes[0]  # slurmctld's, where the clients run
         self.cpus = os.cpu_count() or 1
         self.hardware = f"CPUs={self.cpus}"
         self.processes: dict[str, subprocess.Popen] = {}
@@ -96,14 +121,26 @@ class SlurmCluster:
         env["SLURM_CONF"] = str(self.conf)
         return env
 
-    def command(self, *args, timeout=30) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout)
+    def on(self, node: int, argv: list[str]) -> list[str]:
+        """argv run on nodes[node]: here, or in its host's namespace named as the node, with the cluster's hosts."""
+        if not self.hosts:
+            return argv
+        # nsenter, not the host's `ip netns exec` (it hides /sys/fs/cgroup from slurmd: see the docstring)
+        return ["nsenter", f"--net=/run/netns/{self.hosts[node].name}", "unshare", "--uts", "--mount", "sh", "-c",
+                'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"',
+                "sh", self.nodes[node], str(self.root / "hosts"), *argv]
 
-    def _spawn(self, name: str, *args: str) -> None:
-        log = open(self.root / "log" / f"{name}.out", "wb")
-        self.processes[name] = subprocess.Popen([_which(name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=self.env, cwd=self.root,
-                                                preexec_fn=_die_with_parent)
+    def command(self, *args, timeout=30, env=None, cwd=None) -> subprocess.CompletedProcess:
+        """A client command on the first node (slurmctld's); env defaults to self.env."""
+        return subprocess.run(self.on(0, list(args)), capture_output=True, text=True, env=env or self.env,
+                              cwd=cwd, timeout=timeout)
+
+    def _spawn(self, name: str, *args: str, node: int = 0) -> None:
+        key = f"{name}-{self.nodes[node]}" if name == "slurmd" else name
+        log = open(self.root / "log" / f"{key}.out", "wb")
+        self.processes[key] = subprocess.Popen(self.on(node, [_which(name), *args]), stdout=log,
+                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                                               cwd=self.root, preexec_fn=_die_with_parent)
         log.close()
 
     def diagnostics(self) -> str:
@@ -111,8 +148,8 @@ class SlurmCluster:
         for name, process in self.processes.items():
             state = "running" if process.poll() is None else f"exited {process.returncode}"
             parts.append(f"--- {name} ({state}):\n{_tail(self.root / 'log' / f'{name}.out')}")
-        for log in ("slurmctld.log", "slurmd.log"):
-            parts.append(f"--- {log}:\n{_tail(self.root / 'log' / log)}")
+        for log in sorted((self.root / "log").glob("slurm*.log")):
+            parts.append(f"--- {log.name}:\n{_tail(log)}")
         return "\n".join(parts)
 
     def _fail(self, what: str) -> None:
@@ -124,13 +161,18 @@ class SlurmCluster:
         ensure_installed()
         if os.geteuid() != 0:
             raise Unavailable("slurmd must run as root to launch jobs as the submitting user (not root here)")
-        try:
-            socket.gethostbyname(self.node)
-        except OSError as e:
-            raise Unavailable(f"the hostname {self.node!r} does not resolve ({e}); torchrun's rendezvous needs it")
+        if self.hosts and not (shutil.which("nsenter") and shutil.which("unshare")):
+            raise Unavailable("needs util-linux's nsenter and unshare to start each node in its host")
+        if not self.hosts:
+            try:
+                socket.gethostbyname(self.node)
+            except OSError as e:
+                raise Unavailable(f"the hostname {self.node!r} does not resolve ({e}); torchrun's rendezvous needs it")
         self._detect_hardware()
-        for sub in ("munge", "state", "spool", "log"):
+        for sub in ("munge", "state", "log", *(f"spool/{node}" for node in self.nodes)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "hosts").write_text("127.0.0.1 localhost\n" + "".join(
+            f"{address} {node}\n" for node, address in zip(self.nodes, self.addresses)))
         self.root.chmod(0o755)
         (self.root / "munge").chmod(0o755)  # the socket must be reachable; the key stays 0600
         key = self.root / "munge" / "munge.key"
@@ -138,9 +180,11 @@ class SlurmCluster:
         key.chmod(0o600)
         munge_socket = self.root / "munge" / "munge.socket"
         ctld_port, slurmd_port = free_port(), free_port()
+        nodes = "".join(f"NodeName={node} NodeAddr={address} {self.hardware} RealMemory=100 State=UNKNOWN\n"
+                        for node, address in zip(self.nodes, self.addresses))
         self.conf.write_text(f"""\
 ClusterName=fwtest
-SlurmctldHost={self.node}(127.0.0.1)
+SlurmctldHost={self.node}({self.addresses[0]})
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
@@ -149,11 +193,11 @@ AuthInfo=socket={munge_socket}
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={self.root}/state
-SlurmdSpoolDir={self.root}/spool
+SlurmdSpoolDir={self.root}/spool/%n
 SlurmctldPidFile={self.root}/slurmctld.pid
-SlurmdPidFile={self.root}/slurmd.pid
+SlurmdPidFile={self.root}/slurmd-%n.pid
 SlurmctldLogFile={self.root}/log/slurmctld.log
-SlurmdLogFile={self.root}/log/slurmd.log
+SlurmdLogFile={self.root}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -167,8 +211,8 @@ MailProg=/bin/true
 ReturnToService=2
 KillWait=5
 InactiveLimit=0
-NodeName={self.node} NodeAddr=127.0.0.1 {self.hardware} RealMemory=100 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{"CommunicationParameters=NoInAddrAny" if self.hosts else ""}
+{nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
         self._spawn("munged", "-F", "--force", f"--key-file={key}", f"--socket={munge_socket}",
                     f"--pid-file={self.root}/munge/munged.pid", f"--seed-file={self.root}/munge/munged.seed",
@@ -179,19 +223,20 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 self._fail("munged did not come up")
             time.sleep(0.1)
         self._spawn("slurmctld", "-D", "-i")
-        self._spawn("slurmd", "-D", "-N", self.node)
+        for node, name in enumerate(self.nodes):
+            self._spawn("slurmd", "-D", "-N", name, node=node)
         deadline = time.monotonic() + timeout
-        state = ""
         while True:
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     self._fail(f"{name} exited with {process.returncode}")
-            result = self.command("sinfo", "-h", "-n", self.node, "-o", "%T")
-            state = (result.stdout or result.stderr).strip()
-            if state == "idle":
+            result = self.command("sinfo", "-h", "-N", "-o", "%N %T")
+            states = dict(line.split() for line in result.stdout.splitlines() if len(line.split()) == 2)
+            if all(states.get(node) == "idle" for node in self.nodes):
                 return self
             if time.monotonic() > deadline:
-                self._fail(f"node {self.node} not idle after {timeout:.0f}s (sinfo: {state!r})")
+                self._fail(f"nodes {self.nodes} not all idle after {timeout:.0f}s "
+                           f"(sinfo: {(result.stdout or result.stderr).strip()!r})")
             time.sleep(0.5)
 
     def _detect_hardware(self) -> None:

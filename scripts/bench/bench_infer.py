@@ -257,7 +257,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "runs" / "demo" / "model.pth",
                     help="trained model for the latency part (default: runs/demo/model.pth)")
-    ap.add_argument("--seeds", type=int, default=5, help="timeline videos for the latency part (default: 5)")
+    ap.add_argument("--seeds", type=int, default=5, help="timeline videos for the latency part (default: 5; 0 skips it)")
     ap.add_argument("--reps", type=int, default=3, help="timed batches per row (default: 3; 5 at batch 1)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--all-layouts", action="store_true", help="also time the layouts the plan does not use")
@@ -276,7 +276,8 @@ def main() -> None:
     t = time.perf_counter()
     segment_s = bench_throughput(args, cores, plan)
     e2e_fps, alone_fps = bench_end_to_end(plan, args.e2e_seconds, cores, args.reps)
-    bench_latency(args.model, list(range(101, 101 + args.seeds)), segment_s, plan)
+    if args.seeds:
+        bench_latency(args.model, list(range(101, 101 + args.seeds)), segment_s, plan)
     print(f"\n(total {time.perf_counter() - t:.0f} s; load average at end: %.2f %.2f %.2f)" % os.getloadavg())
     print(f"scoring end to end: {e2e_fps:.0f} frames/s = {e2e_fps / alone_fps:.0%} of the model alone on the same "
           f"windows ({alone_fps:.0f} frames/s, batch 8, {plan.precision}, {cores} core(s), side by side)")

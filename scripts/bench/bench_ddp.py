@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench/bench_ddp.py [--ranks 2] [--threads T] [--batch 8] [--steps 3]
         [--precision auto|fp32|bf16]
-    .venv/bin/python scripts/bench/bench_ddp.py --link 1,10 [--batch 8] [--cached-batch 32] [--steps 5]   # as root
+    .venv/bin/python scripts/bench/bench_ddp.py --link 1,10 [--batch 8] [--cached-batch 32] [--steps 5]
+        [--buckets 5,100,200] [--accumulate 2,4,8] [--bucket-mb 25] [--target 0.1]       # as root
 
 The real fine-tune step (3D ResNet-34, shortcut A, width 64, layer4+fc trained: 38.9 M parameters, SGD with
 momentum, the trainer's precision plan: --precision auto is bf16 autocast and channels_last_3d with native bf16,

@@ -18,7 +18,7 @@ from cluster.distributed import CCL_HINT, DistConfig, choose_backend, rendezvous
 from data.errors import InputError
 from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, free_port, mlflow_runs, weights
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
-from trainer.ddp import GradSync, bf16_allreduce_hook
+from trainer.ddp import GradSync, bf16_allreduce_hook, wrap_head
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 
@@ -143,6 +143,49 @@ def test_bf16_gradient_hook_averages_over_gloo():
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
     torch.testing.assert_close(grads[0], average, rtol=1e-2, atol=1e-2)  # bf16 has 8 bits of mantissa
     assert GradSync(25, "bf16").grad_dtype == "bf16"
+
+
+def _accumulated_grads(rank: int, port: int, sync: GradSync, queue) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        head = wrap_head(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)), sync)
+        assert (head.static_graph, head.gradient_as_bucket_view) == (sync.static_graph, sync.bucket_view)
+        for _ in range(2):  # the second step runs on the buckets DDP rebuilt after the first
+            head.zero_grad(set_to_none=True)
+            torch.manual_seed(1 + rank)  # each rank its own data, the same in both steps
+            with head.no_sync():  # accumulated as trainer/train.py does: all-reduced with the last micro-batch
+                head(torch.randn(5, 64)).square().sum().backward()
+            head(torch.randn(5, 64)).square().sum().backward()
+        queue.put((rank, [p.grad.numpy().copy() for p in head.parameters()]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("sync", [GradSync(0.001, "fp32", bucket_view=False), GradSync(25, "fp32", bucket_view=True)])
+def test_accumulated_gradients_average_over_gloo_with_and_without_bucket_views(sync):
+    """wrap_head's DDP with gradients copied into many tiny buckets, or as views of one, over micro-batches under
+    no_sync: every rank ends with the average of all ranks' summed micro-batch gradients."""
+    ctx = mp.get_context("spawn")
+    queue, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_accumulated_grads, args=(rank, port, sync, queue)) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    grads = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    expected = []
+    for rank in (0, 1):
+        torch.manual_seed(0)
+        reference = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        torch.manual_seed(1 + rank)
+        for _ in range(2):
+            reference(torch.randn(5, 64)).square().sum().backward()
+        expected.append([p.grad for p in reference.parameters()])
+    for g0, g1, e0, e1 in zip(grads[0], grads[1], *expected):
+        torch.testing.assert_close(torch.from_numpy(g0), torch.from_numpy(g1), rtol=0, atol=0)
+        torch.testing.assert_close(torch.from_numpy(g0), (e0 + e1) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_two_ranks_take_the_same_steps_as_one_process(prepared, tmp_path):

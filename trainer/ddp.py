@@ -17,6 +17,12 @@ class GradSync:
     bucket_mb: float  # DDP bucket size: the all-reduce starts as soon as a bucket's gradients are ready
     # bf16 halves the bytes all-reduced; the optimizer still steps in fp32 on the averaged gradient.
     grad_dtype: Literal["fp32", "bf16"]
+    # gradients are views into the buckets: no copy into a bucket before its all-reduce, nor out of it after
+    bucket_view: bool = True
+    # DDP records the first step's graph and trusts it from then on. Not a config key: torch 2.13 fails when the
+    # first backward is under no_sync, as accumulated micro-batches are (pytorch/pytorch#143580), and the head
+    # has no unused parameters for it to save a search over; scripts/bench/bench_ddp.py --link measures it.
+    static_graph: bool = False
 
     def __post_init__(self):
         if self.bucket_mb <= 0:
@@ -34,7 +40,8 @@ def wrap_head(head: torch.nn.Module, sync: GradSync) -> torch.nn.Module:
     """The head in DDP when there are several ranks: the frozen trunk is not wrapped, so never synced."""
     if world()[1] == 1:
         return head
-    ddp = DistributedDataParallel(head, bucket_cap_mb=sync.bucket_mb, gradient_as_bucket_view=True)
+    ddp = DistributedDataParallel(head, bucket_cap_mb=sync.bucket_mb, gradient_as_bucket_view=sync.bucket_view,
+                                  static_graph=sync.static_graph)
     if sync.grad_dtype == "bf16":
         ddp.register_comm_hook(None, bf16_allreduce_hook)
     return ddp

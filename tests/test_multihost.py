@@ -16,16 +16,23 @@ Nothing here calls `ray stop`: the hosts share one process table, so it would st
 Each test's processes end with its Network (SIGTERM first for Ray, then SIGKILL to what is left).
 """
 
+import json
+import os
+import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.helpers import (ROOT, TORCHRUN, TRAIN, assert_resumed, clean_env, copy_of,
+from tests.helpers import (FIGHTWATCH, ROOT, TINY, TORCHRUN, TRAIN, assert_resumed, clean_env, copy_of,
                            interrupted_epoch, mlflow_runs, weights)
 from tests.netns import Host, Link, Network, require_namespaces
 
@@ -127,4 +134,157 @@ def test_a_killed_rank_on_host_b_fails_the_job_fast_and_a_restart_resumes(prepar
     head_output, _ = outputs(net.hosts, tmp_path / "restart")
     assert codes == [0, 0], head_output[-3000:]
     assert_resumed(run_dir, head_output, interrupted_at, epochs)
+
+
+# ---- Ray: a head on host A, a worker node on host B, a client on host C ----
+
+RAY = str(Path(sys.executable).parent / "ray")
+RAY_PORT, DASHBOARD_PORT = 6379, 8265
+
+
+@dataclass
+class RayCluster:
+    head: Host
+    worker: Host
+    client: Host  # no Ray node: only submits
+    env: dict  # every host's: PATH with the venv first, the cluster's auth token
+
+    @property
+    def address(self) -> str:
+        return f"{self.head.address}:{RAY_PORT}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.head.address}:{DASHBOARD_PORT}"
+
+    def alive_nodes(self) -> dict[str, str]:
+        """node id -> address of the nodes the head's state API counts alive, asked from the client host."""
+        result = self.client.run(["curl", "-sf", "-H", f"Authorization: Bearer {self.env['RAY_AUTH_TOKEN']}",
+                                  f"{self.url}/api/v0/nodes?limit=100"], capture_output=True, text=True, timeout=30)
+        if result.returncode:
+            return {}
+        nodes = json.loads(result.stdout)["data"]["result"]["result"]
+        return {node["node_id"]: node["node_ip"] for node in nodes if node["state"] == "ALIVE"}
+
+    def wait_for_nodes(self, count: int, starts: list[subprocess.Popen], logs: list[Path], timeout=120) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.alive_nodes()) < count:
+            failed = [log.read_text()[-3000:] for start, log in zip(starts, logs) if start.poll() is not None]
+            assert not failed and time.monotonic() < deadline, f"{count} Ray node(s) not up: {failed}"
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    require_namespaces()
+    logs = tmp_path_factory.mktemp("ray")
+    temp_dirs = [Path(tempfile.mkdtemp(prefix="rmh", dir="/tmp")) for _ in range(2)]  # short: socket paths
+    env = clean_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                    RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                    # a killed raylet is found dead in seconds rather than the default half-minute
+                    RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    with Network(3, LINK) as net:
+        cluster = RayCluster(*net.hosts, env)
+        node = ["--block", "--num-cpus=1", "--object-store-memory=150000000"]
+        commands = [
+            [RAY, "start", "--head", *node, f"--node-ip-address={cluster.head.address}", f"--port={RAY_PORT}",
+             "--include-dashboard=true", "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",
+             f"--temp-dir={temp_dirs[0]}"],
+            [RAY, "start", *node, f"--address={cluster.address}", f"--node-ip-address={cluster.worker.address}",
+             f"--temp-dir={temp_dirs[1]}"]]
+        starts, start_logs = [], []
+        for host, command in zip((cluster.head, cluster.worker), commands):
+            start_logs.append(logs / f"{host.name}.log")
+            with open(start_logs[-1], "w") as log:
+                starts.append(host.popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+            cluster.wait_for_nodes(len(starts), starts, start_logs)
+        try:
+            yield cluster
+        finally:
+            for host in (cluster.worker, cluster.head):  # SIGTERM: ray start --block stops its node
+                host.kill_all(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while any(h.pids() for h in net.hosts) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            for temp_dir in temp_dirs:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def videos_only(prepared: Path, tmp_path: Path) -> Path:
+    """A run dir with the prepared run's videos and nothing extracted yet."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared / "videos", run_dir / "videos")
+    return run_dir
+
+
+def prepare_command(cluster: RayCluster, run_dir: Path) -> list[str]:
+    return [str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY,
+            "--ray-address", cluster.address]
+
+
+def manifest_clips(run_dir: Path) -> list[str]:
+    return [json.loads(line)["clip_id"] for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+def assert_store_is_the_manifest(run_dir: Path, prepared: Path) -> None:
+    """The union of the store's shards is the manifest, each clip once, and the manifest the one-host prepare's."""
+    stored = [clip for index in (run_dir / "clips").glob("*.index.json")
+              for clip in json.loads(index.read_text())["clips"]]
+    assert sorted(stored) == sorted(manifest_clips(run_dir)) == sorted(manifest_clips(prepared))
+
+
+def test_prepare_extracts_on_both_hosts(ray_cluster, prepared, tmp_path):
+    run_dir = videos_only(prepared, tmp_path)
+    result = ray_cluster.head.run(prepare_command(ray_cluster, run_dir), cwd=ROOT, env=ray_cluster.env,
+                                  capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # "clips extracted per Ray node: 10.88.0.1 (1a2b3c4d) 22, 10.88.0.2 (5e6f7a8b) 18"
+    (line,) = [line for line in (run_dir / "fightwatch.log").read_text().splitlines() if "per Ray node" in line]
+    per_host = {address: int(clips) for address, clips in re.findall(r"([\d.]+) \(\w+\) (\d+)", line)}
+    assert set(per_host) == {ray_cluster.head.address, ray_cluster.worker.address}, line
+    assert all(per_host.values()) and sum(per_host.values()) == len(manifest_clips(prepared)), line
+    assert_store_is_the_manifest(run_dir, prepared)
+
+
+def test_ray_job_submitted_from_a_third_host(ray_cluster, prepared, tmp_path):
+    run_dir = copy_of(prepared, tmp_path, "run")
+    result = ray_cluster.client.run(
+        [RAY, "job", "submit", "--address", ray_cluster.url, "--submission-id", "multihost",
+         "--working-dir", str(ROOT), "--", "python", "scripts/ray_job.py", "--config", "configs/demo.yaml",
+         f"run_dir={run_dir}", *TINY, "train.epochs=1", "dist.backend=gloo", "--workers", "1",
+         "--cpus-per-worker", "1"], cwd=ROOT, env=ray_cluster.env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "Ray cluster: 2 node(s) with CPUs, 2 CPUs" in output, output[-6000:]
+    assert f"0 new + {len(manifest_clips(prepared))} already stored" in output, output[-6000:]
+    assert (run_dir / "model.pth").is_file()  # written by the worker, wherever it ran: the run dir is shared
+    client, runs = mlflow_runs(run_dir)
+    assert len(runs) == 1 and [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [1]
+
+
+def test_a_raylet_killed_mid_extraction_loses_and_doubles_no_clip(ray_cluster, prepared, tmp_path):
+    """Last: it leaves the cluster without host B's node."""
+    run_dir = videos_only(prepared, tmp_path)
+    with open(tmp_path / "prepare.log", "w") as log:
+        prepare = ray_cluster.head.popen(prepare_command(ray_cluster, run_dir), cwd=ROOT, env=ray_cluster.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+    # mid-run: host B's worker is extracting a video (Ray titles a task's process ray::<task name>)
+    extracting = lambda p: "_extract_video" in " ".join(p.cmdline())  # noqa: E731
+    deadline = time.monotonic() + 120
+    while not processes_on(ray_cluster.worker, extracting) and prepare.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert prepare.poll() is None, "prepare ended before host B extracted anything"
+    (raylet,) = processes_on(ray_cluster.worker, lambda p: p.name() == "raylet")
+    raylet.send_signal(signal.SIGKILL)
+    done = len(list((run_dir / "clips").glob("*.index.json")))
+    assert done < len(list((prepared / "clips").glob("*.index.json"))), "the extraction should be mid-run"
+
+    if prepare.wait(timeout=300):  # the run may fail with the node; a re-run extracts what is missing
+        rerun = ray_cluster.head.run(prepare_command(ray_cluster, run_dir), cwd=ROOT, env=ray_cluster.env,
+                                     capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_store_is_the_manifest(run_dir, prepared)
 

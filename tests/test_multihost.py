@@ -282,7 +282,9 @@ def test_a_raylet_killed_mid_extraction_loses_and_doubles_no_clip(ray_cluster, p
     done = len(list((run_dir / "clips").glob("*.index.json")))
     assert done < len(list((prepared / "clips").glob("*.index.json"))), "the extraction should be mid-run"
 
-    if prepare.wait(timeout=300):  # the run may fail with the node; a re-run extracts what is missing
+    failed = prepare.wait(timeout=300)
+    print(f"prepare with host B's raylet killed after {done} video(s): {'failed' if failed else 'completed'}")
+    if failed:  # the run may fail with the node; a re-run extracts what is missing
         rerun = ray_cluster.head.run(prepare_command(ray_cluster, run_dir), cwd=ROOT, env=ray_cluster.env,
                                      capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]

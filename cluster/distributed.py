@@ -11,6 +11,9 @@ of life with torch 2.8 and is not on PyPI, so `ccl` is for clusters that have it
 is missing fails before any rendezvous, so no rank waits for one that already died.
 Each launched rank binds itself (cluster/placement.py) from its local rank, so the same code is right
 under all three launchers.
+Gloo's interface: left alone, gloo listens on the address the host's name resolves to, and on many hosts that is
+loopback (Debian's 127.0.1.1 in /etc/hosts), which ranks on other hosts cannot reach: the group then waits out
+the timeout. So, unless GLOO_SOCKET_IFNAME names one, a rank uses the interface its route to the master takes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import datetime
 import importlib.util
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import psutil
 import torch.distributed as dist
 
 from cluster.logs import console_for_rank
@@ -133,6 +138,20 @@ def bind_rank(rdzv: Rendezvous, cfg: DistConfig) -> None:
     bind_local_rank(bindings[rdzv.local_rank])
 
 
+def interface_towards(address: str) -> str | None:
+    """The network interface this host reaches `address` through: the one holding the source address its route
+    picks (connecting a UDP socket sends nothing); None where no interface holds it or there is no route."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(address, 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(sockaddr)
+            local = s.getsockname()[0]
+    except OSError:
+        return None
+    return next((name for name, addresses in psutil.net_if_addrs().items()
+                 if any(a.address.split("%")[0] == local for a in addresses)), None)
+
+
 @contextlib.contextmanager
 def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iterator[Rendezvous]:
     """Join (or find) the process group for the duration of the block; destroyed on every way out."""
@@ -154,6 +173,12 @@ def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iter
              rdzv.local_rank, rdzv.local_world_size, rdzv.master_addr, rdzv.master_port, backend, rdzv.launcher)
     if rdzv.launcher == "slurm":
         os.environ.update(MASTER_ADDR=rdzv.master_addr, MASTER_PORT=str(rdzv.master_port))
+    if backend == "gloo":
+        if rdzv.master_addr and not os.environ.get("GLOO_SOCKET_IFNAME"):
+            interface = interface_towards(rdzv.master_addr)
+            if interface:
+                os.environ["GLOO_SOCKET_IFNAME"] = interface  # gloo reads it when the group is made
+        log.info("gloo on interface %s", os.environ.get("GLOO_SOCKET_IFNAME") or "of the host name's address")
     dist.init_process_group(backend, rank=rdzv.rank, world_size=rdzv.world_size,
                             timeout=datetime.timedelta(seconds=cfg.timeout_s))
     try:

@@ -80,6 +80,10 @@ def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: 
             summary.failed[failure["reason"]] += 1
             summary.failures.append(failure)
             log.warning("clip %s failed (%s): %s", failure["clip_id"], failure["reason"], failure["error"])
+    # which nodes did the work: on a cluster, a node that extracted nothing is worth knowing about
+    addresses = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+    log.info("clips extracted per Ray node: %s", ", ".join(
+        f"{addresses.get(node, '?')} ({node[:8]}) {clips}" for node, clips in sorted(summary.nodes.items())))
 
 
 def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: int,

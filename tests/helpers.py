@@ -1,5 +1,6 @@
 """What several test modules share: the installed command, the one-line error contract, the tiny training
-config, MLflow look-ups, a free port on loopback, and a throwaway mosquitto broker with a subscriber."""
+config and the torchrun command line that trains it, a killed run's resume checks, MLflow look-ups, a free port
+on loopback, and a throwaway mosquitto broker with a subscriber."""
 
 import json
 import os
@@ -30,6 +31,39 @@ TINY = ["data.synthetic.videos_per_class=10", "data.synthetic.seconds=1.0", "dat
         "train.optimizer=sgd", "train.lr=0.01", "train.dampening=0.9", "train.lr_schedule=plateau",
         "train.plateau_patience=1", "train.warmup_epochs=0", "tracking.run_name=resume-test",
         "tracking.log_model=false"]
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+TRAIN = ["-m", "cluster.cli", "train", "--config", "configs/demo.yaml", *TINY]  # what TORCHRUN runs
+
+
+def clean_env(**extra) -> dict:
+    """This process's environment without any launcher's variables, so children start from scratch."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, **extra}
+
+
+def copy_of(prepared, tmp_path, name):
+    shutil.copytree(prepared, tmp_path / name)
+    return tmp_path / name
+
+
+def interrupted_epoch(run_dir, epochs: int) -> int:
+    """The epoch of a killed run's last checkpoint, after asserting it stopped partway: past the first periodic
+    checkpoint, before the end, without a final model."""
+    epoch = torch.load(run_dir / "checkpoints" / "last.pth", weights_only=False)["epoch"]
+    assert 2 <= epoch < epochs and not (run_dir / "model.pth").exists(), epoch
+    return epoch
+
+
+def assert_resumed(run_dir, output: str, interrupted_at: int, epochs: int) -> None:
+    """A restart (its log in `output`) went on from the checkpoint, in the same MLflow run, no epoch missing or
+    doubled in its train_loss history."""
+    assert f"resumed at epoch {interrupted_at + 1} of {epochs}" in output, output[-3000:]
+    client, runs = mlflow_runs(run_dir)
+    assert len(runs) == 1
+    steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss"))
+    assert steps == list(range(1, epochs + 1)), steps
 
 
 def release_like(seed=0, **kw) -> ResNet3D:

@@ -1,10 +1,8 @@
 """DDP on CPUs for real: gloo process groups on loopback, torchrun agents, a rank killed mid-epoch."""
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,28 +14,12 @@ import torch.multiprocessing as mp
 
 from cluster.distributed import CCL_HINT, DistConfig, choose_backend, rendezvous_from_env
 from data.errors import InputError
-from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, free_port, mlflow_runs, weights
+from tests.helpers import (FIGHTWATCH, ROOT, TINY, TORCHRUN, TRAIN, assert_one_line_error, assert_resumed, clean_env,
+                           copy_of, fightwatch, free_port, interrupted_epoch, mlflow_runs, weights)
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
 from trainer.ddp import GradSync, bf16_allreduce_hook, wrap_head
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-TRAIN = ["-m", "cluster.cli", "train", "--config", "configs/demo.yaml", *TINY]
-
-
-def clean_env(**extra) -> dict:
-    """This process's environment without any launcher's variables, so children start from scratch."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return {**env, **extra}
-
-
-
-def copy_of(prepared, tmp_path, name):
-    shutil.copytree(prepared, tmp_path / name)
-    return tmp_path / name
-
 
 # ---- planning: pure functions ----
 
@@ -252,15 +234,11 @@ def test_a_killed_rank_fails_the_job_fast_and_a_restart_resumes(prepared, tmp_pa
     assert agent.returncode != 0
     assert time.monotonic() - killed_at < 60, "the job should fail within the collective timeout, not hang"
     assert "SIGKILL" in stderr or "Signal 9" in stderr, stderr[-3000:]
-    interrupted_at = torch.load(run_dir / "checkpoints" / "last.pth", weights_only=False)["epoch"]
-    assert 2 <= interrupted_at < 30 and not (run_dir / "model.pth").exists()
+    interrupted_at = interrupted_epoch(run_dir, 30)
 
     restart = subprocess.run(job, cwd=ROOT, capture_output=True, text=True, timeout=600, env=clean_env())
     assert restart.returncode == 0, restart.stderr[-3000:]
-    assert f"resumed at epoch {interrupted_at + 1} of 30" in restart.stderr
-    client, runs = mlflow_runs(run_dir)
-    assert len(runs) == 1  # the restart continued the same MLflow run
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")) == list(range(1, 31))
+    assert_resumed(run_dir, restart.stderr, interrupted_at, 30)
 
 
 def test_bad_distributed_input_is_one_line(prepared, tmp_path):

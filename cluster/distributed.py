@@ -152,6 +152,16 @@ def interface_towards(address: str) -> str | None:
                  if any(a.address.split("%")[0] == local for a in addresses)), None)
 
 
+def bind_gloo_towards(address: str) -> None:
+    """Set GLOO_SOCKET_IFNAME, which gloo reads when a group is made, to the interface towards `address` (the
+    master, or a Ray cluster's head), unless it names one already; logs the choice."""
+    if not os.environ.get("GLOO_SOCKET_IFNAME"):
+        interface = interface_towards(address)
+        if interface:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
+    log.info("gloo on interface %s", os.environ.get("GLOO_SOCKET_IFNAME") or "of the host name's address")
+
+
 @contextlib.contextmanager
 def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iterator[Rendezvous]:
     """Join (or find) the process group for the duration of the block; destroyed on every way out."""
@@ -173,12 +183,8 @@ def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iter
              rdzv.local_rank, rdzv.local_world_size, rdzv.master_addr, rdzv.master_port, backend, rdzv.launcher)
     if rdzv.launcher == "slurm":
         os.environ.update(MASTER_ADDR=rdzv.master_addr, MASTER_PORT=str(rdzv.master_port))
-    if backend == "gloo":
-        if rdzv.master_addr and not os.environ.get("GLOO_SOCKET_IFNAME"):
-            interface = interface_towards(rdzv.master_addr)
-            if interface:
-                os.environ["GLOO_SOCKET_IFNAME"] = interface  # gloo reads it when the group is made
-        log.info("gloo on interface %s", os.environ.get("GLOO_SOCKET_IFNAME") or "of the host name's address")
+    if backend == "gloo" and rdzv.master_addr:
+        bind_gloo_towards(rdzv.master_addr)
     dist.init_process_group(backend, rank=rdzv.rank, world_size=rdzv.world_size,
                             timeout=datetime.timedelta(seconds=cfg.timeout_s))
     try:

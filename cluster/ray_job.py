@@ -1,4 +1,13 @@
-"""
+"""The job behind scripts/ray_job.py: fightwatch's prepare and training on the Ray cluster it was submitted to.
+
+Prepare runs on Ray Data across the cluster (cluster/prepare.py). Training is Ray Train's TorchTrainer with one
+worker per NUMA node (or socket, `dist.per`) of every alive node with CPUs, counted by a small task pinned to each
+node (the plan: cluster/ray_workers.py; `--workers` and `--cpus-per-worker` override it), the same backend choice
+and timeout as torchrun's, and the same run_train in every worker: Ray Train has made the process group, and each
+worker still pins itself from LOCAL_RANK. Each worker binds gloo to its interface towards the master (or loads
+oneCCL's bindings) before Ray Train makes the group. Workers do not run in the driver's copy of the working
+directory, so relative config paths resolve against --base-dir, and on several nodes run_dir must be on storage
+every node mounts at the same path.
 """
 
 from __future__ import annotations
@@ -19,13 +28,37 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]  # the job's working directory: the repository
 
 
-def load_ccl_bindings() -> None:
-    """Ray worker_process_setup_hook: register the oneCCL backend with torch.distributed in a worker process.
+def prepare_worker(backend: str, master_addr: str) -> None:
+    """Run in every training worker before Ray Train makes the process group: what cluster.distributed's
+    process_group does for torchrun and Slurm, which never runs under Ray Train. ccl: register oneCCL's backend
+    with torch.distributed. gloo: bind it to the interface towards the master; left alone it listens on the host
+    name's address, loopback on many hosts, where the other nodes' workers cannot reach it."""
+    if backend == "ccl":
+        import oneccl_bindings_for_pytorch  # noqa: F401
+    elif backend == "gloo":
+        from cluster.distributed import bind_gloo_towards
 
-    Ray Train initialises the process group before the training function runs, so the bindings must be
-    imported when the worker process starts.
-    """
-    import oneccl_bindings_for_pytorch  # noqa: F401
+        bind_gloo_towards(master_addr)
+
+
+def torch_config(backend: str, timeout_s: float):
+    """Ray Train's TorchConfig, whose backend first runs prepare_worker in every worker (Ray Train's runtime-env
+    setup hook does not reach its workers: measured, the hook never ran)."""
+    from ray.train.torch import TorchConfig
+
+    class WorkerPreparingConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            class Backend(super().backend_cls):
+                def on_start(self, worker_group, backend_config):
+                    # Ray Train's master is worker 0's node
+                    master = worker_group.execute_single(0, ray.util.get_node_ip_address)
+                    worker_group.execute(prepare_worker, backend, master)
+                    super().on_start(worker_group, backend_config)
+
+            return Backend
+
+    return WorkerPreparingConfig(backend=backend, timeout_s=max(1, round(timeout_s)))
 
 
 def _domain_cpus(per: str, use_logical_cores: bool, topology_file: str | None) -> list[int]:
@@ -87,22 +120,20 @@ def train_loop_per_worker(config: dict) -> dict | None:
 def run_training(cfg, config_path: str, overrides: list[str], plan: WorkerPlan, backend: str,
                  log_level: int) -> tuple[dict, str]:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     run_dir = Path(cfg.run_dir)
-    worker_env = {"worker_process_setup_hook": f"{__name__}.load_ccl_bindings"}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config_path, "overrides": overrides, "log_level": log_level},
         # Ray Train initialises the process group (env://, RANK/LOCAL_RANK/WORLD_SIZE set); run_train uses it.
-        torch_config=TorchConfig(backend=backend, timeout_s=max(1, round(cfg.dist.timeout_s))),
+        torch_config=torch_config(backend, cfg.dist.timeout_s),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=False,
                                      resources_per_worker={"CPU": plan.cpus_per_worker},
                                      label_selector=plan.label_selector),
         run_config=RunConfig(name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
                              storage_path=str(run_dir / "ray_train"),  # Ray Train V2 wants it absolute
-                             failure_config=FailureConfig(max_failures=0),
-                             worker_runtime_env=worker_env if backend == "ccl" else None))
+                             failure_config=FailureConfig(max_failures=0)))
     result = trainer.fit()
     summary = result.metrics or result.return_value
     if not summary:

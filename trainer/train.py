@@ -131,9 +131,20 @@ def evaluate(model: ResNet3D, forward, val_set: Dataset, batch_size: int, num_wo
     return {"loss": sum(s[0] for s in shards) / max(1, len(labels)), **metrics}, labels, probs
 
 
+def finite_gradients(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite (one sum per tensor: a NaN or inf anywhere makes
+    it non-finite, and gradients never come near float32's range otherwise)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads])).all())
+
+
 def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_scheduler, plan: AccelPlan,
                  desc: str) -> dict[str, float]:
-    total_loss, correct, seen = 0.0, 0, 0
+    """One epoch; a step whose gradients are not finite is skipped and counted (`train_skipped_steps`): one such
+    step would make every weight NaN for good. Seen on a Zen 4 (avx512_bf16, no AMX): oneDNN's bf16 conv3d weight
+    gradients now and then came out NaN from finite inputs and weights, within 5-50 steps of the demo; the ranks
+    hold the same all-reduced gradients, so all skip together."""
+    total_loss, correct, seen, skipped = 0.0, 0, 0, 0
     started = time.perf_counter()
     for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=world()[0] != 0)):
         steps = (i + 1) % accumulation == 0
@@ -147,14 +158,20 @@ def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_schedul
                                  "lower train.lr or set accel.precision=fp32")
             (loss / accumulation).backward()
         if steps:
-            optimizer.step()
+            if finite_gradients(optimizer):
+                optimizer.step()
+            else:
+                skipped += 1
             optimizer.zero_grad(set_to_none=True)
             step_scheduler()
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
     total_loss, correct, seen = sum_across([total_loss, correct, seen])
-    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen,
+    if skipped:
+        log.warning("%s: skipped %d optimizer step(s) whose gradients were not finite (precision %s)", desc, skipped,
+                    plan.precision)
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen, "train_skipped_steps": skipped,
             **speed("train", seen, time.perf_counter() - started)}
 
 

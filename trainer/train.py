@@ -168,9 +168,6 @@ def _train_epoch(trunk, head, loader, accumulation: int, optimizer, step_schedul
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
     total_loss, correct, seen = sum_across([total_loss, correct, seen])
-    if skipped:
-        log.warning("%s: skipped %d optimizer step(s) whose gradients were not finite (precision %s)", desc, skipped,
-                    plan.precision)
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen, "train_skipped_steps": skipped,
             **speed("train", seen, time.perf_counter() - started)}
 
@@ -270,6 +267,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
                      extra={"file_only": True})
     epochs.close()
+    skipped = sum(count for _, count in history.get("train_skipped_steps", []))
+    if skipped and rank == 0:  # once, not per epoch: the run log's epoch lines and MLflow have them per epoch
+        log.warning("skipped %d of %d optimizer steps whose gradients were not finite (precision %s): "
+                    "train_skipped_steps per epoch in MLflow", skipped,
+                    sampler.steps_per_epoch * len(history["train_skipped_steps"]), plan.precision)
     if val_metrics and rank == 0:
         _log_plots(tracker, run_dir, history, val_labels, val_probs, val_metrics)
     barrier()

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_serving_config_args, add_token_env_arg
+from cluster.serve_args import POLICY_FLAGS, add_accel_args, add_serving_config_args, add_token_env_arg
 from cluster.logs import log_to_run_dir, setup_console
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
@@ -113,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score: label and logits per segment, and for fightwatch's models the fight probability "
                             "and alerts; feature: the model's pooled features (512-d for ResNet-18/34) per segment "
                             "(default: score)")
-    score.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                       help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
+    add_accel_args(score)
     add_serving_config_args(score)
     score.add_argument("--stride", type=int, help="frames between segment starts (score.stride)")
     score.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
@@ -180,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="fight probability that counts as fight "
                                                           "(default: the config's alerts.threshold)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
-    evaluate.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                          help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
+    add_accel_args(evaluate)
     evaluate.add_argument("--out", required=True, type=Path, help="the report to write (JSON)")
     evaluate.add_argument("--dump", type=Path, help="also one CSV row per video: label, probability, views")
     evaluate.add_argument("--no-mlflow", dest="mlflow", action="store_false",
@@ -332,13 +330,14 @@ def _score(args) -> None:
     if names != FIGHT_CLASSES and fight_only:
         raise InputError(f"{', '.join(fight_only)}: {args.model} is not a fight model ({len(names)} classes: "
                          f"{', '.join(names[:3])}, ...); only fightwatch's models raise alerts")
+    accel = AccelConfig(args.precision, args.kernels)
     if args.ray or args.ray_address:
         del model  # each Ray actor loads its own
         entries, alerts = score_job_ray(args.model, videos, args.output, score_cfg, policy, args.annotated_dir,
-                                        precision=args.precision, mode=args.mode, gif=args.gif,
-                                        ray_address=args.ray_address, release=release, names_file=args.class_names)
+                                        accel=accel, mode=args.mode, gif=args.gif, ray_address=args.ray_address,
+                                        release=release, names_file=args.class_names)
     else:
-        plan = plan_for(AccelConfig(args.precision, "auto"))
+        plan = plan_for(accel)
         entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
                                     plan=plan, mode=args.mode, gif=args.gif, names=names)
     for alert in alerts:
@@ -375,7 +374,7 @@ def _evaluate(args) -> None:
         raise InputError("--subset goes with --data")
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
-    plan = plan_for(AccelConfig(args.precision, "auto"))
+    plan = plan_for(AccelConfig(args.precision, args.kernels))
     model = prepare_model(model, plan)
     if args.untrimmed:
         policy = dataclasses.replace(config.alerts, threshold=threshold)

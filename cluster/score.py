@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data.errors import InputError
 from data.store import atomic_write
-from trainer.accel import AccelPlan
+from trainer.accel import AccelConfig, AccelPlan
 from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.serve.alerts import AlertPolicy, detect_alerts
 from trainer.serve.annotate import annotate_video, fight_gif, plot_probabilities
@@ -166,16 +166,17 @@ class _RayScorer:
     """A Ray Data actor holding one prepared model; maps batches of {"index", "name", "path"} to JSON results."""
 
     def __init__(self, model_path: str, release: ReleaseOptions, names_file: str | None, score_cfg: ScoreConfig,
-                 policy: AlertPolicy, precision: str, mode: str, annotated_dir: str | None, gif: bool, threads: int):
+                 policy: AlertPolicy, accel: AccelConfig, mode: str, annotated_dir: str | None, gif: bool,
+                 threads: int):
         import torch
 
-        from trainer.accel import AccelConfig, plan_for
+        from trainer.accel import plan_for
 
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(threads)
         model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
                                                               Path(names_file) if names_file else None)
-        self.plan = plan_for(AccelConfig(precision, "auto"))
+        self.plan = plan_for(accel)
         self.model = prepare_model(model, self.plan)
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
         self.annotated_dir = Path(annotated_dir) if annotated_dir else None
@@ -195,7 +196,8 @@ class _RayScorer:
 
 
 def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg: ScoreConfig, policy: AlertPolicy,
-                  annotated_dir: Path | None = None, *, precision: str = "auto", mode: str = "score",
+                  annotated_dir: Path | None = None, *, accel: AccelConfig = AccelConfig("auto", "auto"),
+                  mode: str = "score",
                   gif: bool = False, ray_address: str | None = None, release: ReleaseOptions = ReleaseOptions(),
                   names_file: Path | None = None) -> tuple[list[dict], list[dict]]:
     """`score_job` on Ray Data (see the module doc): the same output.json, alerts and files, in input order.
@@ -231,7 +233,7 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
                 "model_path": str(Path(model_path).resolve()), "release": release,
                 "names_file": str(Path(names_file).resolve()) if names_file else None,
                 "score_cfg": score_cfg, "policy": policy,
-                "precision": precision, "mode": mode, "gif": gif, "threads": pool.threads,
+                "accel": accel, "mode": mode, "gif": gif, "threads": pool.threads,
                 "annotated_dir": str(Path(annotated_dir).resolve()) if annotated_dir is not None else None})
         results: dict[int, dict] = {}
         for row in dataset.iter_rows():

@@ -1,4 +1,5 @@
-"""The command-line flags that `score` and `watch` share: which config, and the alert policy's overrides.
+"""The command-line flags that the commands serving a model share: which config, the alert policy's overrides,
+and the precision and kernels the model runs in.
 
 Kept apart from cluster/config.py so that building the parser (every `fightwatch` call, `--help` too) imports
 nothing heavy.
@@ -35,3 +36,12 @@ def add_serving_config_args(parser: argparse.ArgumentParser, default: str = "con
 def add_token_env_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-env", default=UI_TOKEN_ENV, metavar="NAME",
                         help=f"environment variable holding the review app's token (default: {UI_TOKEN_ENV})")
+
+
+def add_accel_args(parser: argparse.ArgumentParser) -> None:
+    """--precision and --kernels: the AccelConfig of score, evaluate and watch (training reads accel.* from its config)."""
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
+    parser.add_argument("--kernels", choices=["auto", "ipex", "torch"], default="auto",
+                        help="auto: Intel Extension for PyTorch where it imports and has kernels of its own for this "
+                             "CPU, else stock PyTorch (default: auto)")

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_serving_config_args, add_token_env_arg
+from cluster.serve_args import POLICY_FLAGS, add_accel_args, add_serving_config_args, add_token_env_arg
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
                        help="log the counters this often; 0: only at the end (watch.stats_every_s)")
     watch.add_argument("--max-seconds", type=_positive_float, metavar="SECONDS",
                        help="stop after this long (watch.max_seconds)")
-    watch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                       help="auto: bf16 where the CPU has native bf16, else fp32 (default: auto)")
+    add_accel_args(watch)
     return watch
 
 
@@ -140,7 +139,7 @@ def run_watch(args) -> int:
     sources = parse_sources(args.sources)
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
-    plan = plan_for(AccelConfig(args.precision, "auto"))
+    plan = plan_for(AccelConfig(args.precision, args.kernels))
     model, _ = apply(plan, model)
     if args.ui and cfg.store is None:
         raise InputError("--ui reviews the alert store: name one with --store (watch.store is null)")

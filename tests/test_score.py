@@ -14,6 +14,7 @@ from PIL import Image
 from tests.test_annotate import make_video
 from tests.helpers import assert_one_line_error, fightwatch
 from tests.test_scoring import MODEL_CFG, write_video
+from trainer.accel import AccelConfig
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D
 
@@ -106,7 +107,7 @@ def test_ray_scores_the_same_as_without(job, tmp_path):
     model, model_cfg = load_model(job / "model.pth")
     local, local_alerts = score_job(model, model_cfg, videos, tmp_path / "local.json", cfg, policy)
     on_ray, ray_alerts = score_job_ray(job / "model.pth", videos, tmp_path / "ray.json", cfg, policy,
-                                       tmp_path / "review", precision="fp32")
+                                       tmp_path / "review", accel=AccelConfig("fp32", "torch"))
     assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
     assert on_ray == local and ray_alerts == local_alerts
     assert [e["video"] for e in on_ray] == ["quiet.mp4", "missing.mp4", "talk.mp4"] and "error" in on_ray[1]

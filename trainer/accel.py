@@ -15,11 +15,17 @@ precision (`/proc/cpuinfo` flags decide "auto")
     bf16 means torch.autocast("cpu", dtype=torch.bfloat16): conv/linear run in bf16, weights,
     optimizer state and the loss stay fp32, so no loss scaling is needed.
 
-kernels
-    auto  -> ipex when `import intel_extension_for_pytorch` works, else torch (oneDNN via ATen).
+kernels (IPEX's own report of this CPU decides, `IpexSupport`: its kernel tier and bf16 prepacking)
+    auto  -> ipex when `import intel_extension_for_pytorch` works and IPEX runs a kernel tier of its
+             own here (AVX2_VNNI, AVX512_VNNI, AVX512_BF16, AMX*, AVX512_FP16: the tiers stock PyTorch
+             does not dispatch, per IPEX's ISA dispatch table); else torch (oneDNN via ATen). On the
+             AVX2 or AVX512 tiers IPEX only adds its import and prepacking to the same oneDNN.
     ipex  -> ipex; InputError with an install hint when the import fails. IPEX is discontinued
              after its 2.8 release and pins torch 2.8, so it exists only on such stacks.
     torch -> torch (IPEX is not even imported).
+    With ipex, bf16 weights are prepacked only where IPEX says oneDNN can (avx_ne_convert or
+    avx512bw/vl/dq); elsewhere ipex.optimize runs with weights_prepack=False, which it otherwise
+    refuses with an AssertionError (seen on an AMD Zen 3, AVX2 only).
 
 channels_last (channels_last_3d model and input, NDHWC)
     torch path -> only for bf16: oneDNN's fp32 Conv3d already runs a blocked layout internally, so NDHWC
@@ -46,6 +52,8 @@ from data.errors import InputError
 log = logging.getLogger(__name__)
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# IPEX's ISA dispatch tiers that stock PyTorch has no kernels for (IPEX 2.8's docs, "ISA Dynamic Dispatching")
+IPEX_OWN_TIERS = ("AVX2_VNNI", "AVX512_VNNI", "AVX512_BF16", "AMX", "AMX_FP16", "AVX512_FP16")
 IPEX_HINT = ("pip install 'fightwatch[intel]' on a torch 2.8 stack; "
              "IPEX is discontinued after 2.8, use kernels: torch")
 
@@ -63,11 +71,20 @@ class AccelConfig:
 
 
 @dataclass(frozen=True)
+class IpexSupport:
+    """What an importable IPEX reports of this CPU (its own dispatch, not /proc/cpuinfo)."""
+    version: str
+    isa_level: str  # the kernel tier IPEX dispatches to here, e.g. AVX2, AVX512, AVX512_BF16, AMX
+    bf16_prepack: bool  # oneDNN can prepack bf16 weights: avx_ne_convert or avx512bw/vl/dq
+
+
+@dataclass(frozen=True)
 class AccelPlan:
     precision: str  # "fp32" | "bf16"
     kernels: str  # "ipex" | "torch"
     channels_last: bool
     reason: str
+    weights_prepack: bool = True  # ipex.optimize's; only the ipex path reads it
 
     def params(self) -> dict:
         """The plan as MLflow parameters."""
@@ -78,6 +95,7 @@ class AccelPlan:
             import intel_extension_for_pytorch as ipex
 
             out["accel.ipex_version"] = ipex.__version__
+            out["accel.weights_prepack"] = self.weights_prepack
         return out
 
     def autocast(self):
@@ -111,7 +129,7 @@ def emulated_bf16_slowdown(flags: set[str]) -> str:
     return "~3.5x" if "avx512f" in flags else "~50x"  # AVX512_CORE (Skylake-SP) / AVX2 (e.g. AMD Zen 3)
 
 
-def resolve(cfg: AccelConfig, flags: set[str], ipex_available: bool) -> AccelPlan:
+def resolve(cfg: AccelConfig, flags: set[str], ipex: IpexSupport | None) -> AccelPlan:
     """The decision table of the module docstring. Pure."""
     native = [f for f in NATIVE_BF16_FLAGS if f in flags]
     if cfg.precision == "auto":
@@ -126,11 +144,23 @@ def resolve(cfg: AccelConfig, flags: set[str], ipex_available: bool) -> AccelPla
     else:
         precision, why = "fp32", "fp32: requested"
 
-    if cfg.kernels == "ipex" and not ipex_available:
+    if cfg.kernels == "ipex" and ipex is None:
         raise InputError(f"accel kernels: ipex, but intel_extension_for_pytorch cannot be imported: {IPEX_HINT}")
-    kernels = "ipex" if cfg.kernels == "ipex" or (cfg.kernels == "auto" and ipex_available) else "torch"
-    why += {("auto", "ipex"): "; kernels ipex: importable", ("auto", "torch"): "; kernels torch: IPEX not installed",
-            }.get((cfg.kernels, kernels), f"; kernels {kernels}: requested")
+    if cfg.kernels == "torch":
+        kernels, why = "torch", why + "; kernels torch: requested"
+    elif ipex is None:
+        kernels, why = "torch", why + "; kernels torch: IPEX not installed"
+    elif cfg.kernels == "ipex":
+        kernels, why = "ipex", why + f"; kernels ipex {ipex.version}: requested (IPEX's tier here: {ipex.isa_level})"
+    elif ipex.isa_level in IPEX_OWN_TIERS:
+        kernels, why = "ipex", why + f"; kernels ipex {ipex.version}: its {ipex.isa_level} kernels"
+    else:
+        kernels, why = "torch", why + (f"; kernels torch: IPEX {ipex.version} runs the {ipex.isa_level} tier here, "
+                                       "which stock PyTorch's oneDNN runs too")
+    weights_prepack = True
+    if kernels == "ipex" and precision == "bf16" and not ipex.bf16_prepack:
+        weights_prepack = False
+        why += "; bf16 weights not prepacked: IPEX says this CPU lacks avx_ne_convert and avx512bw/vl/dq"
 
     if kernels == "ipex":
         channels_last, cl_why = True, "channels_last_3d: IPEX's recommended layout"
@@ -138,24 +168,25 @@ def resolve(cfg: AccelConfig, flags: set[str], ipex_available: bool) -> AccelPla
         channels_last, cl_why = True, "channels_last_3d: measured faster for bf16 Conv3d"
     else:
         channels_last, cl_why = False, "contiguous: channels_last_3d measured slower for fp32 Conv3d"
-    return AccelPlan(precision, kernels, channels_last, f"{why}; {cl_why}")
+    return AccelPlan(precision, kernels, channels_last, f"{why}; {cl_why}", weights_prepack)
 
 
-def ipex_importable() -> bool:
-    """Whether IPEX imports here. A mismatched IPEX exits the interpreter on import, hence SystemExit."""
+def ipex_support() -> IpexSupport | None:
+    """What IPEX reports of this CPU, or None when it does not import. A mismatched IPEX exits the interpreter
+    on import, hence SystemExit. IPEX ended at 2.8, so its private `_C` queries are frozen."""
     try:
-        import intel_extension_for_pytorch  # noqa: F401
+        import intel_extension_for_pytorch as ipex
     except (Exception, SystemExit) as e:  # ImportError, or IPEX refusing this torch version
         if not isinstance(e, ModuleNotFoundError):
             log.warning("intel_extension_for_pytorch is installed but does not import: %s", e)
-        return False
-    return True
+        return None
+    return IpexSupport(ipex.__version__, ipex._C._get_current_isa_level(), bool(ipex._C.onednn_has_bf16_support()))
 
 
 def plan_for(cfg: AccelConfig) -> AccelPlan:
     """resolve() for this machine; logs the plan and why."""
     flags = cpu_flags()
-    plan = resolve(cfg, flags, cfg.kernels != "torch" and ipex_importable())
+    plan = resolve(cfg, flags, ipex_support() if cfg.kernels != "torch" else None)
     log.info("accel: precision=%s kernels=%s channels_last=%s (%s)",
              plan.precision, plan.kernels, plan.channels_last, plan.reason)
     if plan.precision == "bf16" and not any(f in flags for f in NATIVE_BF16_FLAGS):
@@ -177,9 +208,10 @@ def apply(plan: AccelPlan, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
         dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
         if optimizer is None:
-            model = ipex.optimize(model, dtype=dtype)
+            model = ipex.optimize(model, dtype=dtype, weights_prepack=plan.weights_prepack)
         else:
-            model, optimizer = ipex.optimize(model, optimizer=optimizer, dtype=dtype)
+            model, optimizer = ipex.optimize(model, optimizer=optimizer, dtype=dtype,
+                                             weights_prepack=plan.weights_prepack)
     return model, optimizer
 
 

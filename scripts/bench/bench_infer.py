@@ -90,7 +90,7 @@ def bench_throughput(args, cores: int, chosen: AccelPlan) -> float:
     base = ResNet3D(MODEL).eval()
     plans = []
     for precision in compared_precisions(args.precision):
-        plan = resolve(AccelConfig(precision, "torch"), flags, False)
+        plan = resolve(AccelConfig(precision, "torch"), flags, None)
         plans.append(plan)
         if args.all_layouts:
             plans.append(dataclasses.replace(plan, channels_last=not plan.channels_last,
@@ -218,7 +218,7 @@ def bench_latency(model_path: Path, seeds: list[int], segment_s: float, big_plan
     demo = load_config(ROOT / "configs" / "demo.yaml")
     syn, policy, score_cfg = demo.data.synthetic, demo.alerts, demo.score
     model, model_cfg = load_model(model_path)
-    plan = resolve(AccelConfig(demo.accel.precision, "torch"), cpu_flags(), False)
+    plan = resolve(AccelConfig(demo.accel.precision, "torch"), cpu_flags(), None)
     model = prepare_model(model, plan)
     print(f"  timeline {syn.timeline_calm_before:g} s calm + {syn.timeline_fight:g} s fight + "
           f"{syn.timeline_calm_after:g} s calm at {syn.width}x{syn.height} {syn.fps} fps; {model_cfg.arch} width "

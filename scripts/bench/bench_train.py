@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
-from trainer.accel import finetune_forward, ipex_importable
+from trainer.accel import AccelConfig, apply, finetune_forward, ipex_support, plan_for
 from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, stage_module, train_mode
 
 FT_BEGIN = "layer4"
@@ -119,7 +119,7 @@ def main() -> None:
 
     bench_plan(args.precision)
     precisions = compared_precisions(args.precision)
-    has_ipex = "bf16" in precisions and ipex_importable()
+    has_ipex = "bf16" in precisions and ipex_support() is not None
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     peak = {p: matmul_peak(dtypes[p]) for p in dict.fromkeys(["fp32", *precisions])}  # fp32: the seed's row
     print("matmul peak (torch.mm 2048x2048): " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()))
@@ -150,10 +150,8 @@ def main() -> None:
         xin = x
         if channels_last:
             model, xin = model.to(memory_format=torch.channels_last_3d), cl(x)
-        if ipex:
-            import intel_extension_for_pytorch as ipex_mod
-
-            model, optimizer = ipex_mod.optimize(model, optimizer=optimizer, dtype=torch.bfloat16)
+        if ipex:  # the plan's own ipex.optimize call: bf16 prepacking only where IPEX says it can
+            model, optimizer = apply(plan_for(AccelConfig("bf16", "ipex")), model, optimizer)
         sec, best = time_steps(lambda: train_step(model, optimizer, xin, y, forward, autocast),
                                args.warmup, args.steps)
         rows.append((name, precision, sec, best, fl["train seed" if forward is seed_fwd else "train no_grad"]))

@@ -39,8 +39,9 @@ from trainer.ddp import GradSync
 
 log = logging.getLogger(__name__)
 
-CCL_HINT = ("oneccl_bindings_for_pytorch is not installed (Intel ended it after torch 2.8; it is not on PyPI): "
-            "install Intel's wheel for your torch 2.8 stack, or set dist.backend=gloo")
+CCL_HINT = ("oneccl_bindings_for_pytorch is not installed (Intel ended it after torch 2.8; it is not on PyPI): on a "
+            "torch 2.8 image, pip install oneccl_bind_pt==2.8.0 --index-url "
+            "https://pytorch-extension.intel.com/release-whl/stable/cpu/us/ (Intel's index), or set dist.backend=gloo")
 
 
 @dataclass(frozen=True)

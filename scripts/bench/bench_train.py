@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
+from common import add_precision_arg, bench_plan, compared_precisions, matmul_peak  # scripts/bench/common.py
 from trainer.accel import AccelConfig, apply, finetune_forward, ipex_support, plan_for
 from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, stage_module, train_mode
 
@@ -36,18 +36,6 @@ FT_BEGIN = "layer4"
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
                     pretrained=None, ft_begin=FT_BEGIN, mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
                     value_scale=255.0)
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of torch.mm n x n (median of reps after one warm-up)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def fresh_model() -> tuple[ResNet3D, torch.optim.Optimizer]:
@@ -120,8 +108,7 @@ def main() -> None:
     bench_plan(args.precision)
     precisions = compared_precisions(args.precision)
     has_ipex = "bf16" in precisions and ipex_support() is not None
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peak = {p: matmul_peak(dtypes[p]) for p in dict.fromkeys(["fp32", *precisions])}  # fp32: the seed's row
+    peak = {p: matmul_peak(p) / 1e9 for p in dict.fromkeys(["fp32", *precisions])}  # fp32: the seed's row
     print("matmul peak (torch.mm 2048x2048): " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peak.items()))
 
     fl = count_flops(args.batch)

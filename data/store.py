@@ -4,13 +4,14 @@ Chosen by measurement (scripts/bench/bench_clip_store.py, numbers in README.md):
 it is ~10x smaller, against a JPEG folder per clip it puts two files instead of hundreds per video on a shared
 filesystem, and a sample decodes only the 16 frames it uses, read by offset, so random access by clip is one
 seek per frame. The shards are plain tar files (`tar tf` lists them). A shard is written to a temp file and
-renamed, then its index the same way: an index on disk means a complete shard, so a crash leaves whole
-shards or none.
+renamed, then its index the same way: an index on disk means a complete shard, so a crash or a full disk
+leaves whole shards or none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -25,20 +26,46 @@ from PIL import Image
 from data.errors import InputError
 
 INDEX_SUFFIX = ".index.json"
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class NoSpaceError(InputError, OSError):
+    """A write that found its disk full or its quota spent: one line naming the file it was writing (an
+    InputError, so the command line prints just that), and still an OSError for callers that handle failed
+    writes (the trunk cache, the alert evidence writer)."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write: {self.strerror} (free space there and run again)"
+
+
+def _no_room(error: BaseException | None) -> OSError | None:
+    """The disk-full OSError behind `error`, if any: torch.save, for one, turns its writer's ENOSPC into a
+    RuntimeError whose context is the OSError."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_ROOM:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside `path` to write to (for writers that want a file name: PyAV, Pillow, matplotlib);
-    fsynced and renamed over `path` only when the block succeeds, removed otherwise."""
+    fsynced and renamed over `path` only when the block succeeds, removed otherwise. A full disk is a
+    NoSpaceError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # same directory: the rename is atomic
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename: power loss can't expose a torn file
         os.replace(tmp, path)
+    except Exception as e:
+        full = None if isinstance(e, NoSpaceError) else _no_room(e)
+        if full is None:
+            raise
+        raise NoSpaceError(full.errno, full.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

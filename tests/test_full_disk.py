@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from data.store import ClipStore
-from tests.helpers import FIGHTWATCH, ROOT, TINY, clean_env
+from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_resumed, clean_env, copy_of
+from tests.test_watch import FPS, decoded_frames, models, read_jsonl, watch  # noqa: F401 (models: a fixture)
+from tests.videos import write_video
 from trainer.checkpoint import latest_checkpoint, read_checkpoint
+from trainer.serve.alert_store import AlertStore
 
 pytestmark = pytest.mark.slow  # real mounts and real fightwatch processes
 
@@ -73,3 +76,49 @@ def test_extraction_into_a_full_store_fails_in_one_line_and_the_rerun_completes(
         assert len(manifest) == 20 and not half_written(clips)
         store = ClipStore(clips)
         assert all(store.read(row["clip_id"]).shape[0] == store.shape(row["clip_id"])[0] for row in manifest)
+
+
+def test_a_checkpoint_that_finds_the_disk_full_fails_in_one_line_and_the_rerun_resumes(prepared, tmp_path):
+    run_dir = copy_of(prepared, tmp_path, "run")
+    train = ["train", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY, "train.epochs=3"]
+    # ~0.5 MB a checkpoint: epoch 1's last.pth and best.pth fit, epoch 2's last.pth (beside the old) does not
+    with small_disk(run_dir / "checkpoints", "1200k") as checkpoints:
+        assert_no_space_line(run(*train), str(checkpoints))
+        assert not half_written(checkpoints)
+        for path in checkpoints.glob("*.pth"):  # what is there is whole, its sidecar agreeing
+            read_checkpoint(path, require_checksum=True)
+        assert latest_checkpoint(checkpoints)[1]["epoch"] == 1
+        make_room(checkpoints, "8m")
+        again = run(*train)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert_resumed(run_dir, again.stderr, 1, 3)
+        assert read_checkpoint(run_dir / "model.pth", require_checksum=True)["epoch"] == 3
+        assert not half_written(checkpoints)
+
+
+def test_alert_evidence_that_finds_the_disk_full_is_one_line_each_and_no_alert_is_lost(models, tmp_path, capsys,
+                                                                                         caplog):
+    video = write_video(tmp_path / "gate.mp4", 50, fps=FPS)
+    alerts, store = tmp_path / "alerts.jsonl", tmp_path / "alerts.db"
+    args = ["--model", models["fight"], "--no-realtime", "--alerts", alerts, "--store", store, "--stats-every", 0]
+    with small_disk(tmp_path / "out", "4k") as out_dir, caplog.at_level(logging.INFO):
+        rc, stats, _ = watch(capsys, *args, "--out-dir", out_dir, f"gate={video}")
+        assert rc == 0 and stats["total"]["alerts"] == 1
+        start, end = read_jsonl(alerts)  # the alert went out, start and end
+        failed = [r for r in caplog.records if r.name == "trainer.serve.snapshots"]
+        assert failed and not any(r.exc_info for r in failed)  # one line each
+        for record in failed:
+            assert "No space left on device" in record.getMessage() and str(out_dir) in record.getMessage()
+        missing = [Path(p) for p in (start["snapshot"], start["clip"], end["snapshot"], end["clip"])
+                   if not Path(p).is_file()]
+        assert len(missing) == len(failed) and not half_written(out_dir)
+        with AlertStore(store) as db:  # recorded, its missing files as absent as on disk
+            (alert,) = db.alerts()
+            assert alert.id == start["alert_id"] and not Path(alert.clip).is_file()
+
+        make_room(out_dir, "1m")
+        alerts.unlink()
+        rc, stats, _ = watch(capsys, *args, "--out-dir", out_dir, f"gate={video}")
+        start, end = read_jsonl(alerts)
+        assert rc == 0 and decoded_frames(end["clip"]) == 50 and decoded_frames(start["snapshot"]) == 1
+        assert not half_written(out_dir)

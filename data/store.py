@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from PIL import Image
 from data.errors import InputError
 
 INDEX_SUFFIX = ".index.json"
+NAME_MAX = 255  # bytes in one file name (Linux, macOS and the common file systems)
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -54,7 +56,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fsynced and renamed over `path` only when the block succeeds, removed otherwise. A full disk is a
     NoSpaceError naming `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # same directory: the rename is atomic
+    # same directory: the rename is atomic; the name cut so that a name that fits has a temp name that fits
+    tmp = path.with_name(f".{path.name.encode()[:NAME_MAX - 18].decode(errors='ignore')}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -84,6 +87,14 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def shard_stem(shard: str) -> str:
+    """The file name of a shard, less its suffixes: the shard itself, or where that would pass NAME_MAX (a
+    folder set's percent-encoded id of a long or non-ASCII path) its first 150 bytes and a digest of it all."""
+    if len(f"{shard}{INDEX_SUFFIX}".encode()) <= NAME_MAX:
+        return shard
+    return f"{shard.encode()[:150].decode(errors='ignore')}~{hashlib.sha256(shard.encode()).hexdigest()[:16]}"
 
 
 class ClipStore:
@@ -127,7 +138,7 @@ class ClipStore:
         return clip_id in self.index
 
     def shard_done(self, shard: str) -> bool:
-        return (self.root / f"{shard}{INDEX_SUFFIX}").is_file()
+        return (self.root / f"{shard_stem(shard)}{INDEX_SUFFIX}").is_file()
 
     def shape(self, clip_id: str) -> tuple[int, int, int]:
         entry = self.index[clip_id]
@@ -135,7 +146,7 @@ class ClipStore:
 
     def write_shard(self, shard: str, clips: dict[str, np.ndarray]) -> None:
         """Write all clips of one source video (uint8 (T, H, W, 3) each) as one shard."""
-        tar_path = self.root / f"{shard}.tar"
+        tar_path = self.root / f"{shard_stem(shard)}.tar"
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -155,7 +166,7 @@ class ClipStore:
             clip_id: {"shard": tar_path.name, "frames": len(frames), "height": frames.shape[1],
                       "width": frames.shape[2], "offsets": offsets[clip_id]}
             for clip_id, frames in clips.items()}}
-        atomic_write(self.root / f"{shard}{INDEX_SUFFIX}", lambda f: f.write(json.dumps(index).encode()))
+        atomic_write(self.root / f"{shard_stem(shard)}{INDEX_SUFFIX}", lambda f: f.write(json.dumps(index).encode()))
         if self._index is not None:
             self._index.update(index["clips"])
 

@@ -122,3 +122,24 @@ def test_alert_evidence_that_finds_the_disk_full_is_one_line_each_and_no_alert_i
         start, end = read_jsonl(alerts)
         assert rc == 0 and decoded_frames(end["clip"]) == 50 and decoded_frames(start["snapshot"]) == 1
         assert not half_written(out_dir)
+
+
+def test_annotated_files_that_find_the_disk_full_cost_only_themselves(tmp_path, caplog):
+    from cluster.score import Video, score_job
+    from tests.test_scoring import MODEL_CFG
+    from trainer.model import ResNet3D
+    from trainer.serve.alerts import AlertPolicy
+    from trainer.serve.scoring import ScoreConfig
+
+    video = Video.of(write_video(tmp_path / "gate.mp4", 48, fps=FPS))
+    model = ResNet3D(MODEL_CFG).eval()
+    with small_disk(tmp_path / "review", "4k") as review:
+        entries, _ = score_job(model, MODEL_CFG, [video], tmp_path / "output.json", ScoreConfig(16, 8),
+                               AlertPolicy(0.5, 2, 2, 0.0), review)
+        assert entries[0]["frames"] == 48 and "no space left on device" in entries[0]["annotated_error"].lower()
+        assert str(review) in entries[0]["annotated_error"] and not half_written(review)
+        assert any("annotated files not written" in r.getMessage() and not r.exc_info for r in caplog.records)
+        make_room(review, "4m")
+        entries, _ = score_job(model, MODEL_CFG, [video], tmp_path / "output.json", ScoreConfig(16, 8),
+                               AlertPolicy(0.5, 2, 2, 0.0), review)
+        assert "annotated_error" not in entries[0] and decoded_frames(review / "gate_annotated.mp4") == 48

@@ -261,7 +261,7 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
     from cluster.topology import load_topology
     from data.pipeline import init_ray
 
-    results: dict[int, dict] = {i: {"entry": _refused_entry(v), "alerts": []} for i, v in enumerate(videos) if v.refused}
+    results = {i: {"entry": _refused_entry(v), "alerts": []} for i, v in enumerate(videos) if v.refused}
     items = [{"index": i, "name": v.name, "path": str(v.path.resolve())} for i, v in enumerate(videos) if not v.refused]
     if not items:
         return _ray_output(output, videos, results)

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from cluster.score import Video, score_job
-from scripts.faults.full_disk import prepare_case, resize, temp_files, tmpfs, train_case, watch_case, fight_model
+from scripts.faults.full_disk import fight_model, prepare_case, resize, temp_files, tmpfs, train_case, watch_case
 from tests.test_scoring import MODEL_CFG
 from tests.test_watch import FPS, decoded_frames
 from tests.videos import write_video

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.score import Video, read_video_list, score_job
+from cluster.score import read_video_list, score_job
 from data.folders import video_id_of
 from data.store import NAME_MAX, ClipStore
 from tests.test_scoring import MODEL_CFG, write_video
@@ -34,7 +34,7 @@ def model():
 
 @pytest.fixture
 def layout(tmp_path):
-    """videos/ (the root: ok.mp4, sub/ok.mp4), a secret.mp4 beside it, and a `score` that runs score_job."""
+    """videos/ (the root, returned: ok.mp4, sub/ok.mp4) and a secret.mp4 beside it."""
     root = tmp_path / "videos"
     (root / "sub").mkdir(parents=True)
     write_video(root / "ok.mp4", 20)
@@ -122,7 +122,8 @@ def test_annotated_files_stay_in_their_folder_and_a_name_too_long_for_them_costs
 
 def test_folder_set_names_that_encode_past_name_max_still_make_shards(tmp_path):
     root = tmp_path / "set"
-    names = ["f" * 240 + ".mp4", "Драка_на_остановке_" * 6 + ".mp4"]  # 244 bytes; 210 bytes, ~600 encoded
+    # 244 bytes; 118 characters in 214 bytes, ~600 percent-encoded
+    names = ["f" * 240 + ".mp4", "Драка_на_остановке_" * 6 + ".mp4"]
     store = ClipStore(tmp_path / "clips")
     for name in names:
         video_id = video_id_of(root / "fights" / name, root)
@@ -137,7 +138,6 @@ def test_folder_set_names_that_encode_past_name_max_still_make_shards(tmp_path):
 RSS_CHILD = """
 import resource, sys
 from pathlib import Path
-import torch
 from cluster.score import Video, score_job
 from tests.test_scoring import MODEL_CFG
 from trainer.model import ResNet3D

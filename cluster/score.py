@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import NamedTuple
 
 from tqdm import tqdm
 
 from data.errors import InputError
-from data.store import atomic_write
+from data.store import NAME_MAX, atomic_write
 from trainer.accel import AccelConfig, AccelPlan
 from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.serve.alerts import AlertPolicy, detect_alerts
@@ -38,27 +39,66 @@ log = logging.getLogger(__name__)
 
 class Video(NamedTuple):
     """A video to score: `name` is how output.json, alerts and annotated files call it (the --input entry as
-    written, e.g. `sub/x.mp4`, as video-classification-3d-cnn-pytorch keeps it); `path` is where it is."""
+    written, e.g. `sub/x.mp4`, as video-classification-3d-cnn-pytorch keeps it); `path` is where it is.
+    `refused`: why a listed entry is not scored (read_video_list), None for one to score."""
 
     name: str
     path: Path
+    refused: str | None = None
 
     @classmethod
     def of(cls, path: str | Path) -> "Video":
         return cls(Path(path).name, Path(path))
 
 
+def _shown(name: str) -> str:
+    """An entry as a log line can carry it: quoted (control characters escaped), long ones cut."""
+    return repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name.encode())} bytes)"
+
+
+def _refusal(name: str, video_root: Path) -> str | None:
+    """Why an untrusted --input entry is not scored, or None. Lexical, so a symlink the root's owner put under
+    the root is followed; an entry cannot climb out with `..` or start at /."""
+    if "\0" in name:
+        return "has a NUL byte"
+    if "\ufffd" in name:
+        return "is not UTF-8"
+    if Path(name).is_absolute():
+        return "is an absolute path; entries name videos under --video_root"
+    if os.path.normpath(name).split(os.sep)[0] == "..":
+        return "climbs out of --video_root (..)"
+    if any(len(part.encode()) > NAME_MAX for part in Path(name).parts):
+        return f"has a name longer than {NAME_MAX} bytes"
+    try:
+        if not (video_root / name).is_file():
+            return f"is not a file under {video_root}"
+    except OSError as e:  # e.g. the whole path past PATH_MAX
+        return f"cannot be looked up: {e.strerror or e}"
+    return None
+
+
 def read_video_list(list_file: Path, video_root: Path) -> list[Video]:
-    """The videos named one per line in `list_file`, relative to `video_root`."""
+    """The videos named one per line in `list_file` (UTF-8; blank lines skipped), relative to `video_root`.
+
+    The list is untrusted: an entry that is absolute, climbs out of the root, holds a NUL byte or bytes that are
+    not UTF-8, has a name longer than NAME_MAX or names no file is kept, in its place, with `refused` set to one
+    line naming the list file and line; scoring gives it an error entry and goes on with the rest. The list is
+    read a line at a time and no video is opened here.
+    """
     if not list_file.is_file():
         raise InputError(f"{list_file}: video list not found")
     if not video_root.is_dir():
         raise InputError(f"{video_root}: video root is not a directory")
-    names = [line.strip() for line in list_file.read_text().splitlines()]
-    missing = [f"{list_file}:{i}: {video_root / n}" for i, n in enumerate(names, 1) if n and not (video_root / n).is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} listed video(s) not found, first: {missing[0]}")
-    return [Video(n, video_root / n) for n in names if n]
+    videos = []
+    with open(list_file, encoding="utf-8", errors="replace", newline="") as lines:
+        for number, line in enumerate(lines, 1):
+            name = line.strip()  # the line break, CRLF's too, and padding
+            if not name:
+                continue
+            why = _refusal(name, video_root)
+            refused = None if why is None else f"{list_file}:{number}: {_shown(name)} {why}"
+            videos.append(Video(name, video_root / name, refused))
+    return videos
 
 
 class ScoringModel(NamedTuple):
@@ -74,6 +114,11 @@ class ScoringModel(NamedTuple):
         return cls(loaded.model, loaded.config, class_names(path, loaded.config.n_classes, loaded.release, names_file))
 
 
+def _refused_entry(video: Video) -> dict:
+    log.error("%s", video.refused)
+    return {"video": video.name, "error": video.refused, "clips": []}
+
+
 def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: ScoreConfig, policy: AlertPolicy, *,
               plan: AccelPlan | None = None, mode: str = "score", annotated_dir: Path | None = None,
               gif: bool = False, names: tuple[str, ...] = FIGHT_CLASSES) -> tuple[dict, list[dict]]:
@@ -86,6 +131,8 @@ def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: 
     `model` must be prepared for `plan` (trainer.serve.scoring.prepare_model).
     """
     path = video.path
+    if video.refused:
+        return _refused_entry(video), []
     try:
         entry = {**score_video(model, model_cfg, path, score_cfg, plan=plan, mode=mode, class_names=names),
                  "video": video.name}
@@ -98,14 +145,19 @@ def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: 
     alerts = [{"event": "alert", **dataclasses.asdict(a)} for a in found]
     if annotated_dir is not None:
         probs = frame_probabilities(entry, entry["frames"])
-        stem = annotated_dir / Path(video.name).with_suffix("")
-        annotate_video(path, stem.with_name(f"{stem.name}_annotated.mp4"), probs, policy.threshold)
-        plot_probabilities([c["start_s"] for c in entry["clips"]],
-                           [c["fight_prob"] for c in entry["clips"]], policy.threshold,
-                           [(a.start_s, a.end_s) for a in found], stem.with_name(f"{stem.name}_probs.png"),
-                           title=video.name)
-        if gif:
-            fight_gif(path, stem.with_name(f"{stem.name}_fight.gif"), probs, policy.threshold)
+        # normalised: read_video_list refused entries that climb out, so this stays under annotated_dir
+        stem = annotated_dir / Path(os.path.normpath(video.name)).with_suffix("")
+        try:
+            annotate_video(path, stem.with_name(f"{stem.name}_annotated.mp4"), probs, policy.threshold)
+            plot_probabilities([c["start_s"] for c in entry["clips"]],
+                               [c["fight_prob"] for c in entry["clips"]], policy.threshold,
+                               [(a.start_s, a.end_s) for a in found], stem.with_name(f"{stem.name}_probs.png"),
+                               title=video.name)
+            if gif:
+                fight_gif(path, stem.with_name(f"{stem.name}_fight.gif"), probs, policy.threshold)
+        except OSError as e:  # a full disk, a name too long: the scores and alerts stand, the files are missing
+            log.error("%s: annotated files not written: %s", video.name, e)
+            entry["annotated_error"] = str(e)
     return entry, alerts
 
 
@@ -211,20 +263,20 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
     from cluster.topology import load_topology
     from data.pipeline import init_ray
 
-    if not videos:
-        write_output(output, [])
-        return [], []
+    results = {i: {"entry": _refused_entry(v), "alerts": []} for i, v in enumerate(videos) if v.refused}
+    items = [{"index": i, "name": v.name, "path": str(v.path.resolve())} for i, v in enumerate(videos) if not v.refused]
+    if not items:
+        return _ray_output(output, videos, results)
     started = not ray.is_initialized()
     init_ray(ray_address)
     try:
         topo = load_topology()
         domains = list(topo.domains("numa").values())
         node_cpus = [n["Resources"]["CPU"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
-        pool = actor_pool([len(d) for d in domains], [len(topo.physical(d)) for d in domains], node_cpus, len(videos))
+        pool = actor_pool([len(d) for d in domains], [len(topo.physical(d)) for d in domains], node_cpus, len(items))
         log.info("ray: %d video(s) on %d actor(s) (%d NUMA domain(s) per node x %d node(s)), %d CPUs and %d torch "
-                 "threads each", len(videos), pool.actors, len(domains), len(node_cpus), pool.cpus, pool.threads)
+                 "threads each", len(items), pool.actors, len(domains), len(node_cpus), pool.cpus, pool.threads)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        items = [{"index": i, "name": v.name, "path": str(v.path.resolve())} for i, v in enumerate(videos)]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _RayScorer, batch_size=1, num_cpus=pool.cpus,
             # A fixed pool; one video in flight per actor, so a long video never holds others back in its queue.
@@ -235,7 +287,6 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
                 "score_cfg": score_cfg, "policy": policy,
                 "accel": accel, "mode": mode, "gif": gif, "threads": pool.threads,
                 "annotated_dir": str(Path(annotated_dir).resolve()) if annotated_dir is not None else None})
-        results: dict[int, dict] = {}
         for row in dataset.iter_rows():
             result = json.loads(row["result"])
             results[int(row["index"])] = result
@@ -244,6 +295,10 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
     finally:
         if started:
             ray.shutdown()
+    return _ray_output(output, videos, results)
+
+
+def _ray_output(output: Path, videos: list[Video], results: dict[int, dict]) -> tuple[list[dict], list[dict]]:
     entries = [results[i]["entry"] for i in range(len(videos))]
     alerts = [a for i in range(len(videos)) for a in results[i]["alerts"]]
     write_output(output, entries)

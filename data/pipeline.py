@@ -18,7 +18,8 @@ import ray
 from tqdm import tqdm
 
 from data.extract import ClipError, extract_window
-from data.store import ClipStore
+from data.errors import InputError
+from data.store import ClipStore, NoSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,14 @@ def _extract_video(item: dict, store_root: str, fps: float, short_side: int) -> 
             clips[clip["clip_id"]] = extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side)
         except ClipError as e:
             failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
+    no_space = None
     if clips:
-        ClipStore(store_root).write_shard(item["video_id"], clips)
+        try:
+            ClipStore(store_root).write_shard(item["video_id"], clips)
+        except NoSpaceError as e:  # raised here it would reach the driver as Ray's many-line wrapper
+            clips, no_space = {}, str(e)
     return {"video_id": item["video_id"], "ok": list(clips), "failures": failures,
-            "node": ray.get_runtime_context().get_node_id()}
+            "node": ray.get_runtime_context().get_node_id(), "no_space": no_space}
 
 
 def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: int,
@@ -74,6 +79,8 @@ def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: 
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
     results = dataset.map(_extract_video, fn_kwargs=kwargs, num_cpus=1).iter_rows()
     for result in tqdm(results, total=len(todo), desc="extracting clips", unit="video"):
+        if result["no_space"]:  # the shards written so far stay: a re-run with room skips them
+            raise InputError(result["no_space"])
         summary.ok += len(result["ok"])
         summary.nodes[result["node"]] += len(result["ok"])
         for failure in result["failures"]:

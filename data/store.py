@@ -4,13 +4,15 @@ Chosen by measurement (scripts/bench/bench_clip_store.py, numbers in README.md):
 it is ~10x smaller, against a JPEG folder per clip it puts two files instead of hundreds per video on a shared
 filesystem, and a sample decodes only the 16 frames it uses, read by offset, so random access by clip is one
 seek per frame. The shards are plain tar files (`tar tf` lists them). A shard is written to a temp file and
-renamed, then its index the same way: an index on disk means a complete shard, so a crash leaves whole
-shards or none.
+renamed, then its index the same way: an index on disk means a complete shard, so a crash or a full disk
+leaves whole shards or none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import io
 import json
 import os
@@ -25,20 +27,48 @@ from PIL import Image
 from data.errors import InputError
 
 INDEX_SUFFIX = ".index.json"
+NAME_MAX = 255  # bytes in one file name (Linux, macOS and the common file systems)
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class NoSpaceError(InputError, OSError):
+    """A write that found its disk full or its quota spent: one line naming the file it was writing (an
+    InputError, so the command line prints just that), and still an OSError for callers that handle failed
+    writes (the trunk cache, the alert evidence writer)."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write: {self.strerror} (free space there and run again)"
+
+
+def _no_room(error: BaseException | None) -> OSError | None:
+    """The disk-full OSError behind `error`, if any: torch.save, for one, turns its writer's ENOSPC into a
+    RuntimeError whose context is the OSError."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_ROOM:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside `path` to write to (for writers that want a file name: PyAV, Pillow, matplotlib);
-    fsynced and renamed over `path` only when the block succeeds, removed otherwise."""
+    fsynced and renamed over `path` only when the block succeeds, removed otherwise. A full disk is a
+    NoSpaceError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # same directory: the rename is atomic
+    # same directory: the rename is atomic; the name cut so that a name that fits has a temp name that fits
+    tmp = path.with_name(f".{path.name.encode()[:NAME_MAX - 18].decode(errors='ignore')}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename: power loss can't expose a torn file
         os.replace(tmp, path)
+    except Exception as e:
+        full = None if isinstance(e, NoSpaceError) else _no_room(e)
+        if full is None:
+            raise
+        raise NoSpaceError(full.errno, full.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -57,6 +87,14 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def shard_stem(shard: str) -> str:
+    """The file name of a shard, less its suffixes: the shard itself, or where that would pass NAME_MAX (a
+    folder set's percent-encoded id of a long or non-ASCII path) its first 150 bytes and a digest of it all."""
+    if len(f"{shard}{INDEX_SUFFIX}".encode()) <= NAME_MAX:
+        return shard
+    return f"{shard.encode()[:150].decode(errors='ignore')}~{hashlib.sha256(shard.encode()).hexdigest()[:16]}"
 
 
 class ClipStore:
@@ -100,7 +138,7 @@ class ClipStore:
         return clip_id in self.index
 
     def shard_done(self, shard: str) -> bool:
-        return (self.root / f"{shard}{INDEX_SUFFIX}").is_file()
+        return (self.root / f"{shard_stem(shard)}{INDEX_SUFFIX}").is_file()
 
     def shape(self, clip_id: str) -> tuple[int, int, int]:
         entry = self.index[clip_id]
@@ -108,7 +146,7 @@ class ClipStore:
 
     def write_shard(self, shard: str, clips: dict[str, np.ndarray]) -> None:
         """Write all clips of one source video (uint8 (T, H, W, 3) each) as one shard."""
-        tar_path = self.root / f"{shard}.tar"
+        tar_path = self.root / f"{shard_stem(shard)}.tar"
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -128,7 +166,7 @@ class ClipStore:
             clip_id: {"shard": tar_path.name, "frames": len(frames), "height": frames.shape[1],
                       "width": frames.shape[2], "offsets": offsets[clip_id]}
             for clip_id, frames in clips.items()}}
-        atomic_write(self.root / f"{shard}{INDEX_SUFFIX}", lambda f: f.write(json.dumps(index).encode()))
+        atomic_write(self.root / f"{shard_stem(shard)}{INDEX_SUFFIX}", lambda f: f.write(json.dumps(index).encode()))
         if self._index is not None:
             self._index.update(index["clips"])
 

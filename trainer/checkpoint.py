@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from data.errors import InputError
-from data.store import atomic_write
+from data.store import atomic_path
 from trainer.model import BLOCKS_PER_DEPTH, ModelConfig, ResNet3D, family_shortcut
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def _storable(value, where: str):
 
 def save_checkpoint(path: Path, model: ResNet3D, model_cfg: ModelConfig, epoch: int,
                     optimizer: torch.optim.Optimizer | None = None, *, extra: dict | None = None) -> None:
-    """Write a checkpoint atomically (temp file, fsync, rename), then its `.sha256` sidecar the same way.
+    """Write a checkpoint atomically (temp file, fsync, rename), then its `.sha256` sidecar the same way; a full
+    disk is a NoSpaceError (one line) that leaves the files there as they were.
 
     `extra` items go into the checkpoint dict beside 'epoch', 'arch', 'state_dict', 'optimizer' and
     'model_config' (those names are reserved: ValueError). They must load under weights_only=True, so only
@@ -113,9 +114,12 @@ def save_checkpoint(path: Path, model: ResNet3D, model_cfg: ModelConfig, epoch: 
         **extra,
     }
     digest = hashlib.sha256()
-    atomic_write(path, lambda f: torch.save(state, _HashingWriter(f, digest)))
-    line = f"{digest.hexdigest()}  {path.name}\n"
-    atomic_write(checksum_path(path), lambda f: f.write(line.encode()))
+    # Both temp files are written before either rename (the checkpoint's first): a full disk fails before
+    # anything is replaced, instead of leaving a new checkpoint beside its predecessor's sidecar.
+    with atomic_path(checksum_path(path)) as sidecar_tmp, atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, _HashingWriter(f, digest))
+        sidecar_tmp.write_text(f"{digest.hexdigest()}  {path.name}\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """An alert's evidence: the JPEG snapshot and the mp4 clip, encoded on one writer thread so that encoding
 never delays scoring. Both are written atomically (temp file, rename): a path in an alert names either nothing
-yet or the complete file. The writer's queue is bounded: each waiting clip holds seconds of frames, so when
+yet or the complete file. The alert itself never waits on them: one whose file could not be written (a full
+disk) was sent all the same, its file is absent (the review app then shows none) and the log has one line
+naming the file and why. The writer's queue is bounded: each waiting clip holds seconds of frames, so when
 writes fall behind (a slow disk, a storm of alerts) new ones are dropped, logged and counted, not queued
 without end.
 """
@@ -111,5 +113,7 @@ class SnapshotWriter:
                 return
             try:
                 write(*args)
+            except OSError as e:  # a full disk, a folder gone: one line, no trace
+                log.error("writing %s failed, the alert stands without it: %s", args[1], e.strerror or e)
             except Exception:
                 log.exception("writing %s failed", args[1])

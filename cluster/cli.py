@@ -349,7 +349,7 @@ def _score(args) -> None:
     print(f"{what} {len(entries) - len(failed)} of {len(entries)} video(s), {len(alerts)} alert(s) -> {args.output}",
           file=sys.stderr)
     if failed:
-        raise InputError(f"{len(failed)} video(s) could not be read, first: {failed[0]['error']}")
+        raise InputError(f"{len(failed)} video(s) not scored (refused or unreadable), first: {failed[0]['error']}")
 
 
 def _evaluate(args) -> None:

@@ -1,6 +1,6 @@
 """Faults of the network around `fightwatch watch`: streams that connect and then stall (HTTP and RTSP), a webhook
 that accepts and never answers, an MQTT broker killed and restarted, and stream credentials kept out of every
-output. Real servers on 127.0.0.1 (tests/stalling_servers.py), a real mosquitto; the loops with the issue's counts
+output. Real servers on 127.0.0.1 (tests/fault_servers.py), a real mosquitto; the loops with the issue's counts
 are scripts/faults/streams.py."""
 
 import json
@@ -19,14 +19,13 @@ from fastapi.testclient import TestClient
 
 from tests.review_fixtures import add_alert
 from tests.helpers import FIGHTWATCH, ROOT, Mosquitto, Subscriber, free_port, needs_mosquitto
-from tests.stalling_servers import HangingWebhook, StallingServer
+from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart
 from tests.test_watch import models, watch  # noqa: F401  (models is a fixture)
 from tests.videos import write_video
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.review_app import create_app, serve_in_thread
 from trainer.serve.sinks import MqttConfig, WebhookSink
-
-pytestmark = pytest.mark.slow  # servers, brokers and `watch` runs
+from trainer.serve.sources import parse_sources
 
 TIMEOUT_S = 1.0  # watch --timeout: short, so that each stall costs a second
 DELAY_S = 0.05  # watch --reconnect-delay and --reconnect-max-delay: every reconnect waits this long
@@ -65,6 +64,7 @@ STALLS = [("http", "silent", 1), ("http", "headers", 1), ("http", "mid", 1),
           ("rtsp", "silent", 1), ("rtsp", "headers", 2), ("rtsp", "mid", 1)]
 
 
+@pytest.mark.slow  # eight `watch` cameras on servers that stall
 def test_stalled_streams_are_noticed_within_the_timeout_and_reconnected(models, stream_video, servers, tmp_path,
                                                                         capsys):
     stalled = {f"{protocol}-{mode}": (servers(StallingServer(protocol, mode, stream_video)), bound)
@@ -107,7 +107,9 @@ def records(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["silent", "status", "trickle"])
+@pytest.mark.slow
 def test_a_webhook_that_never_answers_costs_a_bounded_time_per_alert(mode, servers, tmp_path):
     hook = servers(HangingWebhook(mode))
     undelivered = tmp_path / "undelivered.jsonl"
@@ -125,6 +127,7 @@ def test_a_webhook_that_never_answers_costs_a_bounded_time_per_alert(mode, serve
     assert hook.requests == 3 * (HOOK_RETRIES + 1)
 
 
+@pytest.mark.slow
 def test_an_answer_whose_body_never_comes_is_a_delivery_and_a_hang_only_delays_the_next_alert(servers, tmp_path):
     body = servers(HangingWebhook("body"))  # 200 and its headers: the receiver has the alert
     sink = WebhookSink(body.url, timeout_s=HOOK_TIMEOUT_S, retries=HOOK_RETRIES, backoff_s=HOOK_BACKOFF_S)
@@ -142,6 +145,7 @@ def test_an_answer_whose_body_never_comes_is_a_delivery_and_a_hang_only_delays_t
     assert time.monotonic() - started <= HOOK_BOUND_S + MARGIN_S
 
 
+@pytest.mark.slow
 def test_close_cuts_a_delivery_that_hangs_and_records_it_undelivered(servers, tmp_path):
     hook = servers(HangingWebhook("silent"))
     undelivered = tmp_path / "undelivered.jsonl"
@@ -159,27 +163,13 @@ def test_close_cuts_a_delivery_that_hangs_and_records_it_undelivered(servers, tm
     assert sink.counts["undelivered"] == 2 and sink.counts["sent"] == 0
 
 
-def durable(broker: Mosquitto) -> Mosquitto:
-    """The broker saves its state (sessions, queued messages) at every change, not every 30 minutes: a kill -9
-    then loses nothing it has acknowledged."""
-    with open(broker.config, "a") as config:
-        config.write("autosave_interval 1\nautosave_on_changes true\n")
-    return broker
-
-
-def kill_and_restart(broker: Mosquitto, away_s: float) -> None:
-    broker.process.kill()  # SIGKILL: no goodbye to the clients, no save
-    broker.process.wait()
-    time.sleep(away_s)
-    broker.start()  # the same port, the same persistence file
-
-
 def start_event(alert_id: str) -> dict:
     return {"event": "start", "alert_id": alert_id, "camera": "gate", "source": "rtsp://cam/gate", "start_s": 0.0,
             "raised_s": 0.96, "start_time": "2024-05-20T12:00:00.000Z", "raised_time": "2024-05-20T12:00:00.960Z",
             "peak_prob": 0.9, "threshold": 0.5, "snapshot": None, "clip": None}
 
 
+@pytest.mark.slow
 @needs_mosquitto
 def test_no_alert_is_lost_when_the_broker_is_killed_and_restarted(tmp_path):
     """Delivery is at least once: every alert arrives, some twice (those in flight at a kill)."""
@@ -226,6 +216,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 @needs_mosquitto
 def test_stream_credentials_never_reach_logs_alerts_sinks_the_store_or_the_review_app(models, stream_video,
                                                                                       servers, tmp_path):
@@ -238,7 +229,8 @@ def test_stream_credentials_never_reach_logs_alerts_sinks_the_store_or_the_revie
     sources = [good_http.url,  # its camera id comes from the URL
                f"door={good_rtsp.url}",
                f"yard=http://admin:pw-bad-http@127.0.0.1:{closed}/live.ts?token=tok-bad-http",
-               f"lobby=rtsp://admin:pw-bad-rtsp@127.0.0.1:{closed}/live?token=tok-bad-rtsp"]
+               f"lobby=rtsp://admin:pw-bad-rtsp@127.0.0.1:{closed}/live?token=tok-bad-rtsp",
+               f"rtsp://127.0.0.1:{closed}/user=admin&password=pw-in-path&channel=1&stream=0.sdp"]  # Xiongmai's
     broker = Mosquitto(tmp_path / "broker").start()
     subscriber = Subscriber(broker.port, "fw/#")
     receiver = Receiver()
@@ -264,7 +256,8 @@ def test_stream_credentials_never_reach_logs_alerts_sinks_the_store_or_the_revie
         receiver.server_close()
     assert run.returncode == 1, run.stderr[-3000:]  # every camera failed or gave up in the end
     (stats,) = [json.loads(line) for line in run.stderr.splitlines() if line.startswith('{"event": "stats"')]
-    assert set(stats["cameras"]) == {"127.0.0.1-live-cam", "door", "yard", "lobby"}
+    assert set(stats["cameras"]) == {"127.0.0.1-live-cam", "door", "yard", "lobby",
+                                     "127.0.0.1-user-password-channel-1-stream-0"}
     assert {a["camera"] for a in records(tmp_path / "alerts.jsonl")} == {"127.0.0.1-live-cam", "door"}
     with AlertStore(store) as opened:
         app = TestClient(create_app(opened), client=("127.0.0.1", 50000))
@@ -277,11 +270,12 @@ def test_stream_credentials_never_reach_logs_alerts_sinks_the_store_or_the_revie
     assert "***@127.0.0.1" in run.stderr  # the logs do name the sources, without what is secret
     assert "no data for 1 s" in run.stderr and "cannot open" in run.stderr  # a stall and a refusal were logged
     assert receiver.raw and any(topic == "fw/events" for topic, _, _ in subscriber.messages)
-    for secret in [*secrets, *secrets.values()]:
+    for secret in [*secrets, *secrets.values(), "pw-in-path"]:
         leaks = [where for where, text in outputs.items() if secret in text]
         assert not leaks, (secret, leaks)
 
 
+@pytest.mark.slow
 def test_the_review_app_token_is_required_and_never_logged(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     token = "review-Token-8841"
@@ -305,3 +299,16 @@ def test_the_review_app_token_is_required_and_never_logged(tmp_path, monkeypatch
             server.stop()
     assert [answers[name][0] for name in ("none", "wrong", "right")] == [401, 401, 200], answers
     assert token not in caplog.text and not any(token in body for _, body in answers.values())
+
+
+def test_credentials_in_user_info_queries_and_paths_stay_out_of_displays_and_camera_ids():
+    sources = parse_sources(["rtsp://192.168.1.10:554/user=admin&password=Xm-pw-1&channel=1&stream=0.sdp",
+                             "gate=rtsp://admin:Hk-pw-2@10.0.0.5/Streaming/Channels/101?token=Hk-tok-3",
+                             "http://cam.local/video;pwd=Ax-pw-4/stream.mjpg?auth=Ax-tok-5",
+                             "rtsp://[fe80::1]:554/keyframe=1/live"])
+    assert [(s.camera, s.display) for s in sources] == [
+        ("192.168.1.10-user-password-channel-1-stream-0",
+         "rtsp://192.168.1.10:554/user=***&password=***&channel=1&stream=0.sdp"),
+        ("gate", "rtsp://***@10.0.0.5/Streaming/Channels/101?..."),
+        ("cam.local-video-pwd-stream", "http://cam.local/video;pwd=***/stream.mjpg?..."),
+        ("fe80-1-keyframe-1-live", "rtsp://[fe80::1]:554/keyframe=1/live")]  # "keyframe=" is not "key="

@@ -1,5 +1,7 @@
-"""Stream servers on 127.0.0.1 that accept a camera's connection and then stall, for the stream fault tests
-(tests/test_stream_faults.py) and their loop (scripts/faults/streams.py).
+"""Servers on 127.0.0.1 that fail the way networks do, for the stream and sink fault tests
+(tests/test_stream_faults.py) and their loops (scripts/faults/streams.py): a camera stream that accepts and then
+stalls (`StallingServer`), a webhook receiver that accepts and never answers (`HangingWebhook`), and a mosquitto
+broker killed and restarted (`durable`, `kill_and_restart`).
 
 `StallingServer` speaks HTTP (an MPEG-TS body without Content-Length, as a live HTTP camera sends it) or RTSP
 (RFC 2326 with RTP/H.264 interleaved over the TCP connection, RFC 6184 packetization, what FFmpeg's RTSP client
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+
+from tests.helpers import Mosquitto
 
 MODES = ("silent", "headers", "mid", "once")
 _START_CODE = re.compile(b"\x00\x00\x01")
@@ -277,3 +281,20 @@ class HangingWebhook:
             self._closing.wait()
         except OSError:  # the sink hung up
             pass
+
+
+def durable(broker: Mosquitto) -> Mosquitto:
+    """The broker saves its state (sessions, queued messages) at every change rather than every 30 minutes, so a
+    kill -9 loses nothing it has acknowledged. Call before `start`."""
+    with open(broker.config, "a") as config:
+        config.write("autosave_interval 1\nautosave_on_changes true\n")
+    return broker
+
+
+def kill_and_restart(broker: Mosquitto, away_s: float) -> None:
+    """SIGKILL (no goodbye to the clients, no save), `away_s` without a broker, then the same one again: the same
+    port and persistence file."""
+    broker.process.kill()
+    broker.process.wait()
+    time.sleep(away_s)
+    broker.start()

@@ -205,8 +205,8 @@ def main() -> None:
             lost, sent, duplicates = mqtt_loop(args, work)
             mqtt = f"mqtt alerts lost {lost}/{sent} over {args.kills} broker kills ({duplicates} duplicates)"
     print(f"stalls detected {detected}/{stalls} (median {statistics.median(times[1]):.1f} s, max "
-          f"{max(times[1]):.1f} s at timeout {args.timeout:g} s; RTSP before its first frame max {max(times[2]):.1f} s), "
-          f"webhook {recorded}/{alerts} hung alerts undelivered within "
+          f"{max(times[1]):.1f} s at timeout {args.timeout:g} s; RTSP before its first frame max "
+          f"{max(times[2]):.1f} s), webhook {recorded}/{alerts} hung alerts undelivered within "
           f"{slowest:.1f} s each (bound {bound:.1f} s), {mqtt}")
 
 

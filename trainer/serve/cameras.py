@@ -237,7 +237,7 @@ class CameraReader:
         return True
 
     def _open(self):
-        source = self.cam.source
+        source, started = self.cam.source, time.monotonic()
         try:
             if source.kind == "file":
                 if not Path(source.url).is_file():
@@ -249,7 +249,11 @@ class CameraReader:
                 container = av.open(source.url, format="v4l2" if source.kind == "device" else None,
                                     container_options=options, timeout=(self.cfg.timeout_s, self.cfg.timeout_s))
         except av.error.FFmpegError as e:  # its str() quotes the URL, credentials and all: not logged
-            raise _OpenFailed(f"cannot open: {e.strerror or type(e).__name__}") from None
+            # PyAV's timeout cut it short (FFmpeg's RTSP client then reports the half-read answer as invalid data)
+            timed_out = isinstance(e, (av.error.ExitError, av.error.TimeoutError)) or (
+                source.kind != "file" and time.monotonic() - started >= self.cfg.timeout_s)
+            reason = f"no answer for {self.cfg.timeout_s:g} s" if timed_out else e.strerror or type(e).__name__
+            raise _OpenFailed(f"cannot open: {reason}") from None
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise _OpenFailed(f"cannot open: {str(e).replace(source.url, source.display)}") from None
         if not container.streams.video:
@@ -272,26 +276,37 @@ class CameraReader:
         live = cam.source.kind != "file" or cfg.realtime
         pace = cam.source.kind == "file" and cfg.realtime
         cutter: WindowCutter[tuple[Frame, np.ndarray]] = WindowCutter(self.duration, cfg.stride)
-        error, origin = None, None
+        error, origin, stalled = None, None, False
         try:
-            for frame in container.decode(stream):
-                if self.stop.is_set():
-                    break
-                t = cam.clock.time_of(frame.time)
-                if pace:
-                    if origin is None:
-                        origin = time.monotonic() - t
-                    delay = origin + t - time.monotonic()
-                    if delay > 0 and self.stop.wait(delay):
+            asked = time.monotonic()
+            for packet in container.demux(stream):
+                # A read that took the whole timeout was cut short by PyAV's timeout; FFmpeg's RTP demuxer then
+                # hands out the frame it was holding back (its end is only known from the next one) instead of
+                # failing, and only the next read fails, a second timeout later: the stall is now.
+                stalled = cam.source.kind != "file" and time.monotonic() - asked >= cfg.timeout_s
+                for frame in packet.decode():
+                    if self.stop.is_set():
                         break
-                cut = cutter.push((self._keep(frame, t), self._crop(frame)))
-                cam.stats.frames_in += 1
-                if cut is not None:
-                    self._emit(cut, fps, live)
-        except av.error.ExitError:  # PyAV's read timeout interrupted FFmpeg
-            error = f"no data for {cfg.timeout_s:g} s"
+                    t = cam.clock.time_of(frame.time)
+                    if pace:
+                        if origin is None:
+                            origin = time.monotonic() - t
+                        delay = origin + t - time.monotonic()
+                        if delay > 0 and self.stop.wait(delay):
+                            break
+                    cut = cutter.push((self._keep(frame, t), self._crop(frame)))
+                    cam.stats.frames_in += 1
+                    if cut is not None:
+                        self._emit(cut, fps, live)
+                if self.stop.is_set() or stalled:
+                    break
+                asked = time.monotonic()
+        except (av.error.ExitError, av.error.TimeoutError):  # PyAV's read timeout interrupted FFmpeg
+            stalled = True
         except av.error.FFmpegError as e:
             error = e.strerror or type(e).__name__
+        if stalled:
+            error = f"no data for {cfg.timeout_s:g} s"
         if cam.source.kind == "file" and not self.stop.is_set():
             tail = cutter.finish()  # the frames after the last window, or a file shorter than one
             if tail is not None:

@@ -2,7 +2,8 @@
 
 A source's kind decides how it is watched (trainer/serve/cameras.py): a "file" ends, a "stream" (any URL
 scheme but file://) or a "device" (/dev/...) is live and reconnects. `redact` is how a URL appears in logs
-and alerts: credentials and query strings (tokens) never do.
+and alerts: credentials (user:password@, or user=/password= in the path) and query strings (tokens) never do,
+nor in the camera ids taken from URLs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from data.errors import InputError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # never "." or "..": it names a folder
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# credentials some cameras take in the path instead (Xiongmai's /user=admin&password=...&channel=1&stream=0.sdp)
+_PATH_SECRET = re.compile(r"(?i)((?:^|[/&;])(?:user(?:name)?|pass(?:word|wd)?|pwd|token|key|secret|auth)=)[^/&;]*")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Source:
 
     @property
     def display(self) -> str:
-        """The URL for logs and alerts: without user:password@ and with the query (tokens) elided."""
+        """The URL for logs and alerts: without user:password@, credentials in the path or the query (tokens)."""
         return redact(self.url)
 
 
@@ -43,7 +46,8 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://<unparsable URL>"
     netloc = ("***@" if parts.username is not None or parts.password is not None else "") + (
         f"[{host}]" if ":" in host else host) + port
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "..." if parts.query else "", ""))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, _PATH_SECRET.sub(r"\1***", parts.path),
+                                    "..." if parts.query else "", ""))
 
 
 def _kind(url: str) -> str:
@@ -58,7 +62,8 @@ def _kind(url: str) -> str:
 def _derived_name(url: str, kind: str) -> str:
     if kind == "stream":
         parts = urllib.parse.urlsplit(url)
-        path = parts.path.rsplit(".", 1)[0] if "." in parts.path.rsplit("/", 1)[-1] else parts.path
+        path = _PATH_SECRET.sub(r"\1", parts.path)
+        path = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
         raw = f"{parts.hostname or 'stream'}{path}"
     else:
         raw = Path(url.removeprefix("file://")).stem or "camera"

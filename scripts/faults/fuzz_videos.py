@@ -91,8 +91,9 @@ def write_seeds(folder: Path) -> list[Path]:
 # Header chunk markers per container family; for mp4 the 4cc follows the box's 32-bit size.
 MP4_BOXES = [b"ftyp", b"moov", b"mdat", b"free", b"moof", b"mfra", b"mvhd", b"trak", b"tkhd", b"mdia", b"mdhd",
              b"minf", b"stbl", b"stsd", b"stts", b"stsz", b"stco", b"stss", b"avc1", b"avcC", b"edts", b"elst"]
+# EBML header, Segment, SeekHead, Info, Tracks, Cluster, Cues: the 4-byte ids (shorter ones match too often)
 EBML_IDS = [b"\x1a\x45\xdf\xa3", b"\x18\x53\x80\x67", b"\x11\x4d\x9b\x74", b"\x15\x49\xa9\x66",
-            b"\x16\x54\xae\x6b", b"\x1f\x43\xb6\x75", b"\x1c\x53\xbb\x6b", b"\xae", b"\xe0"]
+            b"\x16\x54\xae\x6b", b"\x1f\x43\xb6\x75", b"\x1c\x53\xbb\x6b"]
 RIFF_IDS = [b"RIFF", b"LIST", b"hdrl", b"avih", b"strl", b"strh", b"strf", b"movi", b"idx1", b"00dc", b"JUNK"]
 
 # Absurd-value targets: (marker, offset of the field from the marker's start, bytes, byte order).
@@ -129,7 +130,7 @@ def _extreme(rng: random.Random, n: int) -> bytes:
 def _chunks(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of the header chunks found: from one marker to the next (mp4 boxes from their size field)."""
     starts = sorted({p - 4 for m in MP4_BOXES for p in _find_all(data, m) if p >= 4}
-                    | {p for m in EBML_IDS[:7] + RIFF_IDS for p in _find_all(data, m)})
+                    | {p for m in EBML_IDS + RIFF_IDS for p in _find_all(data, m)})
     return [(a, b) for a, b in zip(starts, starts[1:] + [len(data)]) if b > a]
 
 
@@ -179,8 +180,8 @@ def header_chunks(data, rng, seeds):
         at, n = a0, 4
     elif data[a0:a0 + 4] in RIFF_IDS:
         at, n = a0 + 4, 4
-    else:
-        at, n = a0 + 4 if data[a0:a0 + 1] in b"\x1a\x18\x11\x15\x16\x1f\x1c" else a0 + 1, 8
+    else:  # an EBML element: its size vint's first bytes (the length marker too, so it may claim 1 to 8 bytes)
+        at, n = a0 + 4, 8
     return data[:at] + _extreme(rng, n)[:max(0, len(data) - at)] + data[at + n:]
 
 
@@ -330,9 +331,12 @@ class Worker:
 
     def check(self, path: Path, timeout: float) -> dict:
         """{"extract": result, "score": result}, or {"hang": step} / {"died": how, "step": step}."""
-        self.proc.stdin.write(f"{path}\n".encode())
-        self.proc.stdin.flush()
         step = None
+        try:
+            self.proc.stdin.write(f"{path}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it died after the last file
+            pass
         while True:
             message = self.read(timeout)
             if message is None:
@@ -553,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = report(tally, cli, time.monotonic() - started)
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    ok = not tally.crashes and not tally.hangs and tally.one_line == tally.failures and not (
-        cli and (cli.crashes or cli.hangs))
+    ok = (tally.files == (len(args.only) if args.only else args.files) and not tally.crashes and not tally.hangs
+          and tally.one_line == tally.failures and not (cli and (cli.crashes or cli.hangs)))
     return 0 if ok else 1
 
 

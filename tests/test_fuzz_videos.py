@@ -7,9 +7,11 @@ import signal
 
 import pytest
 
+from data.clips import MAX_PIXELS, iter_frames
+from data.errors import InputError
+from data.extract import ClipError, extract_window
 from tests.helpers import ROOT
-
-pytestmark = pytest.mark.slow  # worker processes, the installed command
+from tests.videos import write_video
 
 SEED = 17  # not the script's default, so CI and the full run see different files
 
@@ -22,6 +24,7 @@ def fuzzer():
     return module
 
 
+@pytest.mark.slow  # worker processes
 def test_mutated_videos_neither_crash_nor_hang(fuzzer, tmp_path):
     tally = fuzzer.fuzz(300, SEED, timeout=30, jobs=2, out=tmp_path, progress=False)
     assert tally.files == 300
@@ -33,12 +36,14 @@ def test_mutated_videos_neither_crash_nor_hang(fuzzer, tmp_path):
     assert not any((tmp_path / "work").iterdir()) and not any((tmp_path / "findings").iterdir())
 
 
+@pytest.mark.slow  # the installed command
 def test_fightwatch_score_gives_one_error_line_for_mutated_videos(fuzzer, tmp_path):
     cli = fuzzer.cli_sample(list(range(0, 300, 30)), SEED, timeout=30, batch=10, out=tmp_path)
     assert (cli.runs, cli.files) == (1, 10)
     assert cli.crashes == [] and cli.hangs == 0
 
 
+@pytest.mark.slow  # worker processes
 def test_the_watchdog_counts_a_stopped_worker_as_a_hang_and_a_killed_one_as_a_crash(fuzzer, tmp_path):
     """Without this, 0 hangs and 0 crashes could mean the harness cannot see them."""
     video = fuzzer.write_seeds(tmp_path / "seeds")[0]
@@ -56,3 +61,14 @@ def test_the_watchdog_counts_a_stopped_worker_as_a_hang_and_a_killed_one_as_a_cr
         assert worker.check(video, timeout=2) == {"hang": None}
     finally:
         worker.close()
+
+
+def test_a_picture_over_8k_is_refused_before_decoding(tmp_path):
+    """A flat H.264 frame compresses to little at any size: the header's size is refused, not allocated."""
+    path = write_video(tmp_path / "huge.mp4", 2, size=(8704, 4352))  # 37.9 MP
+    assert 8704 * 4352 > MAX_PIXELS
+    with pytest.raises(ClipError, match=r"huge.mp4: .*8704x4352 is over 35.4 megapixels") as error:
+        extract_window(path, 0, 0.08)
+    assert error.value.reason == "too_large"
+    with pytest.raises(InputError, match=r"huge.mp4: video too large: 8704x4352"):
+        next(iter_frames(path))

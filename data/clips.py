@@ -14,7 +14,7 @@ from av.video.reformatter import VideoReformatter
 from data.errors import InputError
 
 # The largest picture the H.264 and HEVC levels allow (8K: 8192x4320, 35.4 MP). A header that claims more is a
-# damaged or hostile file: a few KB of flat H.264 at 16384x16384 would make the decoder allocate 400 MB a frame.
+# damaged or hostile file: flat H.264 at 16384x16384 is a few KB a frame, and the decoder would allocate 400 MB each.
 MAX_PIXELS = 8192 * 4320
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.errors import InputError
 
-REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec", "too_large")
+REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec",
+           "too_large")
 
 # Output instants are float sums (start_s + k/fps), frame times exact fractions: without the slack a
 # frame at exactly an instant could lose to float rounding and the previous frame be shown instead.

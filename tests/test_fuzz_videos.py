@@ -4,6 +4,7 @@ run is 10,000 files): no worker crashes or hangs, and every failure is a one-lin
 import importlib.util
 import os
 import signal
+import sys
 
 import pytest
 
@@ -20,6 +21,7 @@ SEED = 17  # not the script's default, so CI and the full run see different file
 def fuzzer():
     spec = importlib.util.spec_from_file_location("fuzz_videos", ROOT / "scripts" / "faults" / "fuzz_videos.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

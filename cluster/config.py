@@ -130,29 +130,44 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
-        root = yaml.compose(path.read_text())
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+        if not isinstance(root, yaml.MappingNode):
+            raise InputError(f"{path}:1: a config is a mapping of keys to values")
+        values, lines = _mapping(root, path)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text: {e}") from None
     except yaml.YAMLError as e:
         raise InputError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
-    if not isinstance(root, yaml.MappingNode):
-        raise InputError(f"{path}:1: a config is a mapping of keys to values")
-    values, lines = _mapping(root)
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise InputError(f"{path}: not a config: nested too deeply") from None
     for override in overrides:
         _apply_override(values, override)
     return _build(Config, values, "", lambda key: f"{path}:{lines.get(key, lines.get('', 1))}")
 
 
-def _mapping(node: yaml.MappingNode, prefix: str = "") -> tuple[dict, dict[str, int]]:
+def _mapping(node: yaml.MappingNode, path: Path, prefix: str = "") -> tuple[dict, dict[str, int]]:
     """The mapping as plain values, and the 1-based line of every dotted key."""
     values, lines = {}, {"": node.start_mark.line + 1} if not prefix else {}
     for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise InputError(f"{path}:{key_node.start_mark.line + 1}: a key must be a name, not a list or a mapping")
         key = f"{prefix}{key_node.value}"
         lines[key] = key_node.start_mark.line + 1
         if isinstance(value_node, yaml.MappingNode):
-            values[key_node.value], sub_lines = _mapping(value_node, key + ".")
+            values[key_node.value], sub_lines = _mapping(value_node, path, key + ".")
             lines.update(sub_lines)
         else:
-            values[key_node.value] = yaml.safe_load(yaml.serialize(value_node))
+            values[key_node.value] = _construct(value_node)
     return values, lines
+
+
+def _construct(node: yaml.Node) -> Any:
+    """The plain value of a composed node, as yaml.safe_load would give it (a YAMLError for unsafe tags)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _apply_override(values: dict, override: str) -> None:
@@ -167,7 +182,12 @@ def _apply_override(values: dict, override: str) -> None:
             raise InputError(f"override {override!r}: unknown key {key!r}")
     if leaf not in target:
         raise InputError(f"override {override!r}: unknown key {key!r}")
-    target[leaf] = yaml.safe_load(raw)
+    try:
+        target[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise InputError(f"override {override!r}: not a valid YAML value: {e}".replace("\n", " ")) from None
+    except RecursionError:
+        raise InputError(f"override {override!r}: value nested too deeply") from None
 
 
 def _build(cls, values: Any, prefix: str, where) -> Any:

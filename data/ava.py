@@ -105,7 +105,7 @@ SUBSETS = ("training", "validation")
 
 Box = tuple[float, float, float, float]
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]{1,100}")  # bounded: int() refuses over 4300 digits, and no AVA time or id has 100
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -282,7 +282,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
             if id_field not in block:
                 raise InputError(f"{path}:{start}: block {block['name'][0]!r} has no label_id (or id)")
             raw, id_line = block[id_field]
-            if not re.fullmatch(r"-?[0-9]+", raw):
+            if not re.fullmatch(r"-?[0-9]{1,100}", raw):
                 raise InputError(f"{path}:{id_line}: {id_field} {raw!r} is not an integer")
             class_id = int(raw)
             if class_id in result:

@@ -13,6 +13,21 @@ from av.video.reformatter import VideoReformatter
 
 from data.errors import InputError
 
+# The largest picture the H.264 and HEVC levels allow (8K: 8192x4320, 35.4 MP). A header that claims more is a
+# damaged or hostile file: flat H.264 at 16384x16384 is a few KB a frame, and the decoder would allocate 400 MB each.
+MAX_PIXELS = 8192 * 4320
+
+
+def limit_picture_size(stream) -> str | None:
+    """Cap the decoder of `stream` at MAX_PIXELS before it opens (FFmpeg's max_pixels: a frame that grows past
+    it mid-stream fails to decode instead of being allocated); "WxH" when the header already claims more."""
+    context = stream.codec_context
+    context.options = {**context.options, "max_pixels": str(MAX_PIXELS)}
+    if context.width * context.height > MAX_PIXELS:
+        return f"{context.width}x{context.height}"
+    return None
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     fps: float  # clips are resampled to this rate by timestamps
@@ -64,6 +79,13 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise InputError(f"{path}: no video stream")
+    if container.streams.video[0].codec_context is None:  # FFmpeg does not know the codec, or cannot decode it
+        container.close()
+        raise InputError(f"{path}: no decoder for its video codec")
+    too_large = limit_picture_size(container.streams.video[0])
+    if too_large:
+        container.close()
+        raise InputError(f"{path}: video too large: {too_large} is over {MAX_PIXELS / 1e6:.1f} megapixels (8K)")
     return container
 
 

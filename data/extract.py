@@ -12,15 +12,17 @@ turns are applied, mirroring is not.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import av
 import numpy as np
 
-from data.clips import Resizer, resized
+from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.errors import InputError
 
-REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec")
+REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec",
+           "too_large")
 
 # Output instants are float sums (start_s + k/fps), frame times exact fractions: without the slack a
 # frame at exactly an instant could lose to float rounding and the previous frame be shown instead.
@@ -65,11 +67,21 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
         stream = container.streams.video[0]
         if stream.codec_context is None:  # FFmpeg does not know the codec, or has no decoder for it
             raise fail("unsupported_codec", "no decoder for its video codec")
+        too_large = limit_picture_size(stream)
+        if too_large:
+            raise fail("too_large", f"{too_large} is over {MAX_PIXELS / 1e6:.1f} megapixels (8K)")
         stream.thread_type = "AUTO"
         instants = start_s + np.arange(count) / fps
         # a source frame on screen at several instants is converted once
-        to_rgb = Resizer()
-        picture = functools.lru_cache(maxsize=1)(lambda frame: _picture(frame, short_side, to_rgb))
+        to_rgb, shape = Resizer(), []
+
+        @functools.lru_cache(maxsize=1)
+        def picture(frame):
+            try:
+                return _picture(frame, short_side, to_rgb, shape)
+            except av.error.FFmpegError as e:  # swscale refuses the frame's size or format (damaged headers)
+                raise fail("corrupt", f"a {frame.width}x{frame.height} {frame.format.name} frame cannot be "
+                                      f"converted to RGB ({e})") from None
         frames, shown, decoded, error = [], None, False, None
         try:
             for t, frame in _timed_frames(container, stream, start_s):
@@ -121,13 +133,20 @@ def _timed_frames(container, stream, start_s: float):
         yield from timed
 
 
-def _picture(frame, short_side: int, to_rgb: Resizer) -> np.ndarray:
-    """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips)."""
-    width, height = resized(frame.width, frame.height, short_side)
-    rgb = to_rgb(frame, width, height)
+def _picture(frame, short_side: int, to_rgb: Resizer, shape: list) -> np.ndarray:
+    """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips).
+
+    `shape` holds the first picture's (height, width): a later frame of another size or turn (a damaged
+    or spliced stream) is scaled to it, so the window's frames stack."""
     # frame.rotation is the display matrix's counter-clockwise turn in degrees (phones: -90 for portrait),
-    # and np.rot90 turns counter-clockwise too; quarter turns commute with the resize
-    return np.rot90(rgb, round(frame.rotation / 90))
+    # and np.rot90 turns counter-clockwise too; quarter turns commute with the resize. A degenerate matrix
+    # has no angle (NaN): shown as coded.
+    turns = round(frame.rotation / 90) if math.isfinite(frame.rotation) else 0
+    if not shape:
+        width, height = resized(frame.width, frame.height, short_side)
+        shape.append((height, width) if turns % 2 == 0 else (width, height))
+    height, width = shape[0] if turns % 2 == 0 else shape[0][::-1]
+    return np.rot90(to_rgb(frame, width, height), turns)
 
 
 def _why_short(container, stream, missing_at: float, decoded: bool, error) -> tuple[str, str]:

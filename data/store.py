@@ -14,9 +14,10 @@ import contextlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from PIL import Image
 from data.errors import InputError
 
 INDEX_SUFFIX = ".index.json"
+_TEMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.tmp$")  # atomic_path's temp name for <name>
 
 
 @contextlib.contextmanager
@@ -41,6 +43,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(directory: str | Path, names: Collection[str] | None = None) -> int:
+    """Remove the temp files atomic_path left in `directory` when its process was killed mid-write (only those
+    for files named in `names`, when given: other processes may be writing the rest); the number removed."""
+    directory, removed = Path(directory), 0
+    if not directory.is_dir():
+        return 0
+    for entry in os.scandir(directory):
+        match = _TEMP_NAME.match(entry.name)
+        if match and (names is None or match.group(1) in names):
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write(path: Path, write) -> None:

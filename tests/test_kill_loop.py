@@ -132,13 +132,13 @@ def test_a_trunk_cache_build_removes_the_temp_files_a_kill_left(prepared, tmp_pa
     assert not any(p.exists() for p in stale) and foreign.exists()
 
 
-def test_kills_at_start_up_in_the_trunk_cache_build_and_mid_training_all_resume_to_the_straight_run(
-        prepared, tmp_path):
-    """One run killed at four moments, each followed by a resume, then compared with an uninterrupted run
-    (scripts/faults/kill_loop.py runs the issue's 20 and more)."""
+def test_kills_from_start_up_to_the_end_all_resume_to_the_straight_run(prepared, tmp_path):
+    """One run killed at five moments, each followed by a resume, then compared with an uninterrupted run
+    (scripts/faults/kill_loop.py runs the issue's 20 and more). Killed after its last epoch, before its plots, a
+    run used to finish without them."""
     targets = [Target("tracking store", 0.0), Target("trunk cache build", 0.0), Target("MLflow logging", 0.0),
-               Target("step", 0.1)]
+               Target("step", 0.1), Target("finishing", 0.0)]
     lines = []
     result = run_loop(prepared, tmp_path, len(targets), seed=0, trunk_cache=True, say=lines.append, targets=targets)
-    assert result.tried == result.survived == 4 and not result.problems, "\n".join(lines)
+    assert result.tried == result.survived == len(targets) and not result.problems, "\n".join(lines)
     assert result.rounds == 1, "\n".join(lines)

@@ -4,7 +4,8 @@ Every epoch ends by writing its checkpoints, `last.pth` (model, optimizer, sched
 run id and the epoch's metrics) the last of them, and only then logging the epoch to MLflow, so a run killed at
 any point resumes from the last finished epoch; an epoch whose checkpoint was written but whose metrics or
 checkpoint artifact were not (or only partly) is logged on resume, and an epoch the run already has (a resume
-that fell back past a corrupt checkpoint) is not logged twice.
+that fell back past a corrupt checkpoint) is not logged twice. The newest validation's labels and probabilities
+are in the checkpoint too, so a run killed after its last epoch still draws and logs its plots when restarted.
 `epoch_NNNN.pth` every `checkpoint_every` epochs (also MLflow artifacts) and `best.pth` (lowest validation
 loss) are kept beside it.
 
@@ -205,12 +206,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         raise InputError(str(e)) from None
     scheduler = build_scheduler(cfg, optimizer, sampler.steps_per_epoch)
     start, best_loss, history = 1, float("inf"), {}
+    val_metrics: dict[str, float] = {}
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["torch_rng"])
         start, best_loss, history = resume["epoch"] + 1, resume["best_loss"], resume["history"]
+        validation = resume.get("validation")  # what a run killed after its last epoch still had to plot
+        if validation:
+            val_metrics, val_labels, val_probs = (validation["metrics"], np.asarray(validation["labels"]),
+                                                  np.asarray(validation["probs"]))
         _record_epoch(tracker, run_dir / "checkpoints", resume["epoch"], resume["metrics"], cfg.checkpoint_every)
         log.info("resumed at epoch %d of %d", start, cfg.epochs)
     trunk, head = split(model, model_cfg.ft_begin)
@@ -232,7 +238,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
              "micro-batch, %d micro-batch(es) per step of %d; %s", model_cfg.arch, model_cfg.width,
              model_cfg.ft_begin, len(train_set), len(val_set), rank, world_size, sampler.per_rank,
              sampler.accumulation, cfg.batch_size, plan.reason)
-    val_metrics: dict[str, float] = {}
     ckpt_dir = run_dir / "checkpoints"
     step_scheduler = scheduler.step if cfg.lr_schedule == "cosine" else lambda: None
     epochs = tqdm(range(start, cfg.epochs + 1), desc="training", unit="epoch", initial=start - 1,
@@ -259,7 +264,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             history.setdefault(name, []).append((epoch, value))
         if rank == 0:
             extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "best_loss": best_loss,
-                     "metrics": metrics, "history": history, "mlflow_run_id": tracker.run_id}
+                     "metrics": metrics, "history": history, "mlflow_run_id": tracker.run_id,
+                     "validation": {"metrics": val_metrics, "labels": val_labels.tolist(),
+                                    "probs": val_probs.tolist()} if val_metrics else None}
             # last.pth last: a kill before it redoes the epoch, one after it finds all of the epoch's files written
             if improved:
                 save_checkpoint(ckpt_dir / "best.pth", model, model_cfg, epoch, optimizer, extra=extra)

@@ -151,7 +151,7 @@ class Attempt:
     """One `fightwatch train` in a session of its own, its stderr collected, its run dir watched."""
 
     def __init__(self, command: list[str], run_dir: Path, epochs: int):
-        self.run_dir, self.epochs, self.started = run_dir, epochs, time.monotonic()
+        self.run_dir, self.epochs, self.started, self.killed_at = run_dir, epochs, time.monotonic(), None
         log = run_dir / "fightwatch.log"
         self.log_offset, self.lines = (log.stat().st_size if log.exists() else 0), []
         self.sidecar = run_dir / "checkpoints" / "last.pth.sha256"
@@ -262,7 +262,7 @@ def attempt_until(attempt: Attempt, target: Target | None, timeout: float) -> tu
                     aimed_at = time.monotonic()
                 due = aimed_at is not None and time.monotonic() - aimed_at >= target.delay_s
             if due:
-                phase = classify(attempt.observe())
+                phase, attempt.killed_at = classify(attempt.observe()), attempt.elapsed()
                 attempt.kill()
                 return "killed", phase
         time.sleep(0.001)
@@ -394,7 +394,7 @@ def run_loop(prepared: Path, work: Path, kills: int, seed: int, ranks: int = 1, 
                 result.phases[phase] += 1
                 aim = f"aimed at {target.phase}" if target.phase else f"at {target.delay_s:.2f} s"
                 say(f"kill {result.tried}/{kills}: run {result.rounds} attempt {attempts}, {aim}: hit {phase} "
-                    f"at {attempt.elapsed():.2f} s")
+                    f"at {attempt.killed_at:.2f} s")
             elif outcome != "exited 0":
                 tail = attempt.stderr.decode(errors="replace")[-2000:]
                 failed = f"attempt {attempts} {outcome} ({phase or 'no kill'}): {tail}"

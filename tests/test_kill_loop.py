@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import mlflow
+import psutil
 import pytest
 
 from data.store import atomic_path, remove_stale_temps
 from scripts.faults.kill_loop import (AIMABLE, Observation, Target, bar_state, classify, next_target, plan_kills,
                                      run_loop)
-from tests.helpers import ROOT, clean_env
+from tests.helpers import FIGHTWATCH, ROOT, TRAIN, clean_env, copy_of
 from tests.test_trunk_cache import cache_for, clip_sets, model_parts
 from trainer.tracking import Tracker, TrackingConfig
 from trainer.train import _record_epoch
@@ -142,3 +144,34 @@ def test_kills_from_start_up_to_the_end_all_resume_to_the_straight_run(prepared,
     result = run_loop(prepared, tmp_path, len(targets), seed=0, trunk_cache=True, say=lines.append, targets=targets)
     assert result.tried == result.survived == len(targets) and not result.problems, "\n".join(lines)
     assert result.rounds == 1, "\n".join(lines)
+
+
+@pytest.mark.parametrize("victim", ["fightwatch", "torchrun"])
+def test_ranks_end_when_what_launched_them_is_killed(prepared, tmp_path, victim):
+    """torchrun starts its ranks in sessions of their own: a SIGKILLed `fightwatch train --launch local`, or its
+    torchrun agent, used to leave them training on, beside the ranks of the next start."""
+    run_dir = copy_of(prepared, tmp_path, "run")
+    launcher = subprocess.Popen([str(FIGHTWATCH), *TRAIN[2:], f"run_dir={run_dir}", "train.epochs=30", "--launch",
+                                 "local", "--nproc-per-node", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
+    tree = []
+    try:
+        marker, deadline = run_dir / "checkpoints" / "last.pth.sha256", time.monotonic() + 300
+        while not marker.exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = psutil.Process(launcher.pid).children(recursive=True)
+        ranks = [p for p in tree if "LOCAL_RANK" in p.environ()]
+        (agent,) = [p for p in tree if "torch.distributed.run" in p.cmdline()]
+        assert len(ranks) == 2, "both ranks should be training"
+        os.kill(launcher.pid if victim == "fightwatch" else agent.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, f"still running after the {victim} was killed: {alive}"
+        assert "is gone; exiting" in (run_dir / "fightwatch.log").read_text()
+    finally:
+        launcher.kill()
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        launcher.wait()

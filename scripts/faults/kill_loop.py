@@ -329,7 +329,7 @@ class Result:
     tried: int = 0
     survived: int = 0
     rounds: int = 0
-    missed: int = 0  # aimed kills whose phase passed unseen, replaced by random ones
+    missed: int = 0  # planned kills the run ended before (a phase passed unseen, a moment past its end), redrawn
     phases: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -337,8 +337,8 @@ class Result:
     def headline(self) -> str:
         hit = ", ".join(f"{p} {self.phases[p]}" for p in PHASES if self.phases[p])
         checks = "; ".join(self.problems[:3]) if self.problems else "epochs exact, weights equal, no temp files"
-        return (f"kills survived {self.survived}/{self.tried} (phases hit: {hit or 'none'}; {self.missed} aim(s) "
-                f"missed) over {self.rounds} run(s); {checks}; {self.seconds:.0f} s")
+        return (f"kills survived {self.survived}/{self.tried} (phases hit: {hit or 'none'}; {self.missed} planned "
+                f"kill(s) the run ended before, redrawn) over {self.rounds} run(s); {checks}; {self.seconds:.0f} s")
 
 
 def prepare(work: Path) -> Path:
@@ -400,8 +400,10 @@ def run_loop(prepared: Path, work: Path, kills: int, seed: int, ranks: int = 1, 
                 failed = f"attempt {attempts} {outcome} ({phase or 'no kill'}): {tail}"
                 break
             else:
-                if target is not None and target.phase is not None:  # the phase passed unseen (too short)
-                    say(f"run {result.rounds} attempt {attempts}: aimed at {target.phase}, which passed unseen")
+                if target is not None:  # the run ended first: a moment past its end, or a phase too short to see
+                    what = f"aimed at {target.phase}, which passed unseen" if target.phase else \
+                        f"at {target.delay_s:.2f} s, after its end"
+                    say(f"run {result.rounds} attempt {attempts}: the kill {what}; drawn again at random")
                     targets[index] = Target(None, round(rng.uniform(0, span), 2))
                     result.missed += 1
                 break
@@ -409,6 +411,8 @@ def run_loop(prepared: Path, work: Path, kills: int, seed: int, ranks: int = 1, 
                 passed.add("tracking store")
             if any("trunk cache " in line and " built, " in line for line in attempt.observe().lines):
                 passed.add("trunk cache build")
+            if phase == "finishing":  # every epoch is checkpointed: what is left to kill is the end
+                passed.update(("step", "validation", "checkpoint write", "MLflow logging", "trunk cache build"))
         problems = [failed] if failed else verify(run_dir, reference, epochs)
         if problems:
             result.problems += [f"run {result.rounds}: {p}" for p in problems]

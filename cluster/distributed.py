@@ -14,6 +14,9 @@ under all three launchers.
 Gloo's interface: left alone, gloo listens on the address the host's name resolves to, and on many hosts that is
 loopback (Debian's 127.0.1.1 in /etc/hosts), which ranks on other hosts cannot reach: the group then waits out
 the timeout. So, unless GLOO_SOCKET_IFNAME names one, a rank uses the interface its route to the master takes.
+A rank torchrun started ends itself when its agent dies (torchrun starts ranks in sessions of their own and nothing
+else would stop them: a SIGKILLed `fightwatch train` left them training on, beside the ranks of its restart), and
+when the `fightwatch train --launch local` that started the agent dies (LAUNCHER_PID_ENV).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import logging
 import os
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,6 +44,7 @@ from trainer.ddp import GradSync
 
 log = logging.getLogger(__name__)
 
+LAUNCHER_PID_ENV = "FIGHTWATCH_LAUNCHER_PID"  # set by cluster/launch.py for the ranks of the torchrun it starts
 CCL_HINT = ("oneccl_bindings_for_pytorch is not installed (Intel ended it after torch 2.8; it is not on PyPI): on a "
             "torch 2.8 image, pip install oneccl_bind_pt==2.8.0 --index-url "
             "https://pytorch-extension.intel.com/release-whl/stable/cpu/us/ (Intel's index), or set dist.backend=gloo")
@@ -163,6 +169,43 @@ def bind_gloo_towards(address: str) -> None:
     log.info("gloo on interface %s", os.environ.get("GLOO_SOCKET_IFNAME") or "of the host name's address")
 
 
+def exit_with_launcher(rank: int, agent_pid: int, launcher_pid: int | None, every_s: float = 1.0) -> None:
+    """Watch, in a daemon thread, that this rank's parent is still `agent_pid` (a dead parent's children pass to
+    another) and that `launcher_pid` runs; when not, log it and exit at once (as a kill would: every file is
+    written whole or not at all, and a restart resumes from the last checkpoint)."""
+    launcher = _process(launcher_pid) if launcher_pid is not None else None
+
+    def launcher_gone() -> str | None:
+        if os.getppid() != agent_pid:
+            return f"its torchrun agent (pid {agent_pid})"
+        if launcher_pid is not None and not _running(launcher):
+            return f"the fightwatch that launched it (pid {launcher_pid})"
+        return None
+
+    def watch() -> None:
+        while (gone := launcher_gone()) is None:
+            time.sleep(every_s)
+        log.error("rank %d: %s is gone; exiting", rank, gone)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _running(process: psutil.Process | None) -> bool:
+    """Whether `process` still runs: not ended, not a zombie its parent has yet to reap, its pid not reused."""
+    try:
+        return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @contextlib.contextmanager
 def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iterator[Rendezvous]:
     """Join (or find) the process group for the duration of the block; destroyed on every way out."""
@@ -180,6 +223,8 @@ def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iter
     if initialized:
         yield rdzv  # Ray Train owns the group and destroys it
         return
+    if rdzv.launcher == "torchrun":
+        exit_with_launcher(rdzv.rank, os.getppid(), int(env.get(LAUNCHER_PID_ENV) or 0) or None)
     log.info("rank %d of %d (local %d of %d) joining %s:%s over %s via %s", rdzv.rank, rdzv.world_size,
              rdzv.local_rank, rdzv.local_world_size, rdzv.master_addr, rdzv.master_port, backend, rdzv.launcher)
     if rdzv.launcher == "slurm":

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from cluster.distributed import DistConfig
+from cluster.distributed import LAUNCHER_PID_ENV, DistConfig
 from cluster.placement import plan_ranks
 from cluster.topology import load_topology
 
@@ -36,6 +36,6 @@ def launch_local(cfg: DistConfig, nproc_per_node: int | None, train_args: list[s
     command = torchrun_command(len(bindings), train_args, max_restarts)
     log.info("launching: %s", " ".join(command))
     # Each rank sets its own threads when it binds (cluster/placement.py); stating them here also keeps torchrun
-    # from setting OMP_NUM_THREADS=1 with a banner about it.
-    env = {**os.environ, "OMP_NUM_THREADS": str(len(bindings[0].cpus))}
+    # from setting OMP_NUM_THREADS=1 with a banner about it. The ranks end themselves if this process dies.
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(bindings[0].cpus)), LAUNCHER_PID_ENV: str(os.getpid())}
     return subprocess.run(command, env=env).returncode

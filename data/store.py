@@ -16,9 +16,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from data.errors import InputError
 
 INDEX_SUFFIX = ".index.json"
 NAME_MAX = 255  # bytes in one file name (Linux, macOS and the common file systems)
+_TEMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.tmp$")  # atomic_path's temp name for <name>
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -71,6 +73,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise NoSpaceError(full.errno, full.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(directory: str | Path, names: Collection[str] | None = None) -> int:
+    """Remove the temp files atomic_path left in `directory` when its process was killed mid-write (only those
+    for files named in `names`, when given: other processes may be writing the rest); the number removed."""
+    directory, removed = Path(directory), 0
+    if not directory.is_dir():
+        return 0
+    for entry in os.scandir(directory):
+        match = _TEMP_NAME.match(entry.name)
+        if match and (names is None or match.group(1) in names):
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write(path: Path, write) -> None:

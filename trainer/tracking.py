@@ -8,8 +8,10 @@ MLflow: other ranks get a Tracker whose methods do nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,15 @@ from typing import Any
 import mlflow
 import mlflow.pytorch
 import torch
+
+from data.store import atomic_write
+
+log = logging.getLogger(__name__)
+
+# The tag that names the start which made a run, and the run dir's file holding the latest start's tag: written
+# before the run is made, so a start killed at any moment after can find its run (see Tracker.__enter__).
+START_TAG = "fightwatch.start"
+START_FILE = "mlflow_start"
 
 
 @dataclass(frozen=True)
@@ -87,22 +98,49 @@ class Tracker:
         uri = tracking_uri(self.cfg, self.run_dir)
         ensure_local_store(uri)
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(experiment_id=ensure_experiment(self.cfg, self.run_dir))
+        experiment_id = ensure_experiment(self.cfg, self.run_dir)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        if self.run_id is None:
+            self.run_id = self._killed_start(experiment_id)
         if self.run_id is not None:
             mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
-            return self
-        run = mlflow.start_run(run_name=self.cfg.run_name, tags={"git_commit": git_commit()}, log_system_metrics=True)
-        self.run_id = run.info.run_id
-        mlflow.log_param("torch_version", torch.__version__)
+        else:
+            start = uuid.uuid4().hex
+            atomic_write(self.run_dir / START_FILE, lambda f: f.write(start.encode()))
+            run = mlflow.start_run(run_name=self.cfg.run_name, tags={"git_commit": git_commit(), START_TAG: start},
+                                   log_system_metrics=True)
+            self.run_id = run.info.run_id
+        self.log_params({"torch_version": torch.__version__})
         return self
+
+    def _killed_start(self, experiment_id: str) -> str | None:
+        """The run of the latest start in this run dir when that start was killed before it finished an epoch
+        (the run is still RUNNING and has no metric at a step >= 1; there is no checkpoint, or the caller would
+        have given its run id): continuing it keeps one run per training, however often its start-up is cut."""
+        path = self.run_dir / START_FILE
+        if not path.is_file():
+            return None
+        client = mlflow.MlflowClient()
+        runs = client.search_runs([experiment_id], f"tags.`{START_TAG}` = '{path.read_text().strip()}'")
+        if len(runs) != 1 or runs[0].info.status != "RUNNING":
+            return None
+        run_id = runs[0].info.run_id
+        if any(m.step >= 1 for key in runs[0].data.metrics if not key.startswith("system/")
+               for m in client.get_metric_history(run_id, key)):
+            return None
+        log.info("continuing MLflow run %s, whose start was interrupted before its first epoch", run_id)
+        return run_id
 
     def __exit__(self, exc_type, *_) -> None:
         if self.active:
             mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
 
     def log_params(self, params: dict[str, Any]) -> None:
+        """Log the params the run does not have yet: a continued run keeps those it was started with, as MLflow
+        refuses to change a param."""
         if self.active:
-            mlflow.log_params(mlflow_params(params))
+            logged = mlflow.MlflowClient().get_run(self.run_id).data.params
+            mlflow.log_params({k: v for k, v in mlflow_params(params).items() if k not in logged})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.active:
@@ -124,3 +162,10 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.active:
             mlflow.log_artifact(str(path), artifact_path)
+
+    def log_artifact_once(self, path: Path, artifact_path: str) -> None:
+        """Log `path` unless the run has it whole (same name and size): a copy cut short by a kill is replaced."""
+        if self.active:
+            logged = {f.path: f.file_size for f in mlflow.MlflowClient().list_artifacts(self.run_id, artifact_path)}
+            if logged.get(f"{artifact_path}/{path.name}") != path.stat().st_size:
+                mlflow.log_artifact(str(path), artifact_path)

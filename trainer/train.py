@@ -1,9 +1,11 @@
 """The fine-tune loop: the trainable stages on CPU kernels, validation, checkpoints, MLflow.
 
-Every epoch ends by writing `last.pth` (model, optimizer, scheduler, RNG states, the MLflow run id and the
-epoch's metrics) and only then logging the epoch's metrics, so a run killed at any point resumes from the
-last finished epoch; an epoch whose checkpoint was written but whose metrics were not is logged on resume,
-and an epoch the run already has (a resume that fell back past a corrupt checkpoint) is not logged twice.
+Every epoch ends by writing its checkpoints, `last.pth` (model, optimizer, scheduler, RNG states, the MLflow
+run id and the epoch's metrics) the last of them, and only then logging the epoch to MLflow, so a run killed at
+any point resumes from the last finished epoch; an epoch whose checkpoint was written but whose metrics or
+checkpoint artifact were not (or only partly) is logged on resume, and an epoch the run already has (a resume
+that fell back past a corrupt checkpoint) is not logged twice. The newest validation's labels and probabilities
+are in the checkpoint too, so a run killed after its last epoch still draws and logs its plots when restarted.
 `epoch_NNNN.pth` every `checkpoint_every` epochs (also MLflow artifacts) and `best.pth` (lowest validation
 loss) are kept beside it.
 
@@ -32,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from data.errors import InputError
+from data.store import remove_stale_temps
 from trainer import plots
 from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.batches import MicroBatchSampler, shard
@@ -185,6 +188,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
     Under a process group every rank calls this with the same arguments (and the same `resume`).
     """
     rank, world_size = world()
+    if rank == 0:  # what a run killed mid-write left (the trunk cache's ranks clean their own shards)
+        for directory, names in ((run_dir / "checkpoints", None), (run_dir / "plots", None),
+                                 (run_dir, ("model.pth", "model.pth.sha256"))):
+            remove_stale_temps(directory, names)
     torch.use_deterministic_algorithms(cfg.deterministic)
     torch.manual_seed(seed)
     model = ResNet3D(model_cfg)
@@ -199,13 +206,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         raise InputError(str(e)) from None
     scheduler = build_scheduler(cfg, optimizer, sampler.steps_per_epoch)
     start, best_loss, history = 1, float("inf"), {}
+    val_metrics: dict[str, float] = {}
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["torch_rng"])
         start, best_loss, history = resume["epoch"] + 1, resume["best_loss"], resume["history"]
-        tracker.log_metrics_once(resume["metrics"], step=resume["epoch"])
+        validation = resume.get("validation")  # what a run killed after its last epoch still had to plot
+        if validation:
+            val_metrics, val_labels, val_probs = (validation["metrics"], np.asarray(validation["labels"]),
+                                                  np.asarray(validation["probs"]))
+        _record_epoch(tracker, run_dir / "checkpoints", resume["epoch"], resume["metrics"], cfg.checkpoint_every)
         log.info("resumed at epoch %d of %d", start, cfg.epochs)
     trunk, head = split(model, model_cfg.ft_begin)
     if cfg.trunk_cache is not None:
@@ -226,7 +238,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
              "micro-batch, %d micro-batch(es) per step of %d; %s", model_cfg.arch, model_cfg.width,
              model_cfg.ft_begin, len(train_set), len(val_set), rank, world_size, sampler.per_rank,
              sampler.accumulation, cfg.batch_size, plan.reason)
-    val_metrics: dict[str, float] = {}
     ckpt_dir = run_dir / "checkpoints"
     step_scheduler = scheduler.step if cfg.lr_schedule == "cosine" else lambda: None
     epochs = tqdm(range(start, cfg.epochs + 1), desc="training", unit="epoch", initial=start - 1,
@@ -253,15 +264,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
             history.setdefault(name, []).append((epoch, value))
         if rank == 0:
             extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "best_loss": best_loss,
-                     "metrics": metrics, "history": history, "mlflow_run_id": tracker.run_id}
-            save_checkpoint(ckpt_dir / "last.pth", model, model_cfg, epoch, optimizer, extra=extra)
+                     "metrics": metrics, "history": history, "mlflow_run_id": tracker.run_id,
+                     "validation": {"metrics": val_metrics, "labels": val_labels.tolist(),
+                                    "probs": val_probs.tolist()} if val_metrics else None}
+            # last.pth last: a kill before it redoes the epoch, one after it finds all of the epoch's files written
             if improved:
                 save_checkpoint(ckpt_dir / "best.pth", model, model_cfg, epoch, optimizer, extra=extra)
             if epoch % cfg.checkpoint_every == 0:
-                path = ckpt_dir / f"epoch_{epoch:04d}.pth"
-                save_checkpoint(path, model, model_cfg, epoch, optimizer, extra=extra)
-                tracker.log_artifact(path, "checkpoints")
-            tracker.log_metrics_once(metrics, step=epoch)
+                save_checkpoint(ckpt_dir / f"epoch_{epoch:04d}.pth", model, model_cfg, epoch, optimizer, extra=extra)
+            save_checkpoint(ckpt_dir / "last.pth", model, model_cfg, epoch, optimizer, extra=extra)
+            _record_epoch(tracker, ckpt_dir, epoch, metrics, cfg.checkpoint_every)
             # the bar shows the headline; the whole line goes to the run log only (cluster/logs.py), and to MLflow
             epochs.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in EPOCH_POSTFIX}, refresh=False)
             log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
@@ -276,6 +288,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, plan: AccelPlan, train_set: 
         _log_plots(tracker, run_dir, history, val_labels, val_probs, val_metrics)
     barrier()
     return model, val_metrics
+
+
+def _record_epoch(tracker: Tracker, ckpt_dir: Path, epoch: int, metrics: dict[str, float],
+                  checkpoint_every: int) -> None:
+    """Log a checkpointed epoch to MLflow: its periodic checkpoint as an artifact and its metrics, each unless
+    the run has it already. Called again for the epoch a run resumes after, whose logging a kill may have cut."""
+    path = ckpt_dir / f"epoch_{epoch:04d}.pth"
+    if epoch % checkpoint_every == 0 and path.is_file():
+        tracker.log_artifact_once(path, "checkpoints")
+    tracker.log_metrics_once(metrics, step=epoch)
 
 
 def _log_plots(tracker: Tracker, run_dir: Path, history: dict, labels, probs, val_metrics: dict) -> None:

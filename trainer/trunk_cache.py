@@ -13,7 +13,8 @@ trunk's weights (so a changed checkpoint or ft_begin gives a new key), the store
 re-extraction with other settings gives a new key), the input size, normalisation,
 precision, seed and K; caches under other keys are removed when a new one is built. Files are written
 atomically and verified against their sidecar before use: an interrupted build resumes from the clips
-it finished, and a corrupt file is rebuilt, never read. Under DDP each rank builds its shard of clips.
+it finished (removing the temp files a kill left), and a corrupt file is rebuilt, never read. Under DDP
+each rank builds its shard of clips.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from data.dataset import ClipDataset
 from data.errors import InputError
-from data.store import atomic_write
+from data.store import atomic_write, remove_stale_temps
 from trainer.accel import AccelPlan
 from trainer.batches import shard
 from trainer.ddp import barrier, world
@@ -78,8 +79,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def _valid(path: Path) -> bool:
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = _sidecar(path)
     if not (path.is_file() and sidecar.is_file()):
         return False
     if sidecar.read_text().strip() == _sha256(path):
@@ -101,7 +106,7 @@ def _from_numpy(array: np.ndarray) -> torch.Tensor:
 
 def _write(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array))
-    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(_sha256(path).encode()))
+    atomic_write(_sidecar(path), lambda f: f.write(_sha256(path).encode()))
 
 
 class TrunkCache:
@@ -126,9 +131,10 @@ class TrunkCache:
                                            ("val", self.val_set, None)):
                 directory = self.dir / subset
                 directory.mkdir(parents=True, exist_ok=True)
+                mine = [(i, _file(directory, dataset.rows[i])) for i in shard(len(dataset), rank, world_size)]
+                remove_stale_temps(directory, {name for _, path in mine for name in (path.name, _sidecar(path).name)})
                 todo = []
-                for index in shard(len(dataset), rank, world_size):
-                    path = _file(directory, dataset.rows[index])
+                for index, path in mine:
                     if _valid(path):
                         counts["reused"] += 1
                     else:

@@ -1,6 +1,7 @@
 """Fixtures shared by the modules that train: one tiny prepared run dir per session (Ray extraction is slow), and
 one demo run (`fightwatch demo`, minutes) for the tests of what the demo makes and what is built on it."""
 
+import logging
 import subprocess
 
 import pytest
@@ -14,6 +15,18 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if {"prepared", "demo_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """A test that runs the command line in-process (cluster.cli.main) sets the root logger up for a console that
+    is pytest's capture of that test; later tests would log into the closed capture, a "Logging error" traceback
+    per record (tens of seconds for a 100,000-entry list)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -222,7 +222,7 @@ def test_a_killed_rank_fails_the_job_fast_and_a_restart_resumes(prepared, tmp_pa
            "train.epochs=30", "dist.timeout_s=20"]
     agent = subprocess.Popen(job, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env=clean_env())
-    marker = run_dir / "checkpoints" / "epoch_0002.pth.sha256"
+    marker = run_dir / "checkpoints" / "epoch_0004.pth.sha256"  # before epoch 4's last.pth: 3's is whole
     deadline = time.monotonic() + 300
     while not marker.exists() and agent.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -113,7 +113,7 @@ def test_a_killed_rank_on_host_b_fails_the_job_fast_and_a_restart_resumes(prepar
     with Network(2, LINK) as net:
         b = net.hosts[1]
         agents = start_agents(net.hosts, run_dir, tmp_path / "first", *job)
-        marker = run_dir / "checkpoints" / "epoch_0002.pth.sha256"
+        marker = run_dir / "checkpoints" / "epoch_0004.pth.sha256"  # before epoch 4's last.pth: 3's is whole
         deadline = time.monotonic() + 300
         while not marker.exists() and all(agent.poll() is None for agent in agents) and time.monotonic() < deadline:
             time.sleep(0.05)

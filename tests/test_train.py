@@ -36,7 +36,7 @@ def test_sigkill_then_resume_matches_a_straight_run(prepared, tmp_path):
     killed = copy_of(prepared, tmp_path / "killed")
     process = subprocess.Popen([str(FIGHTWATCH), "train", "--config", "configs/demo.yaml", f"run_dir={killed}", *TINY],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "epoch_0002.pth.sha256"
+    marker = killed / "checkpoints" / "epoch_0004.pth.sha256"  # before epoch 4's last.pth: 3's is whole
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

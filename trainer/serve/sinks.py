@@ -198,7 +198,9 @@ def _shut(sock: socket.socket | None) -> None:
             pass
 
 
-class _CuttableHTTPConnection(http.client.HTTPConnection):
+class _Cuttable:
+    """A connection that hands its socket to the attempt's deadline once connected."""
+
     def __init__(self, *args, deadline: _Deadline, **kwargs):
         super().__init__(*args, **kwargs)
         self._deadline = deadline
@@ -208,14 +210,12 @@ class _CuttableHTTPConnection(http.client.HTTPConnection):
         self._deadline.connected(self.sock)
 
 
-class _CuttableHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, deadline: _Deadline, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._deadline = deadline
+class _CuttableHTTPConnection(_Cuttable, http.client.HTTPConnection):
+    pass
 
-    def connect(self):
-        super().connect()
-        self._deadline.connected(self.sock)
+
+class _CuttableHTTPSConnection(_Cuttable, http.client.HTTPSConnection):
+    pass
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import torch
 
-from trainer.checkpoint import read_checkpoint
+from trainer.checkpoint import latest_checkpoint, read_checkpoint
 from trainer.model import ModelConfig, ResNet3D
 
 ROOT = Path(__file__).parents[1]
@@ -49,9 +49,10 @@ def copy_of(prepared, tmp_path, name):
 
 
 def interrupted_epoch(run_dir, epochs: int) -> int:
-    """The epoch of a killed run's last checkpoint, after asserting it stopped partway: past the first periodic
-    checkpoint, before the end, without a final model."""
-    epoch = torch.load(run_dir / "checkpoints" / "last.pth", weights_only=False)["epoch"]
+    """The epoch a killed run resumes after (its newest whole checkpoint: an epoch's periodic file is written
+    before its last.pth, so a kill between them leaves last.pth an epoch behind), after asserting it stopped
+    partway: past the first periodic checkpoint, before the end, without a final model."""
+    epoch = latest_checkpoint(run_dir / "checkpoints")[1]["epoch"]
     assert 2 <= epoch < epochs and not (run_dir / "model.pth").exists(), epoch
     return epoch
 

@@ -29,10 +29,13 @@ def test_shard_round_trip_reads_only_the_asked_frames(tmp_path):
     assert frames.shape == (2, 32, 40, 3)
     assert abs(int(frames[0, 2, 2, 0]) - 30) <= 3 and abs(int(frames[1, 2, 2, 0]) - 70) <= 3
     assert np.allclose(reopened.read("a2")[:, 2, 2, 0], 10 * np.arange(12), atol=3)  # every frame, in order
-    # two files per video, a plain tar
+    # two files per video, a plain tar, whose members are where the index says
     assert sorted(p.name for p in tmp_path.iterdir()) == ["videoA.index.json", "videoA.tar"]
     with tarfile.open(tmp_path / "videoA.tar") as tar:
-        assert len(tar.getnames()) == 32
+        members = tar.getmembers()
+    assert [[m.offset_data, m.size] for m in members] == [
+        offset for clip_id in ("a1", "a2") for offset in reopened.index[clip_id]["offsets"]]
+    assert [m.name for m in members[:2]] == ["a1/00000.jpg", "a1/00001.jpg"]
 
 
 def open_descriptors() -> set[str]:
@@ -58,7 +61,7 @@ def test_the_store_closes_the_shards_it_opened(tmp_path):
 
 def test_a_crash_mid_shard_leaves_no_shard(tmp_path):
     store = ClipStore(tmp_path)
-    with pytest.raises(TypeError):  # 7 channels: not an image, fails after "ok" was written to the temp tar
+    with pytest.raises(ValueError):  # 7 channels: not an image, fails after "ok" was written to the temp tar
         store.write_shard("v", {"ok": clip(), "bad": np.zeros((2, 8, 8, 7), np.uint8)})
     assert not store.shard_done("v") and list(tmp_path.iterdir()) == []
 

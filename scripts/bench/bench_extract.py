@@ -1,9 +1,10 @@
 """Clip extraction per core: fightwatch's PyAV seek + decode into the store vs the seed's ffmpeg-to-JPEG method.
 
-    .venv/bin/python scripts/bench/bench_extract.py [--clips 24] [--seconds 90]
+    .venv/bin/python scripts/bench/bench_extract.py [--clips 24] [--seconds 90] [--size 480x360]
 
 Both run pinned to one core (the process and its ffmpeg children), on the same 4-second windows of one
-480x360 H.264 25 fps source, resized to short side 128:
+H.264 25 fps source (480x360, or 854x480: what the downloader's `res:480` gets of a 16:9 movie), resized to
+short side 128:
   fightwatch  extract_window (seek to the keyframe before the window, decode, resample by timestamps, resize)
               and ClipStore.write_shard (JPEG q90 into one tar per source video)
   seed        `ffmpeg -ss S -t 4 -i video -vf scale=-2:128 -r 25 dir/image_%05d.jpg` per clip (3D-ResNets-PyTorch's
@@ -63,6 +64,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=90.0, help="length of the source video")
+    parser.add_argument("--size", default="480x360", help="the source's WIDTHxHEIGHT (even sides)")
     args = parser.parse_args()
     print(describe_cpu())
     if not shutil.which("ffmpeg"):
@@ -71,9 +73,10 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     try:
         video = tmp / "movie.mp4"
-        write_video(video, render_clip("fight", args.seconds, seed=0, width=480, height=360), fps=int(FPS))
+        width, height = (int(side) for side in args.size.split("x"))
+        write_video(video, render_clip("fight", args.seconds, seed=0, width=width, height=height), fps=int(FPS))
         starts = np.sort(np.random.default_rng(0).uniform(0, args.seconds - CLIP_S, args.clips))
-        print(f"{args.clips} clips of {CLIP_S:g} s from a {args.seconds:g} s 480x360 H.264 video, one core")
+        print(f"{args.clips} clips of {CLIP_S:g} s from a {args.seconds:g} s {args.size} H.264 video, one core")
 
         t0 = time.perf_counter()
         for s in starts:

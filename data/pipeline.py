@@ -53,20 +53,28 @@ def group_by_video(rows: list[dict]) -> list[dict]:
     return list(groups.values())
 
 
+def extract_shard(item: dict, store: ClipStore, fps: float, short_side: int) -> tuple[list[str], list[dict]]:
+    """Extract one video's clips (a group_by_video item) into its shard: (clip ids stored, failures). Each clip
+    goes into the shard as it is cut, so one clip's frames are held at a time. NoSpaceError when the disk fills."""
+    failures = []
+
+    def cut():
+        for clip in item["clips"]:
+            try:
+                yield clip["clip_id"], extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side)
+            except ClipError as e:
+                failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
+
+    return store.write_shard(item["video_id"], cut()), failures
+
+
 def _extract_video(item: dict, store_root: str, fps: float, short_side: int) -> dict:
-    clips, failures = {}, []
-    for clip in item["clips"]:
-        try:
-            clips[clip["clip_id"]] = extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side)
-        except ClipError as e:
-            failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
     no_space = None
-    if clips:
-        try:
-            ClipStore(store_root).write_shard(item["video_id"], clips)
-        except NoSpaceError as e:  # raised here it would reach the driver as Ray's many-line wrapper
-            clips, no_space = {}, str(e)
-    return {"video_id": item["video_id"], "ok": list(clips), "failures": failures,
+    try:
+        ok, failures = extract_shard(item, ClipStore(store_root), fps, short_side)
+    except NoSpaceError as e:  # raised here it would reach the driver as Ray's many-line wrapper
+        ok, failures, no_space = [], [], str(e)
+    return {"video_id": item["video_id"], "ok": ok, "failures": failures,
             "node": ray.get_runtime_context().get_node_id(), "no_space": no_space}
 
 

@@ -14,12 +14,13 @@ import contextlib
 import errno
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
 import tarfile
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +161,22 @@ class ClipStore:
         entry = self.index[clip_id]
         return entry["frames"], entry["height"], entry["width"]
 
-    def write_shard(self, shard: str, clips: dict[str, np.ndarray]) -> None:
-        """Write all clips of one source video (uint8 (T, H, W, 3) each) as one shard."""
+    def write_shard(self, shard: str, clips: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]) -> list[str]:
+        """Write the clips of one source video (uint8 (T, H, W, 3) each, by clip id) as one shard; the ids written.
+
+        Each clip is encoded as it comes, so a generator of (clip_id, frames) pairs holds one clip at a time (a
+        movie's hundred clips of raw frames would be ~1 GB). No clips: no shard."""
+        pairs = iter(clips.items() if isinstance(clips, Mapping) else clips)
+        first = next(pairs, None)
+        if first is None:
+            return []
         tar_path = self.root / f"{shard_stem(shard)}.tar"
-        offsets: dict[str, list] = {clip_id: [] for clip_id in clips}
+        entries: dict[str, dict] = {}
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for clip_id, frames in clips.items():
+                for clip_id, frames in itertools.chain([first], pairs):
+                    offsets = []
                     for i, frame in enumerate(frames):
                         data = encode_jpeg(np.ascontiguousarray(frame, dtype=np.uint8), self.quality)
                         info = tarfile.TarInfo(f"{clip_id}/{i:05d}.jpg")
@@ -175,16 +184,16 @@ class ClipStore:
                         tar.addfile(info, io.BytesIO(data))
                         # tar.offset is now past the member's data, padded to whole blocks
                         padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                        offsets[clip_id].append([tar.offset - padded, len(data)])
+                        offsets.append([tar.offset - padded, len(data)])
+                    entries[clip_id] = {"shard": tar_path.name, "frames": len(frames), "height": frames.shape[1],
+                                        "width": frames.shape[2], "offsets": offsets}
 
         atomic_write(tar_path, write_tar)
-        index = {"shard": tar_path.name, "clips": {
-            clip_id: {"shard": tar_path.name, "frames": len(frames), "height": frames.shape[1],
-                      "width": frames.shape[2], "offsets": offsets[clip_id]}
-            for clip_id, frames in clips.items()}}
+        index = {"shard": tar_path.name, "clips": entries}
         atomic_write(self.root / f"{shard_stem(shard)}{INDEX_SUFFIX}", lambda f: f.write(json.dumps(index).encode()))
         if self._index is not None:
-            self._index.update(index["clips"])
+            self._index.update(entries)
+        return list(entries)
 
     def read(self, clip_id: str, frame_indices=None) -> np.ndarray:
         """The clip's frames (all, or those at `frame_indices`) as uint8 (T, H, W, 3)."""

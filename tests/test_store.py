@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from data.dataset import ClipDataset, Normalization, center_view, random_view
+from data.pipeline import extract_shard
 from data.store import ClipStore
+from tests.videos import decode_index, write_video
 
 NORM = Normalization((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0)
 
@@ -100,3 +102,27 @@ def test_value_scale_matches_the_0_to_1_convention():
     in_0_255 = to_input(frames, 8, NORM)
     in_0_1 = to_input(frames, 8, Normalization(tuple(m / 255 for m in NORM.mean), (1 / 255,) * 3, 1.0))
     assert torch.allclose(in_0_255, in_0_1, atol=1e-3)
+
+
+def test_a_shard_encodes_each_clip_as_it_comes(tmp_path):
+    """A generator's clips are written one by one (the pipeline holds one clip's frames, not a movie's)."""
+    def clips():
+        yield "c0", clip(seed=0)
+        temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert len(temps) == 1 and temps[0].stat().st_size > 0  # c0 is in the temp tar before c1 is cut
+        yield "c1", clip(seed=1)
+
+    store = ClipStore(tmp_path)
+    assert store.write_shard("v", clips()) == ["c0", "c1"]
+    assert np.allclose(store.read("c1")[:, 2, 2, 0], 10 * np.arange(20), atol=3)
+    assert store.write_shard("none", iter(())) == [] and not store.shard_done("none")  # no clips, no shard
+
+
+def test_a_videos_whole_windows_are_stored_and_the_rest_reported(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 25, size=(64, 48), fps=25)  # 1 s
+    item = {"video_id": "v", "path": str(video), "clips": [
+        {"clip_id": "late", "start_s": 0.8, "end_s": 1.44}, {"clip_id": "whole", "start_s": 0.2, "end_s": 0.84}]}
+    stored, failures = extract_shard(item, ClipStore(tmp_path / "clips"), fps=25.0, short_side=32)
+    assert stored == ["whole"]
+    assert [(f["clip_id"], f["reason"]) for f in failures] == [("late", "too_short")]
+    assert [decode_index(f) for f in ClipStore(tmp_path / "clips").read("whole")] == list(range(5, 21))

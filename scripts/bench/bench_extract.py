@@ -1,18 +1,20 @@
 """Clip extraction per core: fightwatch's PyAV seek + decode into the store vs the seed's ffmpeg-to-JPEG method.
 
-    .venv/bin/python scripts/bench/bench_extract.py [--clips 24] [--seconds 90] [--size 480x360]
+    .venv/bin/python scripts/bench/bench_extract.py [--clips 24] [--seconds 90] [--size 480x360] [--rounds 5]
 
 Both run pinned to one core (the process and its ffmpeg children), on the same 4-second windows of one
 H.264 25 fps source (480x360, or 854x480: what the downloader's `res:480` gets of a 16:9 movie), resized to
 short side 128:
-  fightwatch  extract_window (seek to the keyframe before the window, decode, resample by timestamps, resize)
-              and ClipStore.write_shard (JPEG q90 into one tar per source video)
+  fightwatch  data.pipeline.extract_shard, what each Ray task runs per video: extract_window (seek to the
+              keyframe before the window, decode, resample by timestamps, resize) per clip, each clip into
+              ClipStore.write_shard as it is cut (JPEG q90 into one tar per source video)
   seed        `ffmpeg -ss S -t 4 -i video -vf scale=-2:128 -r 25 dir/image_%05d.jpg` per clip (3D-ResNets-PyTorch's
               utils/video_jpg.py, cut per clip), then reading the JPEGs back into an array
   decode only the limit of any PyAV extraction: the same seek and decode of the same windows, each frame dropped
               as decoded (no conversion, resize or JPEG)
-fightwatch's extract_window is also timed alone (its RGB frames before the store), so the gap to the limit splits
-into swscale's resize to RGB and the JPEG store.
+fightwatch's extract_window is also timed alone (its RGB frames, dropped before any store), so the gap to the limit
+splits into swscale's resize to RGB and the JPEG store. Decode only, frames alone and fightwatch run in turn, --rounds
+times (the medians count: a shared machine's speed drifts more between runs than within a round); the seed once.
 Needs Debian's ffmpeg on PATH for the seed's side. The last line is the headline: fightwatch against the seed and
 against the decode-only limit.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -33,6 +36,7 @@ from PIL import Image
 
 from common import describe_cpu  # scripts/bench/common.py
 from data.extract import _timed_frames, extract_window
+from data.pipeline import extract_shard
 from data.store import ClipStore
 from data.synthetic import render_clip, write_video
 
@@ -65,6 +69,7 @@ def main():
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=90.0, help="length of the source video")
     parser.add_argument("--size", default="480x360", help="the source's WIDTHxHEIGHT (even sides)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three PyAV runs in turn")
     args = parser.parse_args()
     print(describe_cpu())
     if not shutil.which("ffmpeg"):
@@ -78,28 +83,43 @@ def main():
         starts = np.sort(np.random.default_rng(0).uniform(0, args.seconds - CLIP_S, args.clips))
         print(f"{args.clips} clips of {CLIP_S:g} s from a {args.seconds:g} s {args.size} H.264 video, one core")
 
-        t0 = time.perf_counter()
-        for s in starts:
-            decode_only(video, s, s + CLIP_S)
-        decode = args.clips / (time.perf_counter() - t0)
+        item = {"video_id": "movie", "path": str(video),
+                "clips": [{"clip_id": f"clip{i:03d}", "start_s": s, "end_s": s + CLIP_S} for i, s in enumerate(starts)]}
 
-        t0 = time.perf_counter()
-        clips = {f"clip{i:03d}": extract_window(video, s, s + CLIP_S, FPS, SHORT_SIDE) for i, s in enumerate(starts)}
-        to_rgb = time.perf_counter() - t0
-        ClipStore(tmp / "store").write_shard("movie", clips)
-        ours = args.clips / (time.perf_counter() - t0)
-        to_rgb = args.clips / to_rgb
+        def decode_windows():
+            for s in starts:
+                decode_only(video, s, s + CLIP_S)
+
+        def frames_alone():
+            for s in starts:
+                extract_window(video, s, s + CLIP_S, FPS, SHORT_SIDE)
+
+        def extract_into_store():
+            stored, _ = extract_shard(item, ClipStore(tmp / "store"), FPS, SHORT_SIDE)
+            assert len(stored) == args.clips, "every window of the source is whole"
+
+        runs = {"decode only": decode_windows, "frames alone": frames_alone, "fightwatch": extract_into_store}
+        rates = {name: [] for name in runs}
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                run()
+                rates[name].append(args.clips / (time.perf_counter() - t0))
+        decode, to_rgb, ours = (statistics.median(measured) for measured in rates.values())
+        frames = extract_window(video, starts[0], starts[0] + CLIP_S, FPS, SHORT_SIDE)
 
         t0 = time.perf_counter()
         seed_clips = [seed_method(video, s, tmp / "seed" / f"clip{i:03d}") for i, s in enumerate(starts)]
         seed = args.clips / (time.perf_counter() - t0)
 
-        print(f"frames per clip: fightwatch {len(clips['clip000'])}, seed {len(seed_clips[0])}; "
-              f"size {clips['clip000'].shape[1:3]} vs {seed_clips[0].shape[1:3]}")
+        print(f"frames per clip: fightwatch {len(frames)}, seed {len(seed_clips[0])}; "
+              f"size {frames.shape[1:3]} vs {seed_clips[0].shape[1:3]}")
+        print(f"medians of {args.rounds} rounds; each round's clips/s per core in [ ]: "
+              + "; ".join(f"{name} [{' '.join(f'{r:.1f}' for r in measured)}]" for name, measured in rates.items()))
         print(f"decode only (PyAV seek + decode, frames dropped): {decode:6.2f} clips/s per core")
         print(f"fightwatch's frames alone (PyAV seek + decode + resample + resize to RGB, no store): {to_rgb:6.2f} "
               f"clips/s per core, {to_rgb / decode:.0%} of decode only")
-        print(f"fightwatch (PyAV -> JPEG tar shard): {ours:6.2f} clips/s per core")
+        print(f"fightwatch (PyAV -> JPEG tar shard, extract_shard): {ours:6.2f} clips/s per core")
         print(f"seed (ffmpeg CLI -> JPEG folder -> read back): {seed:6.2f} clips/s per core")
         print(f"fightwatch: {ours / seed:.2f}x the seed's method, {ours / decode:.0%} of the decode-only limit")
     finally:

@@ -29,6 +29,14 @@ def root_logging_restored():
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """The tests talk only to servers on this machine: a CI proxy (urllib and FFmpeg's http honour *_proxy) must
+    not sit between them; the commands the tests start inherit this environment."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import torch
 
-from trainer.checkpoint import latest_checkpoint, read_checkpoint
+from trainer.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
 from trainer.model import ModelConfig, ResNet3D
 
 ROOT = Path(__file__).parents[1]
@@ -32,6 +32,11 @@ TINY = ["data.synthetic.videos_per_class=10", "data.synthetic.seconds=1.0", "dat
         "train.plateau_patience=1", "train.warmup_epochs=0", "tracking.run_name=resume-test",
         "tracking.log_model=false"]
 
+# The watch tests' model: tiny, at the size and rate `watch` windows are cut for
+WATCH_MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
+                              pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750),
+                              std=(1.0, 1.0, 1.0), value_scale=255.0)
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TRAIN = ["-m", "cluster.cli", "train", "--config", "configs/demo.yaml", *TINY]  # what TORCHRUN runs
 
@@ -41,6 +46,18 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     return {**env, **extra}
+
+
+def fixed_output_model(path, says: str) -> Path:
+    """A WATCH_MODEL_CFG checkpoint whose output ignores the frames: fc weight 0 and bias [0, 5] (says "fight",
+    alerting from a stream's first windows) or [5, 0] (says "calm", never alerting)."""
+    torch.manual_seed(0)
+    model = ResNet3D(WATCH_MODEL_CFG)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor({"fight": [0.0, 5.0], "calm": [5.0, 0.0]}[says]))
+    save_checkpoint(path, model, WATCH_MODEL_CFG, epoch=1)
+    return Path(path)
 
 
 def copy_of(prepared, tmp_path, name):

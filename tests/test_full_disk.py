@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from cluster.score import Video, score_job
-from scripts.faults.full_disk import fight_model, prepare_case, resize, temp_files, tmpfs, train_case, watch_case
+from scripts.faults.full_disk import prepare_case, resize, temp_files, tmpfs, train_case, watch_case
+from tests.helpers import fixed_output_model
 from tests.test_scoring import MODEL_CFG
 from tests.test_watch import FPS, decoded_frames
 from tests.videos import write_video
@@ -40,7 +41,7 @@ def test_a_checkpoint_that_finds_the_disk_full_fails_in_one_line_and_the_rerun_r
 
 def test_alert_evidence_that_finds_the_disk_full_is_one_line_each_and_no_alert_is_lost(tmp_path):
     video = write_video(tmp_path / "gate.mp4", 50, fps=FPS)
-    assert watch_case(tmp_path, "4k", fight_model(tmp_path / "fight.pth"), video) is None
+    assert watch_case(tmp_path, "4k", fixed_output_model(tmp_path / "fight.pth", "fight"), video) is None
 
 
 def test_annotated_files_that_find_the_disk_full_cost_only_themselves(tmp_path, caplog):

@@ -17,12 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.helpers import FIGHTWATCH, free_port
+from tests.helpers import FIGHTWATCH, fixed_output_model, free_port
 from tests.videos import write_video
-from trainer.checkpoint import save_checkpoint
-from trainer.model import ModelConfig, ResNet3D
 from tests.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.review_app import serve_in_thread
@@ -204,20 +201,14 @@ class GatedHandler(BaseHTTPRequestHandler):
 
 def test_watch_ui_shows_an_alert_within_2_s_of_its_json_line(browser, tmp_path):
     """The acceptance check of the review app: `fightwatch watch --ui` on a camera, the page open before the fight."""
-    cfg = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
-                      pretrained=None, ft_begin="conv1", mean=None, std=None, value_scale=None)
-    model = ResNet3D(cfg)
-    with torch.no_grad():  # always fight: the alert comes from the stream's first windows
-        model.fc.weight.zero_(), model.fc.bias.copy_(torch.tensor([0.0, 5.0]))
-    save_checkpoint(tmp_path / "fight.pth", model, cfg, epoch=1)
+    fixed_output_model(tmp_path / "fight.pth", "fight")  # the alert comes from the stream's first windows
     stream = GatedStream(write_video(tmp_path / "cam.ts", 150, fps=25).read_bytes())
     threading.Thread(target=stream.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
     port, alerts = free_port(), tmp_path / "alerts.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     process = subprocess.Popen(
         [str(FIGHTWATCH), "watch", "--model", str(tmp_path / "fight.pth"), "--store", str(tmp_path / "alerts.db"),
          "--ui", f"127.0.0.1:{port}", "--alerts", str(alerts), "--out-dir", str(tmp_path / "out"),
-         f"gate=http://127.0.0.1:{stream.server_port}/cam.ts"], env=env, stderr=subprocess.PIPE, text=True)
+         f"gate=http://127.0.0.1:{stream.server_port}/cam.ts"], stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 60

@@ -32,13 +32,6 @@ DELAY_S = 0.05  # watch --reconnect-delay and --reconnect-max-delay: every recon
 MARGIN_S = 1.0  # what a loaded 2-core CI box may add to a detection
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    # urllib (webhook) and FFmpeg's http honour *_proxy; nothing may sit between us and 127.0.0.1
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture(scope="module")
 def stream_video(tmp_path_factory):
     """10 s of H.264 in MPEG-TS at 25 fps: what the stream servers serve (HTTP as is, RTSP as RTP)."""

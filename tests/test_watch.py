@@ -20,21 +20,18 @@ import torch
 
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
-from tests.helpers import needs_mosquitto
+from tests.helpers import WATCH_MODEL_CFG, fixed_output_model, needs_mosquitto
 from tests.videos import write_video
 from trainer.checkpoint import save_checkpoint
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.scoring import ScoreConfig, score_video
 from trainer.serve.sources import parse_sources
 from trainer.serve.window_queue import WindowQueue
-from trainer.model import ModelConfig, ResNet3D
+from trainer.model import ResNet3D
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
 SECRET_ENV, SECRET = "FIGHTWATCH_WATCH_TEST_SECRET", "w4tch-Secret-Value-31"
-MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
-                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
-                        value_scale=255.0)
 
 
 def n_windows(frames: int, stride: int, duration: int = 16) -> int:
@@ -43,27 +40,11 @@ def n_windows(frames: int, stride: int, duration: int = 16) -> int:
     return regular + ((frames - duration) % stride != 0)
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    # both urllib (webhook) and FFmpeg's http honour *_proxy; nothing may sit between us and 127.0.0.1
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Checkpoints whose output is fixed: fc weight 0, bias [0, 5] (always fight) or [5, 0] (always calm)."""
+    """Checkpoints whose output is fixed: always fight, always calm."""
     folder = tmp_path_factory.mktemp("models")
-    paths = {}
-    for name, bias in (("fight", [0.0, 5.0]), ("calm", [5.0, 0.0])):
-        torch.manual_seed(0)
-        model = ResNet3D(MODEL_CFG)
-        with torch.no_grad():
-            model.fc.weight.zero_()
-            model.fc.bias.copy_(torch.tensor(bias))
-        paths[name] = folder / f"{name}.pth"
-        save_checkpoint(paths[name], model, MODEL_CFG, epoch=1)
-    return paths
+    return {says: fixed_output_model(folder / f"{says}.pth", says) for says in ("fight", "calm")}
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +132,11 @@ def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys,
     """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/windows.py) from the same
     decoded, resized frames, so a model gives both the same probabilities."""
     torch.manual_seed(1)
-    model = ResNet3D(MODEL_CFG).eval()
+    model = ResNet3D(WATCH_MODEL_CFG).eval()
     with torch.no_grad():  # logits of a random model differ by ~30: scaled so the probabilities are not all 0
         model.fc.weight.mul_(0.05)
-    save_checkpoint(tmp_path / "random.pth", model, MODEL_CFG, epoch=1)
-    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
+    save_checkpoint(tmp_path / "random.pth", model, WATCH_MODEL_CFG, epoch=1)
+    scored = score_video(model, WATCH_MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
     rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
                          "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out", videos[video])
     watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])

@@ -35,15 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny config and the clean environment
 
 import av  # noqa: E402
-import torch  # noqa: E402
 
 from data.store import ClipStore  # noqa: E402
 from scripts.bench.common import describe_cpu  # noqa: E402
-from tests.helpers import FIGHTWATCH, TINY, clean_env  # noqa: E402
-from tests.test_watch import MODEL_CFG  # noqa: E402
+from tests.helpers import FIGHTWATCH, TINY, clean_env, fixed_output_model  # noqa: E402
 from tests.videos import write_video  # noqa: E402
-from trainer.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from trainer.model import ResNet3D  # noqa: E402
+from trainer.checkpoint import latest_checkpoint, read_checkpoint  # noqa: E402
 from trainer.serve.alert_store import AlertStore  # noqa: E402
 
 EPOCHS = 3
@@ -180,17 +177,6 @@ def watch_case(work: Path, size: str, model: Path, video: Path) -> str | None:
         return None
 
 
-def fight_model(path: Path) -> Path:
-    """A checkpoint that always says fight (fc weight 0, bias [0, 5]), as tests/test_watch.py's."""
-    torch.manual_seed(0)
-    model = ResNet3D(MODEL_CFG)
-    with torch.no_grad():
-        model.fc.weight.zero_()
-        model.fc.bias.copy_(torch.tensor([0.0, 5.0]))
-    save_checkpoint(path, model, MODEL_CFG, epoch=1)
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,7 +199,7 @@ def main() -> None:
             result = fightwatch("prepare", "--config", "configs/demo.yaml", f"run_dir={prepared}", *TINY)
             if result.returncode:
                 sys.exit(f"preparing the training data failed: {result.stderr[-2000:]}")
-        model = fight_model(base / "fight.pth")
+        model = fixed_output_model(base / "fight.pth", "fight")
         video = write_video(base / "gate.mp4", 50, fps=25)
         runs = ([("prepare", s, lambda w, s=s: prepare_case(w, s)) for s in args.prepare_sizes]
                 + [("train", s, lambda w, s=s: train_case(w, s, prepared)) for s in args.train_sizes]

@@ -41,32 +41,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # tests.fault_servers, tests.helpers, tests.videos
 
-import torch  # noqa: E402
 
 from scripts.bench.common import describe_cpu  # noqa: E402
 from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart  # noqa: E402
-from tests.helpers import FIGHTWATCH, MOSQUITTO, Mosquitto, Subscriber  # noqa: E402
-from tests.test_watch import MODEL_CFG  # noqa: E402
+from tests.helpers import FIGHTWATCH, MOSQUITTO, Mosquitto, Subscriber, fixed_output_model  # noqa: E402
 from tests.videos import write_video  # noqa: E402
-from trainer.checkpoint import save_checkpoint  # noqa: E402
-from trainer.model import ResNet3D  # noqa: E402
 from trainer.serve.sinks import MqttConfig, WebhookSink  # noqa: E402
 
 STALLS = [("http", "silent", 1), ("http", "headers", 1), ("http", "mid", 1),
           ("rtsp", "silent", 1), ("rtsp", "headers", 2), ("rtsp", "mid", 1)]  # (protocol, mode, bound in timeouts)
 DELAY_S = 0.05  # the watch's reconnect delay, fixed (no doubling)
 HOOK_MODES = ("silent", "status", "trickle")
-
-
-def calm_model(path: Path) -> Path:
-    """A tiny checkpoint that never raises an alert (fc bias [5, 0]): the loop is about the streams."""
-    torch.manual_seed(0)
-    model = ResNet3D(MODEL_CFG)
-    with torch.no_grad():
-        model.fc.weight.zero_()
-        model.fc.bias.copy_(torch.tensor([5.0, 0.0]))
-    save_checkpoint(path, model, MODEL_CFG, epoch=1)
-    return path
 
 
 def no_proxy_env() -> dict:
@@ -77,7 +62,7 @@ def stall_loop(args, work: Path) -> tuple[int, int, dict[int, list[float]]]:
     """(detected, stalls, detection times by bound in timeouts); prints a row per camera."""
     video = write_video(work / "cam.ts", 250, fps=25)
     servers = {f"{protocol}-{mode}": (StallingServer(protocol, mode, video), bound) for protocol, mode, bound in STALLS}
-    command = [str(FIGHTWATCH), "watch", "--model", str(calm_model(work / "calm.pth")), "--out-dir",
+    command = [str(FIGHTWATCH), "watch", "--model", str(fixed_output_model(work / "calm.pth", "calm")), "--out-dir",
                str(work / "out"), "--set", "watch.store=null", "--timeout", str(args.timeout), "--max-reconnects",
                str(args.stalls), "--reconnect-delay", str(DELAY_S), "--reconnect-max-delay", str(DELAY_S),
                "--stats-every", "0", *[f"{name}={server.url}" for name, (server, _) in servers.items()]]

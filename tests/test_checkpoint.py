@@ -6,7 +6,6 @@ import logging
 import os
 import pickle
 import random
-from collections import OrderedDict
 
 import numpy as np
 import pytest

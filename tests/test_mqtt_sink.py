@@ -1,6 +1,5 @@
 """The MQTT sink against a real mosquitto broker the tests start, read by a real paho subscriber."""
 
-import json
 import logging
 import os
 import subprocess

@@ -32,7 +32,6 @@ import resource
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -512,7 +511,7 @@ def cli_sample(indexes: list[int], seed: int, timeout: float, batch: int, out: P
 
 
 def report(tally: Tally, cli: CliTally | None, seconds: float, cli_seconds: float) -> list[str]:
-    lines = [f"mutations applied: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.mutations.items())),
+    lines = ["mutations applied: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.mutations.items())),
              "outcomes per step (step: reason -> count):"]
     lines += [f"  {reason}: {count}" for reason, count in sorted(tally.reasons.items())]
     lines += [f"crash: {f} [{step}] {what}" for f, step, what in tally.crashes[:50]]

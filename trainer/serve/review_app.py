@@ -49,7 +49,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from data.errors import InputError
-from trainer.serve.alert_store import REVIEW_STATES, AlertRecord, AlertStore, Review, UnknownAlert
+from trainer.serve.alert_store import AlertRecord, AlertStore, Review, UnknownAlert
 from trainer.serve.live_view import LiveView, StoreLiveView
 
 log = logging.getLogger(__name__)

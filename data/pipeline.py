@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import ray
 from tqdm import tqdm
 
-from data.extract import ClipError, extract_window
+from data.extract import ClipError, WindowBuffer, extract_window
 from data.errors import InputError
 from data.store import ClipStore, NoSpaceError
 
@@ -55,13 +55,15 @@ def group_by_video(rows: list[dict]) -> list[dict]:
 
 def extract_shard(item: dict, store: ClipStore, fps: float, short_side: int) -> tuple[list[str], list[dict]]:
     """Extract one video's clips (a group_by_video item) into its shard: (clip ids stored, failures). Each clip
-    goes into the shard as it is cut, so one clip's frames are held at a time. NoSpaceError when the disk fills."""
-    failures = []
+    goes into the shard as it is cut, so one clip's frames are held at a time, in the same memory (WindowBuffer).
+    NoSpaceError when the disk fills."""
+    failures, buffer = [], WindowBuffer()
 
     def cut():
         for clip in item["clips"]:
             try:
-                yield clip["clip_id"], extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side)
+                yield clip["clip_id"], extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side,
+                                                      buffer)
             except ClipError as e:
                 failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
 

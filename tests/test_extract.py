@@ -9,7 +9,7 @@ import pytest
 
 from data.clips import Resizer, resized
 from data.errors import InputError
-from data.extract import REASONS, ClipError, _timed_frames, extract_window
+from data.extract import REASONS, ClipError, WindowBuffer, _timed_frames, extract_window
 from tests import videos
 from tests.videos import decode_index, write_video
 
@@ -46,6 +46,18 @@ def test_constant_rate_windows(tmp_path, name, kwargs):
     assert indices(first) == list(range(10))
     assert indices(extract_window(path, 0.7, 1.1)) == list(range(17, 27))  # starts mid-GOP
     assert indices(extract_window(path, 1.2, 1.6)) == list(range(30, 40))  # up to the very end
+
+
+def test_windows_of_one_shape_are_cut_into_the_same_memory(tmp_path):
+    path = write_video(tmp_path / "a.mp4", 40)
+    buffer = WindowBuffer()
+    first = extract_window(path, 0, 0.4, buffer=buffer)
+    assert indices(first) == list(range(10))
+    second = extract_window(path, 0.7, 1.1, buffer=buffer)
+    assert second is first and indices(second) == list(range(17, 27))  # the first window's frames are gone
+    assert np.array_equal(second, extract_window(path, 0.7, 1.1))
+    longer = extract_window(path, 0, 0.8, buffer=buffer)
+    assert longer.shape[0] == 20 and not np.shares_memory(longer, first)
 
 
 @pytest.mark.parametrize("name, kwargs", SOURCES)

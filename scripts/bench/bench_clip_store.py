@@ -8,6 +8,7 @@ Formats (all holding the same clips, short side 128, as `fightwatch prepare` sto
   mp4-per-clip  one H.264 file per clip, decoded from its start
   tar-shards    fightwatch's store: JPEG frames in one tar per source video, read by offset
 Each read is what the Dataset does per sample: a random clip, 16 consecutive frames from a random start.
+The JPEG codec per frame: Pillow against simplejpeg, which the store uses.
 Then: clips/s the training DataLoader delivers from tar-shards (augmentation to 112, 1 worker) against clips/s
 one training rank consumes (ResNet-34 fine-tune step, layer4+fc trained, the trunk under no_grad, in the
 trainer's precision plan for this CPU, batch 8, this process's threads).
@@ -16,6 +17,7 @@ trainer's precision plan for this CPU, batch 8, this process's threads).
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import tempfile
 import time
@@ -25,6 +27,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from data.dataset import ClipDataset, Normalization
@@ -141,6 +144,35 @@ def loader_clips_per_s(store, rows, seconds=5.0) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def pillow_encode(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, "JPEG", quality=QUALITY)
+    return buf.getvalue()
+
+
+def pillow_decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def jpeg_codecs(frames: np.ndarray, rounds: int = 3) -> dict[str, tuple[float, float]]:
+    """{codec: (encode, decode) ms per frame}: Pillow's image objects against the store's simplejpeg, the same
+    frames in turn, best of `rounds`."""
+    codecs = {"Pillow": (pillow_encode, pillow_decode),
+              "simplejpeg (the store's)": (lambda frame: encode_jpeg(frame, QUALITY), decode_jpeg)}
+    best = {name: [float("inf"), float("inf")] for name in codecs}
+    for _ in range(rounds):
+        for name, (encode, decode) in codecs.items():
+            t0 = time.perf_counter()
+            encoded = [encode(frame) for frame in frames]
+            t1 = time.perf_counter()
+            for data in encoded:
+                decode(data)
+            t2 = time.perf_counter()
+            best[name] = [min(best[name][0], (t1 - t0) / len(frames) * 1e3),
+                          min(best[name][1], (t2 - t1) / len(frames) * 1e3)]
+    return {name: tuple(times) for name, times in best.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=48)
@@ -171,6 +203,9 @@ def main():
             mib, files = du(root)
             print(f"{name:<14} {write_s:8.2f} {mib:8.1f} {files:6d} {reads_per_s(read, ids, args.frames):8.1f}",
                   flush=True)
+        print("\nJPEG q90 per 170x128 frame (ms, one thread, best of 3): codec, encode, decode")
+        for name, (encode_ms, decode_ms) in jpeg_codecs(clips[ids[1]]).items():
+            print(f"  {name:<26} {encode_ms:6.3f} {decode_ms:6.3f}")
         rows = [{"clip_id": c, "label_id": i % 2} for i, c in enumerate(ids)]
         loader = loader_clips_per_s(ClipStore(tmp / "tar-shards"), rows)
         rank = rank_clips_per_s(plan)

@@ -166,7 +166,7 @@ class ClipStore:
         """Write the clips of one source video (uint8 (T, H, W, 3) each, by clip id) as one shard; the ids written.
 
         Each clip is encoded as it comes, so a generator of (clip_id, frames) pairs holds one clip at a time (a
-        movie's hundred clips of raw frames would be ~1 GB). No clips: no shard."""
+        movie's hundred 4 s clips of raw frames at short side 128 are 0.9 GB). No clips: no shard."""
         pairs = iter(clips.items() if isinstance(clips, Mapping) else clips)
         first = next(pairs, None)
         if first is None:

@@ -40,7 +40,7 @@ import torch.distributed as dist
 
 from cluster.logs import console_for_rank
 from data.errors import InputError
-from trainer.ddp import GradSync
+from trainer.ddp import GradSync, destroy_process_group
 
 log = logging.getLogger(__name__)
 
@@ -236,4 +236,4 @@ def process_group(cfg: DistConfig, env: Mapping[str, str] | None = None) -> Iter
     try:
         yield rdzv
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()

@@ -1,9 +1,14 @@
 """DDP on CPUs for real: gloo process groups on loopback, torchrun agents, a rank killed mid-epoch."""
 
+import functools
+import gc
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -17,7 +22,7 @@ from data.errors import InputError
 from tests.helpers import (FIGHTWATCH, ROOT, TINY, TORCHRUN, TRAIN, assert_one_line_error, assert_resumed, clean_env,
                            copy_of, fightwatch, free_port, interrupted_epoch, mlflow_runs, weights)
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
-from trainer.ddp import GradSync, bf16_allreduce_hook, wrap_head
+from trainer.ddp import GradSync, bf16_allreduce_hook, destroy_process_group, wrap_head
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 
@@ -91,28 +96,55 @@ def test_backend_choice():
 
 # ---- real process groups ----
 
-def _bf16_grads(rank: int, port: int, queue) -> None:
+def _gloo_workers() -> int:
+    names = (Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
+    return sum(name == "pt_gloo_runloop" for name in names)
+
+
+def test_leaving_the_group_joins_gloos_threads_after_ddp():
+    """DDP (a reference cycle through its reducer) and torch.distributed.nn.functional (default arguments) held the
+    group, so its worker threads outlived dist.destroy_process_group() into interpreter shutdown."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    gc.disable()  # no automatic collection in between: destroy_process_group must free DDP's cycle itself
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+        ddp(torch.randn(3, 4)).sum().backward()
+        del ddp
+        assert _gloo_workers() > 0
+    finally:
+        destroy_process_group()
+        gc.enable()
+    assert _gloo_workers() == 0
+
+
+def _in_process_group(rank: int, port: int, queue, grads: Callable[[int], Any]) -> None:
+    """Rank `rank` of two on loopback puts (rank, grads(rank)) on the queue; DDP lives only inside grads."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        torch.manual_seed(0)
-        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(64, 3))
-        model.register_comm_hook(None, bf16_allreduce_hook)
-        torch.manual_seed(1 + rank)  # each rank its own data
-        model(torch.randn(5, 64)).square().sum().backward()
-        queue.put((rank, model.module.weight.grad.numpy().copy()))  # by value: the process exits
+        queue.put((rank, grads(rank)))
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
+
+
+def _bf16_grads(rank: int) -> np.ndarray:
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(64, 3))
+    model.register_comm_hook(None, bf16_allreduce_hook)
+    torch.manual_seed(1 + rank)  # each rank its own data
+    model(torch.randn(5, 64)).square().sum().backward()
+    return model.module.weight.grad.numpy().copy()  # by value: the process exits
 
 
 def test_bf16_gradient_hook_averages_over_gloo():
     ctx = mp.get_context("spawn")
     queue, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_bf16_grads, args=(rank, port, queue)) for rank in (0, 1)]
+    procs = [ctx.Process(target=_in_process_group, args=(rank, port, queue, _bf16_grads)) for rank in (0, 1)]
     for p in procs:
         p.start()
     grads = {rank: torch.from_numpy(g) for rank, g in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(60)
+        assert p.exitcode == 0  # SIGABRT here was a group outliving the interpreter
     torch.manual_seed(0)
     reference = torch.nn.Linear(64, 3)
     expected = []
@@ -127,21 +159,17 @@ def test_bf16_gradient_hook_averages_over_gloo():
     assert GradSync(25, "bf16").grad_dtype == "bf16"
 
 
-def _accumulated_grads(rank: int, port: int, sync: GradSync, queue) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        torch.manual_seed(0)
-        head = wrap_head(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)), sync)
-        assert (head.static_graph, head.gradient_as_bucket_view) == (sync.static_graph, sync.bucket_view)
-        for _ in range(2):  # the second step runs on the buckets DDP rebuilt after the first
-            head.zero_grad(set_to_none=True)
-            torch.manual_seed(1 + rank)  # each rank its own data, the same in both steps
-            with head.no_sync():  # accumulated as trainer/train.py does: all-reduced with the last micro-batch
-                head(torch.randn(5, 64)).square().sum().backward()
+def _accumulated_grads(sync: GradSync, rank: int) -> list[np.ndarray]:
+    torch.manual_seed(0)
+    head = wrap_head(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)), sync)
+    assert (head.static_graph, head.gradient_as_bucket_view) == (sync.static_graph, sync.bucket_view)
+    for _ in range(2):  # the second step runs on the buckets DDP rebuilt after the first
+        head.zero_grad(set_to_none=True)
+        torch.manual_seed(1 + rank)  # each rank its own data, the same in both steps
+        with head.no_sync():  # accumulated as trainer/train.py does: all-reduced with the last micro-batch
             head(torch.randn(5, 64)).square().sum().backward()
-        queue.put((rank, [p.grad.numpy().copy() for p in head.parameters()]))
-    finally:
-        dist.destroy_process_group()
+        head(torch.randn(5, 64)).square().sum().backward()
+    return [p.grad.numpy().copy() for p in head.parameters()]
 
 
 @pytest.mark.parametrize("sync", [GradSync(0.001, "fp32", bucket_view=False), GradSync(25, "fp32", bucket_view=True)])
@@ -150,7 +178,8 @@ def test_accumulated_gradients_average_over_gloo_with_and_without_bucket_views(s
     no_sync: every rank ends with the average of all ranks' summed micro-batch gradients."""
     ctx = mp.get_context("spawn")
     queue, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_accumulated_grads, args=(rank, port, sync, queue)) for rank in (0, 1)]
+    grads_of = functools.partial(_accumulated_grads, sync)
+    procs = [ctx.Process(target=_in_process_group, args=(rank, port, queue, grads_of)) for rank in (0, 1)]
     for p in procs:
         p.start()
     grads = dict(queue.get(timeout=120) for _ in procs)

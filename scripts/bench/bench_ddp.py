@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from common import add_precision_arg, bench_plan  # scripts/bench/common.py
 from tests.netns import Host, Link, Network, namespace_support
 from trainer.accel import AccelPlan, apply, finetune_forward
-from trainer.ddp import GradSync, wrap_head
+from trainer.ddp import GradSync, destroy_process_group, wrap_head
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
@@ -174,7 +174,7 @@ def worker(rank: int, world_size: int, threads: int, master: str, clips: dict[st
             buffer = torch.ones(trained, dtype=dtype)
             measure(f"all_reduce {name}", lambda: dist.all_reduce(buffer))
     if world_size > 1:
-        dist.destroy_process_group()
+        destroy_process_group()
     results.put((rank, out))
 
 

@@ -106,7 +106,7 @@ def destroy_process_group() -> None:
 
     Left running, a worker freeing a finished all-reduce that backward started (the work keeps backward's
     thread-local Python context) takes the GIL during shutdown, which kills the rank with SIGABRT ("terminate
-    called without an active exception"; 4 to 7 in 100 two-rank runs of the accumulation test). Two things kept
+    called without an active exception"; 7 ranks in ~90 two-rank runs of a 2-core accumulation test). Two things kept
     the group alive past dist.destroy_process_group(): DistributedDataParallel sits in a reference cycle holding
     it through its reducer (collected here), and torch.distributed.nn.functional's default arguments (imported
     above, before any group exists).

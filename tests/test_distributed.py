@@ -105,16 +105,18 @@ def test_leaving_the_group_joins_gloos_threads_after_ddp():
     """DDP (a reference cycle through its reducer) and torch.distributed.nn.functional (default arguments) held the
     group, so its worker threads outlived dist.destroy_process_group() into interpreter shutdown."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    gc.disable()  # no automatic collection in between: destroy_process_group must free DDP's cycle itself
+    gc.disable()  # no automatic collection until the end: destroy_process_group must free DDP's cycle itself
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
         ddp(torch.randn(3, 4)).sum().backward()
         del ddp
         assert _gloo_workers() > 0
-    finally:
         destroy_process_group()
+        assert _gloo_workers() == 0
+    finally:
         gc.enable()
-    assert _gloo_workers() == 0
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _in_process_group(rank: int, port: int, queue, grads: Callable[[int], Any]) -> None:

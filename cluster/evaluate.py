@@ -30,10 +30,9 @@ from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
 from cluster.config import Config
-from cluster.prepare import make_run_dir
 from data.errors import InputError
 from data.folders import KFold, folder_manifest
-from data.store import atomic_write
+from data.files import atomic_write, make_run_dir
 from trainer.accel import AccelPlan
 from trainer.checkpoint import read_checkpoint
 from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy,

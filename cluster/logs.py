@@ -72,7 +72,7 @@ def log_to_run_dir(run_dir: str | Path) -> Path:
     import ray.data  # noqa: F401
     import torch  # noqa: F401
 
-    from cluster.prepare import make_run_dir
+    from data.files import make_run_dir
 
     path = make_run_dir(run_dir) / LOG_NAME
     handler = logging.FileHandler(path)

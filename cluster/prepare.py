@@ -22,20 +22,13 @@ from data.download import video_paths
 from data.errors import InputError
 from data.folders import KFold, extra_manifest, folder_manifest
 from data.pipeline import ExtractionSummary, extract_clips
-from data.store import ClipStore, atomic_write, write_manifest
+from data.store import ClipStore, write_manifest
+from data.files import atomic_write, make_run_dir
 from data.synthetic import generate_dataset
 
 log = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
-
-
-def make_run_dir(path: str | Path) -> Path:
-    run_dir = Path(path)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"{run_dir}: run_dir exists and is not a directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _split_text(split: dict | None) -> str:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from data.errors import InputError
-from data.store import NAME_MAX, atomic_write
+from data.files import NAME_MAX, atomic_write
 from trainer.accel import AccelConfig, AccelPlan
 from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.serve.alerts import AlertPolicy, detect_alerts

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from cluster.evaluate import KIND_TAG
 from data.errors import InputError
-from data.store import atomic_write
+from data.files import atomic_write
 
 PER_FOLD = ("data.split.fold", "model", "data")
 HEADLINE = ("video_accuracy", "video_mean_class_accuracy", "video_f1", "video_roc_auc", "video_pr_ap", "view_accuracy",

@@ -13,7 +13,8 @@ import logging
 
 from cluster.config import Config, flatten
 from cluster.distributed import process_group
-from cluster.prepare import check_split, make_run_dir
+from cluster.prepare import check_split
+from data.files import make_run_dir
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest

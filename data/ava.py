@@ -93,7 +93,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from data.errors import InputError
-from data.store import atomic_write
+from data.files import atomic_write
 
 TIMESTAMP_MIN = 902
 TIMESTAMP_MAX = 1798

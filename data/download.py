@@ -33,7 +33,7 @@ from tqdm import tqdm
 from yt_dlp.utils import DownloadCancelled, YoutubeDLError
 
 from data.errors import InputError
-from data.store import atomic_write
+from data.files import atomic_write
 
 log = logging.getLogger(__name__)
 

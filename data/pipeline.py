@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from data.extract import ClipError, WindowBuffer, extract_window
 from data.errors import InputError
-from data.store import ClipStore, NoSpaceError
+from data.store import ClipStore
+from data.files import NoSpaceError
 
 log = logging.getLogger(__name__)
 

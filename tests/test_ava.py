@@ -516,7 +516,7 @@ def test_atomic_write_cleans_up_when_writing_fails(tmp_path, monkeypatch):
     path.write_text("old\n")
 
     def failing(_path, write):
-        from data.store import atomic_write
+        from data.files import atomic_write
 
         def boom(f):
             write(f)

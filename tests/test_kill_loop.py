@@ -12,7 +12,7 @@ import mlflow
 import psutil
 import pytest
 
-from data.store import atomic_path, remove_stale_temps
+from data.files import atomic_path, remove_stale_temps
 from scripts.faults.kill_loop import (AIMABLE, Observation, Target, bar_state, classify, next_target, plan_kills,
                                      run_loop)
 from tests.helpers import FIGHTWATCH, ROOT, TRAIN, clean_env, copy_of

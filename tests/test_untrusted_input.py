@@ -16,7 +16,8 @@ import torch
 
 from cluster.score import read_video_list, score_job
 from data.folders import video_id_of
-from data.store import NAME_MAX, ClipStore
+from data.files import NAME_MAX
+from data.store import ClipStore
 from tests.test_scoring import MODEL_CFG, write_video
 from trainer.model import ResNet3D
 from trainer.serve.alerts import AlertPolicy

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from data.errors import InputError
-from data.store import atomic_path
+from data.files import atomic_path
 from trainer.model import BLOCKS_PER_DEPTH, ModelConfig, ResNet3D, family_shortcut
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from data.store import atomic_write
+from data.files import atomic_write
 
 
 def _save(fig: Figure, path: Path) -> None:

@@ -20,7 +20,7 @@ import mlflow
 import mlflow.pytorch
 import torch
 
-from data.store import atomic_write
+from data.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from data.errors import InputError
-from data.store import remove_stale_temps
+from data.files import remove_stale_temps
 from trainer import plots
 from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.batches import MicroBatchSampler, shard

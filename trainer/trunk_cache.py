@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from data.dataset import ClipDataset
 from data.errors import InputError
-from data.store import atomic_write, remove_stale_temps
+from data.files import atomic_write, remove_stale_temps
 from trainer.accel import AccelPlan
 from trainer.batches import shard
 from trainer.ddp import barrier, world

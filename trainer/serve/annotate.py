@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from data.store import atomic_path
+from data.files import atomic_path
 
 # Audio codecs copied into the MP4 untouched; every common player decodes them. Others become AAC.
 _REMUX_AUDIO_CODECS = frozenset({"aac", "mp3"})

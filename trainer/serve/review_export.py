@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from data.errors import InputError
-from data.store import atomic_path
+from data.files import atomic_path
 from trainer.serve.alert_store import AlertRecord, AlertStore
 
 log = logging.getLogger(__name__)

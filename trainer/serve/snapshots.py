@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data.store import atomic_path
+from data.files import atomic_path
 
 log = logging.getLogger(__name__)
 

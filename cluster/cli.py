@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_accel_args, add_serving_config_args, add_token_env_arg
 from cluster.logs import log_to_run_dir, setup_console
+from cluster.serve_args import POLICY_FLAGS, add_accel_args, add_serving_config_args, add_token_env_arg
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
 
@@ -305,7 +305,7 @@ def _score(args) -> None:
     from cluster.score import ScoringModel, read_video_list, score_job, score_job_ray, write_alerts
     from trainer.accel import AccelConfig, plan_for
     from trainer.checkpoint import ReleaseOptions
-    from trainer.serve.class_names import FIGHT_CLASSES
+    from trainer.serve.runtime.class_names import FIGHT_CLASSES
 
     config = load_config(args.config, args.overrides)
     score_cfg = with_flags(config.score, args, {"stride": "stride", "batch_size": "batch_size"})
@@ -358,8 +358,8 @@ def _evaluate(args) -> None:
                                   untrimmed_job)
     from trainer.accel import AccelConfig, plan_for
     from trainer.checkpoint import load_model
-    from trainer.serve.evaluate import EvalConfig
-    from trainer.serve.scoring import check_fight_model, prepare_model
+    from trainer.eval_views import EvalConfig
+    from trainer.serve.runtime.scoring import check_fight_model, prepare_model
     from trainer.tracking import tracking_uri
 
     try:
@@ -431,9 +431,9 @@ def _review(args) -> None:
     import signal
     import threading
 
-    from trainer.serve.alert_store import AlertStore
-    from trainer.serve.review_app import parse_address, serve_in_thread
-    from trainer.serve.review_export import export_reviewed
+    from trainer.serve.alerting.store import AlertStore
+    from trainer.serve.review.app import parse_address, serve_in_thread
+    from trainer.serve.review.export import export_reviewed
 
     if not args.store.is_file():
         raise InputError(f"{args.store}: no alert store there (fightwatch watch writes it); name it with --store")

@@ -27,11 +27,11 @@ from data.clips import ClipConfig
 from data.errors import InputError
 from data.folders import KFold
 from trainer.accel import AccelConfig
-from trainer.serve.alerts import AlertPolicy
-from trainer.serve.scoring import ScoreConfig
-from trainer.serve.sinks import SinksConfig
-from trainer.serve.watch_config import WatchConfig
 from trainer.model import ModelConfig
+from trainer.serve.alerting.policy import AlertPolicy
+from trainer.serve.alerting.sinks.config import SinksConfig
+from trainer.serve.runtime.scoring import ScoreConfig
+from trainer.serve.runtime.watch_config import WatchConfig
 from trainer.tracking import TrackingConfig
 from trainer.train import TrainConfig
 

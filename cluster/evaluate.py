@@ -2,7 +2,7 @@
 
 Videos come from a folder per class (data/folders.py: Hockey Fights, RWF-2000, the demo's `videos/`) or a CSV
 of `path,label` lines (label fight/nonfight or 1/0; paths relative to the CSV's folder). Each video is scored on
-several views (trainer/serve/evaluate.py); the report (JSON) has video-level accuracy (the headline), mean class
+several views (trainer/eval_views.py); the report (JSON) has video-level accuracy (the headline), mean class
 accuracy, precision/recall/F1 of fight, ROC-AUC, PR-AP, the confusion matrix and a threshold sweep, the same
 view-level (each view on its own), and throughput. `--dump` writes one CSV row per video with its views'
 probabilities, from which every video-level figure can be recomputed. `untrimmed_job` measures what an operator
@@ -31,16 +31,16 @@ from tqdm import tqdm
 
 from cluster.config import Config
 from data.errors import InputError
-from data.folders import KFold, folder_manifest
 from data.files import atomic_write, make_run_dir
+from data.folders import KFold, folder_manifest
 from trainer.accel import AccelPlan
 from trainer.checkpoint import read_checkpoint
-from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy,
-                             threshold_sweep, timeline_report)
+from trainer.eval_views import EvalConfig, video_fight_prob, view_logits
+from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy, threshold_sweep,
+                             timeline_report)
 from trainer.model import ModelConfig, ResNet3D
-from trainer.serve.alerts import AlertPolicy, detect_alerts
-from trainer.serve.evaluate import EvalConfig, video_fight_prob, view_logits
-from trainer.serve.scoring import ScoreConfig, score_video, windows
+from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
+from trainer.serve.runtime.scoring import ScoreConfig, score_video, windows
 from trainer.tracking import ensure_experiment, ensure_local_store, git_commit, mlflow_params, tracking_uri
 
 log = logging.getLogger(__name__)

@@ -28,11 +28,11 @@ from data.errors import InputError
 from data.files import NAME_MAX, atomic_write
 from trainer.accel import AccelConfig, AccelPlan
 from trainer.checkpoint import ReleaseOptions, load_any_model
-from trainer.serve.alerts import AlertPolicy, detect_alerts
-from trainer.serve.annotate import annotate_video, fight_gif, plot_probabilities
-from trainer.serve.class_names import FIGHT_CLASSES, class_names
-from trainer.serve.scoring import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
 from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
+from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
+from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names
+from trainer.serve.runtime.scoring import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class ScoringModel(NamedTuple):
     @classmethod
     def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None) -> "ScoringModel":
         """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
-        with the names of its classes (trainer.serve.class_names)."""
+        with the names of its classes (trainer.serve.runtime.class_names)."""
         loaded = load_any_model(path, release)
         return cls(loaded.model, loaded.config, class_names(path, loaded.config.n_classes, loaded.release, names_file))
 
@@ -128,7 +128,7 @@ def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: 
     `<name>_fight.gif` there, `<name>` being the video's name without its suffix (its folders too, so `a/x.mp4`
     and `b/x.mp4` keep apart). Feature mode, and a model whose classes `names` are not fightwatch's, have no
     fight probabilities, hence no alerts and nothing to draw.
-    `model` must be prepared for `plan` (trainer.serve.scoring.prepare_model).
+    `model` must be prepared for `plan` (trainer.serve.runtime.scoring.prepare_model).
     """
     path = video.path
     if video.refused:

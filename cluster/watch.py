@@ -1,4 +1,4 @@
-"""`fightwatch watch`: live monitoring of cameras with a trained model (trainer/serve/monitor.py does the work)."""
+"""`fightwatch watch`: live monitoring of cameras with a trained model (trainer/serve/runtime/monitor.py does the work)."""
 
 from __future__ import annotations
 
@@ -124,13 +124,14 @@ def run_watch(args) -> int:
     from cluster.config import load_config, with_flags
     from trainer.accel import AccelConfig, apply, plan_for
     from trainer.checkpoint import load_model
-    from trainer.serve.monitor import Monitor
-    from trainer.serve.scoring import check_fight_model
-    from trainer.serve.alert_store import AlertStore
-    from trainer.serve.live_view import MonitorLiveView
-    from trainer.serve.review_app import parse_address, serve_in_thread
-    from trainer.serve.sinks import StoreSink, build_sink
-    from trainer.serve.sources import parse_sources
+    from trainer.serve.alerting.sinks.factory import build_sink
+    from trainer.serve.alerting.sinks.store import StoreSink
+    from trainer.serve.alerting.store import AlertStore
+    from trainer.serve.review.app import parse_address, serve_in_thread
+    from trainer.serve.review.live_view import MonitorLiveView
+    from trainer.serve.runtime.monitor import Monitor
+    from trainer.serve.runtime.scoring import check_fight_model
+    from trainer.serve.runtime.sources import parse_sources
 
     config = load_config(args.config, args.overrides)
     policy = with_flags(config.alerts, args, POLICY_FLAGS)

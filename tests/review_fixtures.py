@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 
 from tests.videos import pattern
-from trainer.serve.alert_store import AlertStore, utc_text
-from trainer.serve.snapshots import Frame, write_jpeg, write_mp4
+from trainer.serve.alerting.store import AlertStore, utc_text
+from trainer.serve.runtime.snapshots import Frame, write_jpeg, write_mp4
 
 NOW = datetime(2024, 5, 20, 12, 0, tzinfo=timezone.utc)
 

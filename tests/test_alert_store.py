@@ -8,9 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from data.errors import InputError
-from trainer.serve.alert_store import (SCHEMA_VERSION, AlertStore, MediaFile, Retention, UnknownAlert,
-                                      plan_media_cap, utc_text)
-from trainer.serve.alerts import Window
+from trainer.serve.alerting.policy import Window
+from trainer.serve.alerting.retention import MediaFile, Retention, apply_retention, plan_media_cap
+from trainer.serve.alerting.store import SCHEMA_VERSION, AlertStore, UnknownAlert, utc_text
 
 NOW = datetime(2024, 5, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -141,7 +141,7 @@ def test_an_alerts_windows_are_kept_replaced_on_replay_and_go_with_the_alert(tmp
                                              Window(1.28, 1.92, 0.9)]
         with pytest.raises(UnknownAlert):
             store.record_windows("nope", [(0.0, 0.64, 0.2)])
-        store.apply_retention(Retention(alert_days=30, camera_event_days=None, media_cap_mb=None), now=NOW)
+        apply_retention(store, Retention(alert_days=30, camera_event_days=None, media_cap_mb=None), now=NOW)
         assert store.alert_windows("a1") == []
 
 
@@ -217,7 +217,7 @@ def test_retention_expires_old_alerts_but_keeps_reviewed_fights_and_caps_the_med
         store.record_camera_event("gate", "offline", at=NOW - timedelta(days=1))
 
         # 4 alerts left after the expiry: 4 clips (400 kB) and 4 snapshots; a 0.25 MB cap deletes 2 clips
-        report = store.apply_retention(Retention(alert_days=30, camera_event_days=30, media_cap_mb=0.25), now=NOW)
+        report = apply_retention(store, Retention(alert_days=30, camera_event_days=30, media_cap_mb=0.25), now=NOW)
         assert (report.alerts_deleted, report.camera_events_deleted, report.files_deleted) == (1, 1, 4)
         assert report.bytes_freed == 101_000 + 200_000
         assert store.alert("old") is None and not (folder / "old.mp4").exists() and not (folder / "old.jpg").exists()
@@ -228,7 +228,7 @@ def test_retention_expires_old_alerts_but_keeps_reviewed_fights_and_caps_the_med
         assert (folder / "old_fight.mp4").exists() and (folder / "recent_fight.mp4").exists()
         assert [e.kind for e in store.camera_events()] == ["offline"]
         # a second pass has nothing to do; reviewing a fight later does not bring its clip back, it stays marked
-        assert store.apply_retention(Retention(30, 30, 0.25), now=NOW) == type(report)()
+        assert apply_retention(store, Retention(30, 30, 0.25), now=NOW) == type(report)()
 
 
 def test_a_writer_thread_and_reader_threads_share_the_file(tmp_path):

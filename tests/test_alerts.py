@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.serve.alerts import AlertPolicy, Window, detect_alerts
+from trainer.serve.alerting.policy import AlertPolicy, Window, detect_alerts
 
 POLICY = AlertPolicy(threshold=0.5, consecutive=2, calm_to_end=2, cooldown_s=0.0)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.serve.annotate import annotate_video, fight_gif, plot_probabilities
+from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -15,9 +15,9 @@ from data.errors import InputError
 from tests.videos import write_video
 from trainer.accel import AccelConfig, plan_for
 from trainer.checkpoint import save_checkpoint
+from trainer.eval_views import EvalConfig, clip_starts, crop_offsets, video_fight_prob, view_logits
 from trainer.metrics import roc_auc
 from trainer.model import ModelConfig, ResNet3D
-from trainer.serve.evaluate import EvalConfig, clip_starts, crop_offsets, video_fight_prob, view_logits
 
 MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=8,
                         pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),

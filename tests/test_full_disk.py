@@ -15,8 +15,8 @@ from tests.test_scoring import MODEL_CFG
 from tests.test_watch import FPS, decoded_frames
 from tests.videos import write_video
 from trainer.model import ResNet3D
-from trainer.serve.alerts import AlertPolicy
-from trainer.serve.scoring import ScoreConfig
+from trainer.serve.alerting.policy import AlertPolicy
+from trainer.serve.runtime.scoring import ScoreConfig
 
 pytestmark = pytest.mark.slow  # real mounts and real fightwatch processes
 

@@ -10,7 +10,8 @@ import pytest
 
 from data.errors import InputError
 from tests.helpers import ROOT, Mosquitto, Subscriber, needs_mosquitto
-from trainer.serve.sinks import CameraPresence, MqttConfig
+from trainer.serve.alerting.sinks.base import CameraPresence
+from trainer.serve.alerting.sinks.config import MqttConfig
 
 START = {"event": "start", "alert_id": "gate-20240520T120000Z-1", "camera": "gate", "source": "/v/gate.mp4",
          "start_s": 0.0, "raised_s": 0.96, "start_time": "2024-05-20T12:00:00.000Z",
@@ -39,7 +40,7 @@ def broker(tmp_path):
 
 
 def mqtt_sink(cfg):
-    from trainer.serve.mqtt_sink import MqttSink
+    from trainer.serve.alerting.sinks.mqtt import MqttSink
 
     return MqttSink(cfg, reconnect_delay_s=(1, 2))
 
@@ -54,7 +55,7 @@ def test_a_missing_credential_variable_is_an_input_error(monkeypatch):
 
 
 def test_alert_fields_carry_the_start_into_the_end():
-    from trainer.serve.mqtt_sink import alert_fields
+    from trainer.serve.alerting.sinks.mqtt import alert_fields
 
     new = alert_fields(START)
     assert new["id"] == START["alert_id"] and new["end_time"] is None and new["threshold"] == 0.5
@@ -136,7 +137,7 @@ def test_an_alert_sent_while_the_broker_is_away_arrives_after_it_restarts(broker
 @pytest.mark.slow  # a broker and a process killed
 @needs_mosquitto
 def test_the_last_will_says_offline_when_the_watcher_dies(broker):
-    code = ("import sys, time; from trainer.serve.mqtt_sink import MqttSink; from trainer.serve.sinks import MqttConfig;"
+    code = ("import sys, time; from trainer.serve.alerting.sinks.mqtt import MqttSink; from trainer.serve.alerting.sinks.config import MqttConfig;"
             f"s = MqttSink(MqttConfig('127.0.0.1', {broker.port}, 'fw', 'dying', None, None, False));"
             "time.sleep(60)")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -15,8 +15,8 @@ from tests.helpers import assert_one_line_error, fightwatch, release_like, save_
 from tests.test_scoring import write_video
 from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
-from trainer.serve.class_names import FIGHT_CLASSES, class_names, kinetics400
-from trainer.serve.scoring import ScoreConfig, score_video
+from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names, kinetics400
+from trainer.serve.runtime.scoring import ScoreConfig, score_video
 
 TINY = dict(sample_size=32, sample_duration=8)
 

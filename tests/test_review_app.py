@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from data.errors import InputError
 from tests.helpers import free_port
 from tests.review_fixtures import NOW, FixedLiveView, add_alert, jpeg_bytes
-from trainer.serve.alert_store import AlertStore, Retention
-from trainer.serve.review_app import create_app, is_loopback, parse_address, serve_in_thread
+from trainer.serve.alerting.retention import Retention, apply_retention
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.review.app import create_app, is_loopback, parse_address, serve_in_thread
 
 LOCAL, REMOTE = ("127.0.0.1", 50000), ("10.1.2.3", 50000)
 TOKEN = "s3cret-token"
@@ -144,7 +145,7 @@ def test_media_by_alert_id_with_ranges_and_no_path_traversal(store, tmp_path):
         assert response.status_code in (404, 422), path
         assert b"not for the browser" not in response.content
     # a clip deleted by retention's media cap: no URL, a 404
-    store.apply_retention(Retention(alert_days=None, camera_event_days=None, media_cap_mb=0.001), now=NOW)
+    apply_retention(store, Retention(alert_days=None, camera_event_days=None, media_cap_mb=0.001), now=NOW)
     old = api.get("/api/alerts/old").json()
     assert old["clip_url"] is None and api.get("/media/alerts/old/clip.mp4").status_code == 404
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FIGHTWATCH, fixed_output_model, free_port
-from tests.videos import write_video
 from tests.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
-from trainer.serve.alert_store import AlertStore
-from trainer.serve.review_app import serve_in_thread
+from tests.videos import write_video
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.review.app import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
                            "localStorage.setItem('fightwatch_who', 'desk-ana')")
     browser.get(f"{server.url}alerts/gate-2")
     video = wait(browser, lambda b: b.find_element(By.ID, "clip"), what="the video element")
-    # H.264 as watch writes it (trainer.serve.snapshots.write_mp4): Debian's Chromium decodes it
+    # H.264 as watch writes it (trainer.serve.runtime.snapshots.write_mp4): Debian's Chromium decodes it
     wait(browser, lambda b: b.execute_script("return arguments[0].readyState >= 2", video), 5.0, "the clip loaded")
     assert browser.execute_script("return arguments[0].duration", video) == pytest.approx(2.0, abs=0.1)
     browser.execute_script("arguments[0].play()", video)

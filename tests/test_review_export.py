@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from data.folders import folder_manifest
 from tests.review_fixtures import NOW, add_alert
-from trainer.serve.alert_store import AlertRecord, AlertStore
-from trainer.serve.review_export import MANIFEST, ExportEntry, export_file_name, export_reviewed, plan_export
+from trainer.serve.alerting.store import AlertRecord, AlertStore
+from trainer.serve.review.export import MANIFEST, ExportEntry, export_file_name, export_reviewed, plan_export
 
 
 def record(alert_id, review="unreviewed", clip="/clips/x.mp4", clip_gone=False, who="ana"):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_annotate import make_video
 from tests.helpers import assert_one_line_error, fightwatch
+from tests.test_annotate import make_video
 from tests.test_scoring import MODEL_CFG, write_video
 from trainer.accel import AccelConfig
 from trainer.checkpoint import save_checkpoint
@@ -98,9 +98,9 @@ def test_feature_mode_writes_features_per_segment(job, tmp_path):
 def test_ray_scores_the_same_as_without(job, tmp_path):
     """Embedded Ray, one actor per NUMA node: the same output.json, in input order, error entry included."""
     from cluster.score import Video, score_job, score_job_ray
-    from trainer.serve.alerts import AlertPolicy
     from trainer.checkpoint import load_model
-    from trainer.serve.scoring import ScoreConfig
+    from trainer.serve.alerting.policy import AlertPolicy
+    from trainer.serve.runtime.scoring import ScoreConfig
 
     videos = [Video.of(job / "videos" / n) for n in ("quiet.mp4", "missing.mp4", "talk.mp4")]
     policy, cfg = AlertPolicy(0.3, 1, 1, 0.0), ScoreConfig(16, 2)
@@ -120,8 +120,8 @@ def test_videos_are_named_as_listed_and_same_named_files_stay_apart(job, tmp_pat
     script finds the file by it); annotated files keep the listed folders."""
     from cluster.score import read_video_list, score_job
     from trainer.checkpoint import load_model
-    from trainer.serve.alerts import AlertPolicy
-    from trainer.serve.scoring import ScoreConfig
+    from trainer.serve.alerting.policy import AlertPolicy
+    from trainer.serve.runtime.scoring import ScoreConfig
 
     root = tmp_path / "videos"
     for name, frames in (("a/x.mp4", 20), ("b/x.mp4", 24)):

@@ -7,10 +7,10 @@ import torch
 
 from cluster.score import Video, score_job
 from data.errors import InputError
-from trainer.serve.alerts import AlertPolicy
 from trainer.checkpoint import load_model, save_checkpoint
-from trainer.serve.scoring import ScoreConfig, frame_probabilities, score_video
 from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.alerting.policy import AlertPolicy
+from trainer.serve.runtime.scoring import ScoreConfig, frame_probabilities, score_video
 
 MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
                         pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
@@ -110,14 +110,14 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
     import logging
 
     from trainer.accel import AccelPlan
-    from trainer.serve.scoring import prepare_model
+    from trainer.serve.runtime.scoring import prepare_model
 
     torch.manual_seed(0)
     model = ResNet3D(MODEL_CFG).eval()
     video = write_video(tmp_path / "v.mp4", 40)
     fp32 = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
     plan = AccelPlan("bf16", "torch", True, "bf16: test")
-    with caplog.at_level(logging.INFO, logger="trainer.serve.scoring"):
+    with caplog.at_level(logging.INFO, logger="trainer.serve.runtime.scoring"):
         bf16_model = prepare_model(copy.deepcopy(model), plan)
     assert "scoring in bf16 channels_last_3d" in caplog.text
     assert bf16_model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
@@ -132,7 +132,7 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
 def test_alerts_and_evaluation_need_a_fight_model(tmp_path):
     import dataclasses
 
-    from trainer.serve.scoring import check_fight_model
+    from trainer.serve.runtime.scoring import check_fight_model
 
     three = dataclasses.replace(MODEL_CFG, n_classes=3)
     with pytest.raises(InputError, match=r"m.pth: checkpoint has 3 classes, fightwatch detects 2 \(no fight, fight\)"):
@@ -166,7 +166,7 @@ def test_decoding_ahead_gives_the_same_entry(tmp_path):
 def test_prefetched_keeps_order_raises_the_producers_error_and_stops_with_its_consumer():
     import threading
 
-    from trainer.serve.scoring import prefetched
+    from trainer.serve.runtime.scoring import prefetched
 
     assert list(prefetched(iter(range(50)), 2)) == list(range(50))
 

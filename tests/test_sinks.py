@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from data.errors import InputError
-from trainer.serve.sinks import JsonLinesSink, MultiSink, WebhookSink
+from trainer.serve.alerting.sinks.jsonl import JsonLinesSink
+from trainer.serve.alerting.sinks.multi import MultiSink
+from trainer.serve.alerting.sinks.webhook import WebhookSink
 
 SECRET_ENV, SECRET = "FIGHTWATCH_TEST_SECRET", "s3cret-Value-917"
 ALERT = {"camera": "gate-3", "start_s": 12.5, "peak_prob": 0.93, "snapshot": "snaps/gate-3_12.5.jpg"}

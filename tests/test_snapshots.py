@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.serve.snapshots import Frame, SnapshotWriter, write_jpeg
+from trainer.serve.runtime.snapshots import Frame, SnapshotWriter, write_jpeg
 
 
 def test_a_full_writer_drops_and_counts_new_jobs_and_finishes_the_queued_ones_on_close(tmp_path):

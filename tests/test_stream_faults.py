@@ -17,15 +17,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.review_fixtures import add_alert
-from tests.helpers import FIGHTWATCH, ROOT, Mosquitto, Subscriber, free_port, needs_mosquitto
 from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart
+from tests.helpers import FIGHTWATCH, ROOT, Mosquitto, Subscriber, free_port, needs_mosquitto
+from tests.review_fixtures import add_alert
 from tests.test_watch import models, watch  # noqa: F401  (models is a fixture)
 from tests.videos import write_video
-from trainer.serve.alert_store import AlertStore
-from trainer.serve.review_app import create_app, serve_in_thread
-from trainer.serve.sinks import MqttConfig, WebhookSink
-from trainer.serve.sources import parse_sources
+from trainer.serve.alerting.sinks.config import MqttConfig
+from trainer.serve.alerting.sinks.webhook import WebhookSink
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.review.app import create_app, serve_in_thread
+from trainer.serve.runtime.sources import parse_sources
 
 TIMEOUT_S = 1.0  # watch --timeout: short, so that each stall costs a second
 DELAY_S = 0.05  # watch --reconnect-delay and --reconnect-max-delay: every reconnect waits this long
@@ -166,7 +167,7 @@ def start_event(alert_id: str) -> dict:
 @needs_mosquitto
 def test_no_alert_is_lost_when_the_broker_is_killed_and_restarted(tmp_path):
     """Delivery is at least once: every alert arrives, some twice (those in flight at a kill)."""
-    from trainer.serve.mqtt_sink import MqttSink
+    from trainer.serve.alerting.sinks.mqtt import MqttSink
 
     broker = durable(Mosquitto(tmp_path / "broker")).start()
     watcher = Subscriber(broker.port, "fw/events", session="fault-watcher")  # persistent: queued while away

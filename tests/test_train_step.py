@@ -2,7 +2,7 @@
 
 import torch
 
-from trainer.serve.scoring import FP32_PLAN
+from trainer.serve.runtime.scoring import FP32_PLAN
 from trainer.train import _train_epoch, finite_gradients
 
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from cluster.score import read_video_list, score_job
-from data.folders import video_id_of
 from data.files import NAME_MAX
+from data.folders import video_id_of
 from data.store import ClipStore
 from tests.test_scoring import MODEL_CFG, write_video
 from trainer.model import ResNet3D
-from trainer.serve.alerts import AlertPolicy
-from trainer.serve.scoring import ScoreConfig
+from trainer.serve.alerting.policy import AlertPolicy
+from trainer.serve.runtime.scoring import ScoreConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "v" * (NAME_MAX + 1) + ".mp4"
@@ -142,8 +142,8 @@ from pathlib import Path
 from cluster.score import Video, score_job
 from tests.test_scoring import MODEL_CFG
 from trainer.model import ResNet3D
-from trainer.serve.alerts import AlertPolicy
-from trainer.serve.scoring import ScoreConfig
+from trainer.serve.alerting.policy import AlertPolicy
+from trainer.serve.runtime.scoring import ScoreConfig
 model = ResNet3D(MODEL_CFG).eval()
 for name in sys.argv[1:]:
     entries, _ = score_job(model, MODEL_CFG, [Video.of(name)], Path(name + ".json"), ScoreConfig(16, 8),

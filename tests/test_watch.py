@@ -23,11 +23,11 @@ from data.errors import InputError
 from tests.helpers import WATCH_MODEL_CFG, fixed_output_model, needs_mosquitto
 from tests.videos import write_video
 from trainer.checkpoint import save_checkpoint
-from trainer.serve.alert_store import AlertStore
-from trainer.serve.scoring import ScoreConfig, score_video
-from trainer.serve.sources import parse_sources
-from trainer.serve.window_queue import WindowQueue
 from trainer.model import ResNet3D
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.runtime.scoring import ScoreConfig, score_video
+from trainer.serve.runtime.sources import parse_sources
+from trainer.serve.runtime.window_queue import WindowQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
@@ -129,7 +129,7 @@ def test_two_file_cameras_raise_one_alert_each_with_snapshot_and_clip(models, vi
 
 @pytest.mark.parametrize("video", ["a", "b"])  # 50 frames: a tail window; 40: a tail overlapping by 8
 def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys, video):
-    """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/windows.py) from the same
+    """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/runtime/windows.py) from the same
     decoded, resized frames, so a model gives both the same probabilities."""
     torch.manual_seed(1)
     model = ResNet3D(WATCH_MODEL_CFG).eval()

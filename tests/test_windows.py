@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainer.serve.windows import WindowCutter, loop_padded
+from trainer.serve.runtime.windows import WindowCutter, loop_padded
 
 
 def cut(n_frames, stride, duration=16):

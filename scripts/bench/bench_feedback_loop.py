@@ -30,10 +30,11 @@ import urllib.request
 from pathlib import Path
 
 from common import describe_cpu  # scripts/bench/common.py
+
 from data.synthetic import render_clip, write_video
 from trainer.checkpoint import read_checkpoint
-from trainer.serve.alert_store import AlertStore
-from trainer.serve.review_app import serve_in_thread
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.review.app import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "FIGHTWATCH_BENCH_TOKEN"

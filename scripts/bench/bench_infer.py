@@ -5,7 +5,7 @@
 
 Throughput: the real model (3D ResNet-34, shortcut A, width 64, 2 classes, 3x16x112x112, as
 configs/ava_fight.yaml) in eval mode, scored the way `fightwatch score` scores: prepared by the accel
-plan (trainer.serve.scoring.prepare_model), batches through plan.input, forward under plan.autocast() and
+plan (trainer.serve.runtime.scoring.prepare_model), batches through plan.input, forward under plan.autocast() and
 torch.inference_mode(). Rows: fp32 (contiguous, as the plan runs it) and, where the CPU has native bf16,
 bf16 (channels_last_3d, as the plan runs it), at batch 1 and 8 (--precision fp32|bf16: that one only); with --all-layouts also the layouts the plan does not use. Stride 16,
 so each 16-frame segment scores 16 new frames: frames/s = segments/s x 16. Each row is the median of
@@ -39,11 +39,11 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import add_precision_arg, bench_plan, compared_precisions  # scripts/bench/common.py
+
 from trainer.accel import AccelConfig, AccelPlan, cpu_flags, resolve
-from trainer.serve.scoring import ScoreConfig, prepare_model, score_video
 from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.runtime.scoring import ScoreConfig, prepare_model, score_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,9 +163,9 @@ def bench_end_to_end(plan: AccelPlan, seconds: float, cores: int, reps: int) -> 
     """score_video's frames/s at batch 8, decoding in turn with the model and ahead of it (its default), and the
     model alone on the same windows (decoded beforehand), interleaved so all three see the same load; returns
     (ahead, model alone)."""
-    from data.synthetic import render_timeline, write_video
     from data.dataset import to_input
-    from trainer.serve.scoring import WindowBatches
+    from data.synthetic import render_timeline, write_video
+    from trainer.serve.runtime.scoring import WindowBatches
 
     torch.manual_seed(0)
     model = prepare_model(ResNet3D(MODEL), plan)
@@ -211,9 +211,9 @@ def bench_latency(model_path: Path, seeds: list[int], segment_s: float, big_plan
         return
     from cluster.config import load_config  # imports MLflow: only when there is a model to measure
     from data.synthetic import write_timeline
-    from trainer.serve.alerts import detect_alerts
     from trainer.checkpoint import load_model
-    from trainer.serve.scoring import windows
+    from trainer.serve.alerting.policy import detect_alerts
+    from trainer.serve.runtime.scoring import windows
 
     demo = load_config(ROOT / "configs" / "demo.yaml")
     syn, policy, score_cfg = demo.data.synthetic, demo.alerts, demo.score

@@ -41,7 +41,7 @@ from scripts.bench.common import describe_cpu  # noqa: E402
 from tests.helpers import FIGHTWATCH, TINY, clean_env, fixed_output_model  # noqa: E402
 from tests.videos import write_video  # noqa: E402
 from trainer.checkpoint import latest_checkpoint, read_checkpoint  # noqa: E402
-from trainer.serve.alert_store import AlertStore  # noqa: E402
+from trainer.serve.alerting.store import AlertStore  # noqa: E402
 
 EPOCHS = 3
 ROOMY = "16m"  # the size a disk is enlarged to before the re-run

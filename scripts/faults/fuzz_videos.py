@@ -251,8 +251,8 @@ def worker() -> None:
     from cluster.score import Video, score_one
     from data.extract import ClipError, extract_window
     from trainer.model import ResNet3D
-    from trainer.serve.alerts import AlertPolicy
-    from trainer.serve.scoring import ScoreConfig
+    from trainer.serve.alerting.policy import AlertPolicy
+    from trainer.serve.runtime.scoring import ScoreConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

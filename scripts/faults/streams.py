@@ -46,7 +46,8 @@ from scripts.bench.common import describe_cpu  # noqa: E402
 from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart  # noqa: E402
 from tests.helpers import FIGHTWATCH, MOSQUITTO, Mosquitto, Subscriber, fixed_output_model  # noqa: E402
 from tests.videos import write_video  # noqa: E402
-from trainer.serve.sinks import MqttConfig, WebhookSink  # noqa: E402
+from trainer.serve.alerting.sinks.config import MqttConfig  # noqa: E402
+from trainer.serve.alerting.sinks.webhook import WebhookSink
 
 STALLS = [("http", "silent", 1), ("http", "headers", 1), ("http", "mid", 1),
           ("rtsp", "silent", 1), ("rtsp", "headers", 2), ("rtsp", "mid", 1)]  # (protocol, mode, bound in timeouts)
@@ -132,7 +133,7 @@ def hook_loop(args, work: Path) -> tuple[int, int, float, float]:
 
 def mqtt_loop(args, work: Path) -> tuple[int, int, int]:
     """(lost, sent, duplicates)."""
-    from trainer.serve.mqtt_sink import MqttSink
+    from trainer.serve.alerting.sinks.mqtt import MqttSink
 
     broker = durable(Mosquitto(work / "broker")).start()
     watcher = Subscriber(broker.port, "fw/events", session="fault-loop")

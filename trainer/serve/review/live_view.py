@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from trainer.serve.alert_store import AlertStore
-from trainer.serve.cameras import PRESENCE
-from trainer.serve.snapshots import jpeg_bytes
+from trainer.serve.alerting.store import AlertStore
+from trainer.serve.runtime.cameras import PRESENCE
+from trainer.serve.runtime.snapshots import jpeg_bytes
 
 CAMERA_STATUSES = ("online", "reconnecting", "offline")
 
@@ -45,7 +45,7 @@ class StoreLiveView:
 class MonitorLiveView:
     """`fightwatch watch --ui`'s cameras: status, fps and lag from the monitor's cameras, the newest decoded frame.
 
-    Duck-typed over trainer.serve.monitor.Monitor (its `cameras` dict), read from the web server's threads: a
+    Duck-typed over trainer.serve.runtime.monitor.Monitor (its `cameras` dict), read from the web server's threads: a
     frame is encoded once, however many pages show it."""
 
     def __init__(self, monitor):

@@ -1,6 +1,6 @@
 """Camera sources: `NAME=URL` or a bare file path, stream URL or capture device, with unique ids.
 
-A source's kind decides how it is watched (trainer/serve/cameras.py): a "file" ends, a "stream" (any URL
+A source's kind decides how it is watched (trainer/serve/runtime/cameras.py): a "file" ends, a "stream" (any URL
 scheme but file://) or a "device" (/dev/...) is live and reconnects. `redact` is how a URL appears in logs
 and alerts: credentials (user:password@, or user=/password= in the path) and query strings (tokens) never do,
 nor in the camera ids taken from URLs.

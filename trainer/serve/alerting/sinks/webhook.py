@@ -1,12 +1,5 @@
-"""Where alerts go: a JSON-lines file or stdout, a webhook, an MQTT broker (mqtt_sink.py), the alert store, or
-several at once.
-
-An alert payload is a JSON-able dict built by the caller (path-like values are written as strings). A sink also
-hears of the cameras' status changes (`camera_status`, from the cameras' decode threads); most ignore them.
-Sinks are called from the decode/inference loop, so `send` must not wait on the network: the webhook
-queues the alert and a daemon thread delivers it, retrying with backoff, and appends what it could not
-deliver to an undelivered file. Call `close` before exit, or alerts still queued are lost.
-"""
+"""Alerts POSTed as JSON to a webhook, off the caller's thread: a queue, retries with backoff, a deadline per
+attempt that close() can cut short, and a file for what could not be delivered."""
 
 from __future__ import annotations
 
@@ -17,146 +10,17 @@ import logging
 import os
 import re
 import socket
-import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 from data.errors import InputError
-from trainer.serve.alert_store import AlertStore, Retention
+from trainer.serve.alerting.sinks.base import Sink, open_append, to_json
 
 log = logging.getLogger(__name__)
-
-
-def _json_default(value):
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"alert field of type {type(value).__name__} is not JSON-serializable")
-
-
-def _to_json(payload: dict) -> str:
-    # allow_nan=False: NaN is not JSON and would break the receiver's parser, so fail in the caller.
-    return json.dumps(payload, default=_json_default, allow_nan=False)
-
-
-def _open_append(path: Path):
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "a", encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot append to {path}: {error.strerror or error}") from None
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """`sinks.mqtt`: the broker that gets alert events and camera status (trainer/serve/mqtt_sink.py)."""
-
-    host: str
-    port: int
-    topic_prefix: str  # topics <prefix>/events, <prefix>/<camera>/status, <prefix>/available
-    client_id: str
-    username_env: str | None  # the user name and password are read from these environment variables
-    password_env: str | None
-    tls: bool  # TLS with the system's CA certificates
-
-    def __post_init__(self):
-        if not self.host or not 0 < self.port < 65536 or not self.client_id:
-            raise ValueError("host and client_id must not be empty, port in 1..65535")
-        if not self.topic_prefix or self.topic_prefix.endswith("/") or any(c in self.topic_prefix for c in "+#"):
-            raise ValueError("topic_prefix must be non-empty, without + or # and not end with /")
-        if self.password_env and not self.username_env:
-            raise ValueError("password_env needs username_env")
-
-
-@dataclass(frozen=True)
-class SinksConfig:
-    """The `sinks:` section of a config: where `fightwatch watch` sends alerts."""
-
-    alerts: str | None = field(metadata={"path": True})  # append JSON lines to this file; null: stdout
-    webhook: str | None  # also POST each alert as JSON to this http(s) URL
-    webhook_secret_env: str | None  # send this environment variable's value in X-Fightwatch-Secret
-    mqtt: MqttConfig | None  # also publish alert events and camera status to this MQTT broker
-
-    def __post_init__(self):
-        if self.webhook_secret_env and not self.webhook:
-            raise ValueError("webhook_secret_env needs a webhook")
-
-
-def build_sink(cfg: SinksConfig, undelivered_path: Path, also: Iterable["Sink"] = ()) -> "Sink":
-    """The sink the config asks for: JSON lines, plus the webhook (its undelivered alerts to `undelivered_path`),
-    the MQTT broker and the sinks in `also`."""
-    sinks = [JsonLinesSink(cfg.alerts if cfg.alerts is not None else "-")]
-    if cfg.webhook:
-        sinks.append(WebhookSink(cfg.webhook, cfg.webhook_secret_env, undelivered_path=undelivered_path))
-    if cfg.mqtt is not None:
-        from trainer.serve.mqtt_sink import MqttSink  # paho only where MQTT is configured
-
-        sinks.append(MqttSink(cfg.mqtt))
-    sinks += also
-    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
-
-
-@dataclass(frozen=True)
-class CameraPresence:
-    """A camera's status change, as sinks hear of it."""
-
-    camera: str
-    presence: str  # online | reconnecting | offline
-    detail: str | None  # why: the error, or how the camera ended (finished, failed, gave_up, stopped)
-    wall: float  # time.time() of the change
-
-
-class Sink:
-    """Where alerts go. `send` returns quickly; `close` delivers what is pending, waiting up to timeout_s."""
-
-    def send(self, alert: dict) -> None:
-        raise NotImplementedError
-
-    def camera_status(self, change: CameraPresence) -> None:
-        """A camera went online, reconnecting or offline (called from the thread that changed it, mostly its
-        decode thread). Ignored by default."""
-
-    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
-        """Scored windows (start_s, end_s, fight probability) around an alert: those before its raise, then each
-        one while it lasts (called from the inference thread). Ignored by default."""
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-
-class JsonLinesSink(Sink):
-    """One JSON line per alert, appended to `path` or written to stdout for "-", flushed per line for `tail -f`."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = path
-        self._file = None if str(path) == "-" else _open_append(Path(path))
-        self._lock = threading.Lock()  # several cameras' loops may share one sink; keep lines whole
-
-    def send(self, alert: dict) -> None:
-        line = _to_json(alert) + "\n"
-        with self._lock:
-            out = sys.stdout if self._file is None else self._file  # looked up per write: honours a redirect
-            out.write(line)
-            out.flush()
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    def __repr__(self):
-        return f"JsonLinesSink({str(self.path)!r})"
 
 
 _CUT_BY_CLOSE = "sink closed during delivery"
@@ -270,7 +134,7 @@ class WebhookSink(Sink):
             self._headers[header] = _secret_from(secret_env)
         self.undelivered_path = None if undelivered_path is None else Path(undelivered_path)
         if self.undelivered_path is not None:
-            _open_append(self.undelivered_path).close()  # fail now, not when an alert is already lost
+            open_append(self.undelivered_path).close()  # fail now, not when an alert is already lost
         self._deadline = _Deadline()
         self._opener = urllib.request.build_opener(_NoRedirect, _HTTPHandler(self._deadline),
                                                    _HTTPSHandler(self._deadline))
@@ -291,7 +155,7 @@ class WebhookSink(Sink):
             return dict(self._counts)
 
     def send(self, alert: dict) -> None:
-        body = _to_json(alert).encode()  # here, so a payload that is not JSON fails in the caller
+        body = to_json(alert).encode()  # here, so a payload that is not JSON fails in the caller
         with self._wake:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed")
@@ -407,7 +271,7 @@ class WebhookSink(Sink):
         record = dict(alert=json.loads(body), reason=reason, attempts=attempts, url=self._log_url,
                       at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self._undelivered_lock, open(self.undelivered_path, "a", encoding="utf-8") as file:
-            file.write(_to_json(record) + "\n")
+            file.write(to_json(record) + "\n")
 
 
 def _checked_url(url: str) -> str:
@@ -432,79 +296,3 @@ def _secret_from(env_var: str) -> str:
     if not secret or not secret.isascii() or not secret.isprintable():
         raise InputError(f"environment variable {env_var} (the webhook secret) must be non-empty printable ASCII")
     return secret
-
-
-class MultiSink(Sink):
-    """Sends each alert to every sink; one that fails is logged and does not keep it from the others."""
-
-    def __init__(self, sinks: Iterable[Sink]):
-        self.sinks = list(sinks)
-
-    def send(self, alert: dict) -> None:
-        for sink in self.sinks:
-            try:
-                sink.send(alert)
-            except Exception:  # e.g. a full disk under a JSON-lines file must not silence the webhook
-                log.exception("alert sink %r failed", sink)
-
-    def camera_status(self, change: CameraPresence) -> None:
-        for sink in self.sinks:
-            try:
-                sink.camera_status(change)
-            except Exception:
-                log.exception("alert sink %r failed on camera %s's status", sink, change.camera)
-
-    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
-        for sink in self.sinks:
-            try:
-                sink.windows(alert_id, scored)
-            except Exception:
-                log.exception("alert sink %r failed on alert %s's windows", sink, alert_id)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for sink in self.sinks:
-            sink.close(max(0.0, deadline - time.monotonic()))
-
-    def __repr__(self):
-        return f"MultiSink({self.sinks!r})"
-
-
-class StoreSink(Sink):
-    """Records alert starts and ends and camera status changes in an AlertStore (short local writes), and applies
-    the store's retention at once and then every `retention_every_s` on a daemon thread."""
-
-    def __init__(self, store: AlertStore, retention: Retention, retention_every_s: float = 600.0):
-        self.store, self.retention, self.retention_every_s = store, retention, retention_every_s
-        self._stop = threading.Event()
-        self._retainer = threading.Thread(target=self._retain, name="store-retention", daemon=True)
-        self._retainer.start()
-
-    def send(self, alert: dict) -> None:
-        if alert["event"] == "start":
-            self.store.record_start(alert)
-        elif alert["event"] == "end":
-            self.store.record_end(alert)
-
-    def camera_status(self, change: CameraPresence) -> None:
-        self.store.record_camera_event(change.camera, change.presence, change.detail, change.wall)
-
-    def windows(self, alert_id: str, scored: list[tuple[float, float, float]]) -> None:
-        self.store.record_windows(alert_id, scored)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._retainer.join(timeout_s)
-        self.store.close()
-
-    def _retain(self):
-        while True:
-            try:
-                self.store.apply_retention(self.retention)
-            except Exception:  # a locked or full disk now must not end retention for the rest of the run
-                log.exception("%r: retention failed", self.store)
-            if self._stop.wait(self.retention_every_s):
-                return
-
-    def __repr__(self):
-        return f"StoreSink({self.store!r})"

@@ -10,7 +10,6 @@ without end.
 from __future__ import annotations
 
 import io
-
 import logging
 import queue
 import threading

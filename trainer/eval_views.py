@@ -22,7 +22,7 @@ from data.dataset import to_input
 from data.errors import InputError
 from trainer.accel import AccelPlan
 from trainer.model import ModelConfig, ResNet3D
-from trainer.serve.windows import loop_padded
+from trainer.serve.runtime.windows import loop_padded
 
 
 @dataclass(frozen=True)

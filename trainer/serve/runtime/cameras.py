@@ -1,7 +1,7 @@
 """The cameras' side of `fightwatch watch`: one decode thread per camera (`CameraReader.run`).
 
 Each thread opens its source with PyAV, decodes, keeps a ring buffer of the last seconds (small yuv420p frames,
-for an alert's clip and snapshot), cuts the model's windows (trainer/serve/windows.py, as `score` does) and
+for an alert's clip and snapshot), cuts the model's windows (trainer/serve/runtime/windows.py, as `score` does) and
 hands them to the WindowQueue. Files are replayed at their frame rate (`realtime`) or as fast as scoring allows.
 
 Reconnects: a file that ends is finished; a file that cannot be opened is dropped (status failed). A URL or a
@@ -34,12 +34,12 @@ import numpy as np
 
 from data.clips import Resizer, resized
 from data.dataset import crop_box
-from trainer.serve.alerts import AlertState
-from trainer.serve.snapshots import Frame
-from trainer.serve.sources import Source
-from trainer.serve.watch_config import WatchConfig
-from trainer.serve.window_queue import WindowQueue
-from trainer.serve.windows import Cut, WindowCutter, loop_padded
+from trainer.serve.alerting.policy import AlertState
+from trainer.serve.runtime.snapshots import Frame
+from trainer.serve.runtime.sources import Source
+from trainer.serve.runtime.watch_config import WatchConfig
+from trainer.serve.runtime.window_queue import WindowQueue
+from trainer.serve.runtime.windows import Cut, WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The alert store: `fightwatch watch`'s alerts, their reviews and the cameras' status changes in one SQLite file.
 
-The watch process writes (trainer/serve/sinks.py StoreSink) while a review app reads and reviews, from other
+The watch process writes (trainer/serve/alerting/sinks/ StoreSink) while a review app reads and reviews, from other
 threads or another process: the file is in WAL mode (readers never block the writer), every thread gets its own
 connection, writes take the write lock up front (BEGIN IMMEDIATE) and wait up to `busy_timeout_s` for it.
 Reopening the same file finds everything that was committed; the schema's version is PRAGMA user_version, so a
@@ -25,21 +25,14 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
     store.undo_review(alert_id, who) -> Review | None  # the review undone; the one before it (or none) counts again
     store.cameras() -> [CameraStatus]                  # each camera's latest event
     store.camera_events(camera=None, limit=100, day=None) -> [CameraEvent]   # newest first
-    store.alert_windows(alert_id) -> [Window]          # trainer/serve/alerts.py's, by start; "why it fired"
-    store.apply_retention(Retention(...)) -> RetentionReport
+    store.alert_windows(alert_id) -> [Window]          # trainer/serve/alerting/policy.py's, by start; "why it fired"
     store.data_version() -> int                        # moves whenever anything commits, here or in another process
     store.close()                                      # every thread's connection
 
 An alert's review state is its latest review that was not undone; every review stays in `reviews`, so an undo
 is itself on record (undone_at, undone_by).
 
-Retention (`apply_retention`, watch runs it at start and every 10 minutes): alerts that started more than
-alert_days ago go, with their files and reviews, unless their review state is true_positive ("reviewed fights
-are kept"); camera events older than camera_event_days go; and when the snapshots and clips on disk add up to
-more than media_cap_mb, files are deleted, clips before snapshots, oldest alert first, never those of an alert
-reviewed true_positive or still active, until the rest fits (`plan_media_cap`, a pure function). A file deleted
-for the cap keeps its alert row, marked gone (AlertRecord.clip_gone / snapshot_gone).
-"""
+Retention (what expires, the media cap) is trainer/serve/alerting/retention.py's."""
 
 from __future__ import annotations
 
@@ -55,31 +48,25 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from data.errors import InputError
-from trainer.serve.alerts import Window
+from trainer.serve.alerting.policy import Window
 
 log = logging.getLogger(__name__)
 
+
 SCHEMA_VERSION = 2
+
+
 VERDICTS = ("ack", "false_positive", "true_positive")
+
+
 REVIEW_STATES = ("unreviewed", *VERDICTS)
+
+
 KEPT_VERDICT = "true_positive"  # reviewed fights: never expired, their files never deleted for the cap
 
 
 class UnknownAlert(LookupError):
     """An alert id that is not in the store."""
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long the store keeps things; None: for ever (no cap)."""
-
-    alert_days: float | None  # alerts not reviewed as fights, with their files
-    camera_event_days: float | None
-    media_cap_mb: float | None  # snapshots and clips on disk
-
-    def __post_init__(self):
-        if any(v is not None and not v > 0 for v in (self.alert_days, self.camera_event_days, self.media_cap_mb)):
-            raise ValueError("retention days and the media cap must be > 0 (null: keep everything)")
 
 
 @dataclass(frozen=True)
@@ -138,39 +125,6 @@ class CameraStatus:
     status: str  # the kind of its latest event
     since: str
     detail: str | None
-
-
-@dataclass(frozen=True)
-class MediaFile:
-    """A snapshot or clip as retention sees it."""
-
-    path: str
-    kind: str  # snapshot | clip
-    size: int  # bytes on disk; 0 when absent (not written yet, or removed by hand)
-    alert_time: str  # its alert's start_time: the older goes first
-    kept: bool  # its alert is reviewed true_positive or still active
-
-
-@dataclass(frozen=True)
-class RetentionReport:
-    alerts_deleted: int = 0
-    camera_events_deleted: int = 0
-    files_deleted: int = 0
-    bytes_freed: int = 0
-
-
-def plan_media_cap(files: Iterable[MediaFile], cap_bytes: int) -> list[MediaFile]:
-    """The files to delete so that the rest add up to at most `cap_bytes`: clips before snapshots, oldest alert
-    first, never a kept one. When the kept files alone exceed the cap, every other file goes."""
-    files = list(files)
-    total = sum(f.size for f in files)
-    doomed = []
-    for f in sorted((f for f in files if not f.kept and f.size > 0), key=lambda f: (f.kind != "clip", f.alert_time, f.path)):
-        if total <= cap_bytes:
-            break
-        doomed.append(f)
-        total -= f.size
-    return doomed
 
 
 def utc_text(when: datetime | float | None = None) -> str:
@@ -257,6 +211,7 @@ def _add_windows_v2(db: sqlite3.Connection) -> None:
 
 _MIGRATIONS = {0: _create_v1, 1: _add_windows_v2}  # user_version -> the step to the next version
 
+
 _ALERT_SELECT = """
     SELECT a.id, a.camera, a.source, a.state, a.start_s, a.raised_s, a.end_s, a.start_time, a.raised_time,
            a.end_time, a.peak_prob, a.threshold, a.snapshot, a.clip,
@@ -265,6 +220,8 @@ _ALERT_SELECT = """
            a.end_reason, COALESCE(r.verdict, 'unreviewed'), r.who, r.at
     FROM alerts a LEFT JOIN reviews r ON r.id = a.review_id
 """
+
+
 _REVIEW_SELECT = "SELECT id, alert_id, verdict, who, at, undone_at, undone_by FROM reviews"
 
 
@@ -312,7 +269,7 @@ class AlertStore:
         return db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write_lock(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock at once, so it waits (busy_timeout) instead of failing
         half-way when another connection writes."""
         db = self._db()
@@ -338,7 +295,7 @@ class AlertStore:
             return self._version_db.execute("PRAGMA data_version").fetchone()[0]
 
     def _migrate(self) -> None:
-        with self._write() as db:
+        with self.write_lock() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this fightwatch's "
@@ -369,7 +326,7 @@ class AlertStore:
     def record_start(self, alert: dict) -> bool:
         """Record a monitor `start` payload; False when the alert was already there (a replay: left as it is)."""
         snapshot, clip = _absolute(alert.get("snapshot")), _absolute(alert.get("clip"))
-        with self._write() as db:
+        with self.write_lock() as db:
             inserted = db.execute(
                 "INSERT INTO alerts (id, camera, source, state, start_s, raised_s, start_time, raised_time,"
                 " peak_prob, threshold, snapshot, clip) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -384,7 +341,7 @@ class AlertStore:
     def record_end(self, alert: dict) -> None:
         """Record a monitor `end` payload: the alert ends (inserted whole when its start never reached the store)."""
         snapshot, clip = _absolute(alert.get("snapshot")), _absolute(alert.get("clip"))
-        with self._write() as db:
+        with self.write_lock() as db:
             db.execute(
                 "INSERT INTO alerts (id, camera, source, state, start_s, raised_s, end_s, start_time, raised_time,"
                 " end_time, peak_prob, threshold, snapshot, clip, end_reason)"
@@ -401,14 +358,14 @@ class AlertStore:
 
     def record_camera_event(self, camera: str, kind: str, detail: str | None = None,
                             at: datetime | float | None = None) -> None:
-        with self._write() as db:
+        with self.write_lock() as db:
             db.execute("INSERT INTO camera_events (camera, kind, at, detail) VALUES (?, ?, ?, ?)",
                        (camera, kind, utc_text(at), detail))
 
     def record_windows(self, alert_id: str, windows: Iterable[tuple[float, float, float]]) -> None:
         """Record scored windows (start_s, end_s, prob) of an alert; a window already there (same start) is
         replaced, so a replay does not duplicate. UnknownAlert for an id not in the store."""
-        with self._write() as db:
+        with self.write_lock() as db:
             if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise UnknownAlert(alert_id)
             db.executemany("INSERT OR REPLACE INTO alert_windows (alert_id, start_s, end_s, prob) VALUES (?, ?, ?, ?)",
@@ -451,7 +408,7 @@ class AlertStore:
         if not who:
             raise ValueError("a review needs who made it")
         when, reviews = utc_text(at), []
-        with self._write() as db:
+        with self.write_lock() as db:
             for alert_id in alert_ids:
                 if db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                     raise UnknownAlert(alert_id)
@@ -465,7 +422,7 @@ class AlertStore:
         """Undo the alert's latest review that is not undone; the one before it counts again. None: nothing to
         undo."""
         when = utc_text(at)
-        with self._write() as db:
+        with self.write_lock() as db:
             row = db.execute("SELECT review_id FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise UnknownAlert(alert_id)
@@ -501,49 +458,6 @@ class AlertStore:
                                   (alert_id,)).fetchall()
         return [Window(*row) for row in rows]
 
-    # -- retention ----------------------------------------------------------------------------------------------
-
-    def apply_retention(self, policy: Retention, now: datetime | float | None = None) -> RetentionReport:
-        """Expire old alerts (with their files) and camera events, then hold the media cap; see the module doc."""
-        now = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc) \
-            if not isinstance(now, datetime) else now
-        alerts = files = freed = events = 0
-        if policy.alert_days is not None:
-            cutoff = utc_text(now - timedelta(days=policy.alert_days))
-            with self._write() as db:  # the deletes and the unlinks under the write lock: no review slips between
-                expired = [row[0] for row in db.execute(
-                    "SELECT a.id FROM alerts a LEFT JOIN reviews r ON r.id = a.review_id"
-                    " WHERE a.start_time < ? AND r.verdict IS NOT ?", (cutoff, KEPT_VERDICT))]
-                for alert_id in expired:
-                    for (path,) in db.execute("SELECT path FROM media WHERE alert_id = ? AND gone_at IS NULL",
-                                              (alert_id,)).fetchall():
-                        size = _unlink(path)
-                        files, freed = files + bool(size), freed + (size or 0)
-                    db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
-                alerts = len(expired)
-        if policy.camera_event_days is not None:
-            with self._write() as db:
-                events = db.execute("DELETE FROM camera_events WHERE at < ?",
-                                    (utc_text(now - timedelta(days=policy.camera_event_days)),)).rowcount
-        if policy.media_cap_mb is not None:
-            with self._write() as db:
-                media = [MediaFile(path, kind, _size(path), start_time, verdict == KEPT_VERDICT or state == "active")
-                         for path, kind, start_time, state, verdict in db.execute(
-                             "SELECT m.path, m.kind, a.start_time, a.state, r.verdict FROM media m"
-                             " JOIN alerts a ON a.id = m.alert_id LEFT JOIN reviews r ON r.id = a.review_id"
-                             " WHERE m.gone_at IS NULL").fetchall()]
-                gone_at = utc_text(now)
-                for f in plan_media_cap(media, int(policy.media_cap_mb * 1e6)):
-                    size = _unlink(f.path)
-                    if size is not None:
-                        db.execute("UPDATE media SET gone_at = ? WHERE path = ?", (gone_at, f.path))
-                        files, freed = files + 1, freed + size
-        report = RetentionReport(alerts, events, files, freed)
-        if report != RetentionReport():
-            log.info("%s retention: %d alerts, %d camera events, %d files (%.1f MB) deleted", self.path.name,
-                     alerts, events, files, freed / 1e6)
-        return report
-
 
 def _alert_filter(camera: str | None, day: date | None, review: str | None) -> tuple[str, tuple]:
     clauses, params = [], []
@@ -576,23 +490,3 @@ def _add_media(db: sqlite3.Connection, alert_id: str, snapshot: str | None, clip
         if path is not None:
             db.execute("INSERT INTO media (path, alert_id, kind) VALUES (?, ?, ?) ON CONFLICT (path) DO NOTHING",
                        (path, alert_id, kind))
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _unlink(path: str) -> int | None:
-    """Delete a file; the bytes freed (0 when it was already gone), None when it could not be deleted."""
-    size = _size(path)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return 0
-    except OSError as e:
-        log.warning("retention: cannot delete %s: %s", path, e.strerror or e)
-        return None
-    return size

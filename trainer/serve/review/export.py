@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from data.errors import InputError
 from data.files import atomic_path
-from trainer.serve.alert_store import AlertRecord, AlertStore
+from trainer.serve.alerting.store import AlertRecord, AlertStore
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.serve.alert_store import Retention
+from trainer.serve.alerting.retention import Retention
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 As in that tool's `--mode score`, frames are numbered from 1, a segment is
 `[i, i+15]` inclusive (`sample_duration` frames; segment starts `stride` = 16
 frames apart by default, so each frame is scored once), and `scores` are the
-raw logits with `label` the class of the highest (trainer/serve/class_names.py:
+raw logits with `label` the class of the highest (trainer/serve/runtime/class_names.py:
 no fight / fight, or a released model's Kinetics names); each segment also carries
 its start and end in seconds (`end_s` is the end of its last frame, i.e.
 `last / fps`) and, for fightwatch's two classes, the fight probability
@@ -12,7 +12,7 @@ as that tool's feature mode does, `features` instead of `label` and `scores`:
 the pooled vector `ResNet3D.features` (512-d for ResNet-18/34 at width 64;
 in general 8 x width x block expansion), plus the same start/end seconds.
 
-The windows follow trainer/serve/windows.py (the one plan `watch` follows too): the whole video is
+The windows follow trainer/serve/runtime/windows.py (the one plan `watch` follows too): the whole video is
 covered, the short tail by one overlapping last window, a video shorter than 16 frames by its frames
 loop-padded; with a stride larger than 16 the frames between segments are skipped, by request.
 
@@ -43,9 +43,9 @@ from data.dataset import crop_box, to_input
 from data.errors import InputError
 from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D
-from trainer.serve.alerts import Window
-from trainer.serve.class_names import FIGHT_CLASSES
-from trainer.serve.windows import WindowCutter, loop_padded
+from trainer.serve.alerting.policy import Window
+from trainer.serve.runtime.class_names import FIGHT_CLASSES
+from trainer.serve.runtime.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,7 +100,7 @@ Crop = tuple[int, int, np.ndarray]  # (0-based first frame, frame count, (T, siz
 
 
 class WindowBatches:
-    """The video's windows (trainer/serve/windows.py's plan), centre-cropped, in batches of `batch_size`, the
+    """The video's windows (trainer/serve/runtime/windows.py's plan), centre-cropped, in batches of `batch_size`, the
     loop-padded tail last; `frames` is the count decoded, once iterated. Decoding and cropping happen here, so a
     thread can run it ahead of the model (`prefetched`)."""
 

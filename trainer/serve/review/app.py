@@ -1,6 +1,6 @@
 """The review web app: security-desk operators review `fightwatch watch`'s alerts in a browser.
 
-A FastAPI app over an AlertStore and a LiveView (trainer/serve/live_view.py). Everything it serves comes from
+A FastAPI app over an AlertStore and a LiveView (trainer/serve/review/live_view.py). Everything it serves comes from
 this package (review_ui/: two HTML pages, one script, one style sheet): no build step, nothing from a CDN.
 
 Pages
@@ -49,12 +49,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from data.errors import InputError
-from trainer.serve.alert_store import AlertRecord, AlertStore, Review, UnknownAlert
-from trainer.serve.live_view import LiveView, StoreLiveView
+from trainer.serve.alerting.store import AlertRecord, AlertStore, Review, UnknownAlert
+from trainer.serve.review.live_view import LiveView, StoreLiveView
 
 log = logging.getLogger(__name__)
 
-UI_DIR = Path(__file__).with_name("review_ui")
+UI_DIR = Path(__file__).with_name("ui")
 TOKEN_COOKIE = "fightwatch_token"
 POLL_S = 0.25  # how often an event stream looks for store changes
 CAMERAS_EVERY_S = 1.0  # ... and for the cameras' status, fps and lag

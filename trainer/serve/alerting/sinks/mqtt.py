@@ -30,7 +30,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from data.errors import InputError
-from trainer.serve.sinks import CameraPresence, MqttConfig, Sink
+from trainer.serve.alerting.sinks.base import CameraPresence, Sink
+from trainer.serve.alerting.sinks.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """`fightwatch watch`: cameras (video files, RTSP/HTTP streams, capture devices) scored by one model, alerts out.
 
 Threads
-    decode, one per camera (trainer/serve/cameras.py): windows of the camera's frames into the WindowQueue,
+    decode, one per camera (trainer/serve/runtime/cameras.py): windows of the camera's frames into the WindowQueue,
         reconnecting live sources with backoff.
     inference, the thread that calls Monitor.run: takes what is ready (round robin over the cameras, up to
         `batch_size` windows), scores it in one forward pass under the accel plan, advances each camera's
-        alert state with trainer.serve.alerts.step and sends start/end events to the sink (non-blocking).
-    writer, one (trainer/serve/snapshots.py): the JPEG snapshot (the hottest frame) and the mp4 clip (H.264)
+        alert state with trainer.serve.alerting.policy.step and sends start/end events to the sink (non-blocking).
+    writer, one (trainer/serve/runtime/snapshots.py): the JPEG snapshot (the hottest frame) and the mp4 clip (H.264)
         of each alert, so encoding never delays scoring.
 
 Each camera's status changes (online, reconnecting, offline) go to the sink's `camera_status`, from the thread
@@ -23,7 +23,7 @@ Alerts
     2 x clip_seconds reaches. Snapshot and clips are clip_height tall at most.
 
 Time
-    Stream time (`*_s` fields) is each camera's (trainer/serve/cameras.py). Wall-clock times (`*_time`
+    Stream time (`*_s` fields) is each camera's (trainer/serve/runtime/cameras.py). Wall-clock times (`*_time`
     fields, ISO 8601 UTC) map stream time onto the clock through the arrival time of the newest decoded
     frame; for a file replayed with realtime off they are compressed like the replay itself.
 """
@@ -46,13 +46,13 @@ from data.dataset import to_input
 from data.errors import InputError
 from trainer.accel import AccelPlan
 from trainer.model import ModelConfig
-from trainer.serve.alerts import Alert, AlertPolicy, AlertState, Window, step
-from trainer.serve.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
-from trainer.serve.sinks import CameraPresence
-from trainer.serve.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
-from trainer.serve.sources import Source
-from trainer.serve.watch_config import WatchConfig
-from trainer.serve.window_queue import WindowQueue
+from trainer.serve.alerting.policy import Alert, AlertPolicy, AlertState, Window, step
+from trainer.serve.alerting.sinks.base import CameraPresence
+from trainer.serve.runtime.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
+from trainer.serve.runtime.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
+from trainer.serve.runtime.sources import Source
+from trainer.serve.runtime.watch_config import WatchConfig
+from trainer.serve.runtime.window_queue import WindowQueue
 
 log = logging.getLogger(__name__)
 

@@ -170,6 +170,16 @@ def _construct(node: yaml.Node) -> Any:
         loader.dispose()
 
 
+def is_override(argument: str) -> bool:
+    """Whether a bare KEY=VALUE argument is a config override: its key is a top-level key (run_dir, seed) or
+    starts with a section's name and a dot (watch.stride=8). `watch` tells its overrides from its NAME=SOURCE
+    cameras this way, so a camera cannot be named after a config key."""
+    key, sep, _ = argument.partition("=")
+    section, dot, _ = key.partition(".")
+    hints = typing.get_type_hints(Config)
+    return bool(sep) and section in hints and (bool(dot) or not dataclasses.is_dataclass(hints[section]))
+
+
 def _apply_override(values: dict, override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:

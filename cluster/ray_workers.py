@@ -1,5 +1,5 @@
 """How Ray Train's workers map onto a Ray cluster: by default one worker per NUMA node (or socket) of every
-alive node, pinned there by Ray's node label, each reserving that domain's cores. Pure: cluster/ray_job.py
+alive node, pinned there by Ray's node label, each reserving that domain's cores. Pure: cluster/ray_train.py
 supplies the nodes' CPUs and domains from the live cluster.
 """
 

@@ -121,7 +121,7 @@ def extra_manifest(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: extra video folder does not exist")
-    return [{**row, "extra": True}  # trained on data.extra_repeat times an epoch (cluster/train_job.py)
+    return [{**row, "extra": True}  # trained on data.extra_repeat times an epoch (cluster/commands/train.py)
             for row in _manifest_rows({"training": _class_videos(root)}, root.parent)]
 
 

@@ -7,7 +7,7 @@ working directory; the driver and every worker run in a copy of it):
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python scripts/ray_job.py --config configs/ava_fight.yaml --base-dir /shared/fightwatch [KEY=VALUE ...]
 
-What the job does, where workers go and how paths resolve: cluster/ray_job.py and cluster/ray_workers.py.
+What the job does, where workers go and how paths resolve: cluster/ray_train.py and cluster/ray_workers.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cluster.ray_job import run_job  # noqa: E402
+from cluster.commands.args import add_config_args  # noqa: E402
+from cluster.ray_train import run_job  # noqa: E402
 from data.errors import InputError  # noqa: E402
 
 EXAMPLES = """\
@@ -47,12 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "as the entrypoint of `ray job submit`. Relative paths in the config resolve against "
                     "--base-dir; on more than one node run_dir must be on storage every node shares (NFS).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/ava_fight.yaml",
-                        help="experiment YAML, relative to the job's working directory (Ray's copy of --working-dir); an "
-                             "absolute path must exist on every node (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
-    parser.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set")
+    add_config_args(parser, what="experiment YAML, relative to the job's working directory (Ray's copy of "
+                                 "--working-dir); an absolute path must exist on every node")
     parser.add_argument("--base-dir", type=Path,
                         help="directory that relative config paths (run_dir, data and model paths) resolve "
                              "against; give a shared directory, e.g. --base-dir \"$PWD\" when the submitting "

@@ -146,7 +146,7 @@ def test_an_alerts_windows_are_kept_replaced_on_replay_and_go_with_the_alert(tmp
 
 
 def test_a_version_1_store_gains_the_windows_table_and_keeps_its_alerts(tmp_path):
-    from trainer.serve import alert_store
+    from trainer.serve.alerting import store as alert_store
 
     path = tmp_path / "v1.db"
     db = sqlite3.connect(path)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from cluster.commands.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
 from cluster.config import load_config
-from cluster.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
 from data.errors import InputError
 from tests.videos import write_video
 from trainer.accel import AccelConfig, plan_for

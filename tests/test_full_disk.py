@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from cluster.score import Video, score_job
+from cluster.commands.score import Video, score_job
 from scripts.faults.full_disk import prepare_case, resize, temp_files, tmpfs, train_case, watch_case
 from tests.helpers import fixed_output_model
 from tests.test_scoring import MODEL_CFG

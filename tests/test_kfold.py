@@ -8,8 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from cluster.prepare import SPLIT_FILE, check_split
-from cluster.summarise import summarise, summary_lines
+from cluster.commands.prepare import SPLIT_FILE, check_split
+from cluster.commands.summarise import summarise, summary_lines
 from data.errors import InputError
 from data.folders import KFold
 from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error

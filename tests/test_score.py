@@ -97,7 +97,7 @@ def test_feature_mode_writes_features_per_segment(job, tmp_path):
 @pytest.mark.slow  # an embedded Ray
 def test_ray_scores_the_same_as_without(job, tmp_path):
     """Embedded Ray, one actor per NUMA node: the same output.json, in input order, error entry included."""
-    from cluster.score import Video, score_job, score_job_ray
+    from cluster.commands.score import Video, score_job, score_job_ray
     from trainer.checkpoint import load_model
     from trainer.serve.alerting.policy import AlertPolicy
     from trainer.serve.runtime.scoring import ScoreConfig
@@ -118,7 +118,7 @@ def test_ray_scores_the_same_as_without(job, tmp_path):
 def test_videos_are_named_as_listed_and_same_named_files_stay_apart(job, tmp_path):
     """output.json's "video" is the --input entry as written (video-classification-3d-cnn-pytorch's result-video
     script finds the file by it); annotated files keep the listed folders."""
-    from cluster.score import read_video_list, score_job
+    from cluster.commands.score import read_video_list, score_job
     from trainer.checkpoint import load_model
     from trainer.serve.alerting.policy import AlertPolicy
     from trainer.serve.runtime.scoring import ScoreConfig
@@ -137,7 +137,7 @@ def test_videos_are_named_as_listed_and_same_named_files_stay_apart(job, tmp_pat
 
 
 def test_actor_pool_one_actor_per_numa_node_with_its_cpus():
-    from cluster.score import ActorPool, actor_pool
+    from cluster.commands.score import ActorPool, actor_pool
 
     # 2 sockets x 2 NUMA nodes of 8 cores with SMT, 3 Ray nodes, many videos
     assert actor_pool([16] * 4, [8] * 4, [64, 64, 64], 100) == ActorPool(actors=12, cpus=16, threads=8)

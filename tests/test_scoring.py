@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.score import Video, score_job
+from cluster.commands.score import Video, score_job
 from data.errors import InputError
 from trainer.checkpoint import load_model, save_checkpoint
 from trainer.model import ModelConfig, ResNet3D

@@ -1,6 +1,6 @@
 """Untrusted input: `fightwatch score --input` lists whose entries climb out of --video_root, are absolute, have
 names past NAME_MAX, NUL bytes or broken UTF-8, a 100,000-line list, folder-per-class names that percent-encode
-past NAME_MAX, and a 4K video. The policy (cluster/score.py read_video_list): such an entry is refused with one
+past NAME_MAX, and a 4K video. The policy (cluster/commands/score.py read_video_list): such an entry is refused with one
 line naming the list file and line, the rest are scored, and no file is read or written outside the roots given."""
 
 import json
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.score import read_video_list, score_job
+from cluster.commands.score import read_video_list, score_job
 from data.files import NAME_MAX
 from data.folders import video_id_of
 from data.store import ClipStore
@@ -139,7 +139,7 @@ def test_folder_set_names_that_encode_past_name_max_still_make_shards(tmp_path):
 RSS_CHILD = """
 import resource, sys
 from pathlib import Path
-from cluster.score import Video, score_job
+from cluster.commands.score import Video, score_job
 from tests.test_scoring import MODEL_CFG
 from trainer.model import ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy

@@ -1,6 +1,5 @@
 """`fightwatch watch`: real videos, real PyAV streams over local HTTP, real tiny models, no mocks."""
 
-import argparse
 import json
 import logging
 import os
@@ -18,7 +17,8 @@ import av
 import pytest
 import torch
 
-from cluster.watch import add_watch_parser, run_watch
+from cluster.cli import build_parser
+from cluster.commands.watch import run as run_watch
 from data.errors import InputError
 from tests.helpers import WATCH_MODEL_CFG, fixed_output_model, needs_mosquitto
 from tests.videos import write_video
@@ -57,8 +57,7 @@ def videos(tmp_path_factory):
 
 def watch(capsys, *argv):
     """run_watch on the parsed argv: (exit code, the stats line, JSON lines it printed on stdout)."""
-    parser = argparse.ArgumentParser()
-    add_watch_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser("watch")
     capsys.readouterr()
     # the config's store is under the working directory, the checkout; a test that wants one passes --store
     rc = run_watch(parser.parse_args(["watch", "--set", "watch.store=null", *map(str, argv)]))
@@ -307,9 +306,8 @@ def test_max_seconds_stops_a_replay_and_ends_its_alert(models, videos, tmp_path,
 
 @pytest.mark.slow  # a subprocess
 def test_ctrl_c_stops_cleanly(models, videos, tmp_path):
-    code = ("import argparse, logging, sys; from cluster.watch import add_watch_parser, run_watch; "
-            "logging.basicConfig(level=logging.INFO); p = argparse.ArgumentParser(); "
-            "add_watch_parser(p.add_subparsers()); sys.exit(run_watch(p.parse_args(sys.argv[1:])))")
+    code = ("import logging, sys; from cluster.cli import build_parser; from cluster.commands.watch import run; "
+            "logging.basicConfig(level=logging.INFO); sys.exit(run(build_parser('watch').parse_args(sys.argv[1:])))")
     argv = ["watch", "--model", models["fight"], "--out-dir", tmp_path / "out", "--store", tmp_path / "alerts.db",
             "--stride", 4, "--consecutive", 1, videos["long"]]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

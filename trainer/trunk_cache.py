@@ -66,7 +66,7 @@ def cache_key(trunk: torch.nn.Module, dataset: ClipDataset, precision: str, view
 
 
 def _file(directory: Path, row: dict) -> Path:
-    """A clip's cached views; a repeated clip's copies (cluster/train_job.py: training_rows) have their own."""
+    """A clip's cached views; a repeated clip's copies (cluster/commands/train.py: training_rows) have their own."""
     copy = f"~{row['copy']}" if row.get("copy") else ""
     return directory / f"{urllib.parse.quote(row['clip_id'], safe='')}{copy}.npy"
 

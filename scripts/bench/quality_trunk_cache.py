@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench/quality_trunk_cache.py [--videos-per-class 96] [--val-fraction 0.5] [--epochs 10] [--seeds 0 1 2]
         [--configs off 8 32] [--precision auto] [--dir runs/quality_trunk_cache] [--fresh]
 
-Everything runs through the product's own jobs (cluster/prepare.py's run_prepare, cluster/train_job.py's
+Everything runs through the product's own jobs (cluster/commands/prepare.py's run_prepare, cluster/commands/train.py's
 run_train) on configs/demo.yaml with overrides, so the trunk cache is exercised exactly as `fightwatch train`
 would run it:
 
@@ -49,13 +49,13 @@ import time
 from pathlib import Path
 
 import torch
-
-import cluster.train_job as train_job
-import trainer.trunk_cache as trunk_cache
 from common import describe_cpu  # scripts/bench/common.py
+
+import cluster.commands.train as train_job
+import trainer.trunk_cache as trunk_cache
+from cluster.commands.prepare import run_prepare
+from cluster.commands.train import run_train
 from cluster.config import load_config
-from cluster.prepare import run_prepare
-from cluster.train_job import run_train
 
 CONFIG = "configs/demo.yaml"
 PRETRAIN_VAL = 0.25  # the trunk's own split: fixed, so --val-fraction (the fine-tune's) leaves the trunk as it is

@@ -9,7 +9,7 @@ display matrix, the VP8 and JPEG frame sizes), the head of one seed spliced to a
 file, random bytes behind a valid magic.
 
 Each file goes through what `fightwatch prepare` cuts clips with (data.extract.extract_window, three windows) and
-through what `fightwatch score` runs per video (cluster.score.score_one, a tiny random model), in worker
+through what `fightwatch score` runs per video (cluster.commands.score.score_one, a tiny random model), in worker
 processes that take file after file; the parent sends one file at a time and kills a worker that has not
 finished a step within --timeout (a hang), then starts a fresh one for the next file. A crash is a worker that
 died (a signal, or an exit), or a step that raised anything but the product's handled error (ClipError from
@@ -248,7 +248,7 @@ def worker() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
 
-    from cluster.score import Video, score_one
+    from cluster.commands.score import Video, score_one
     from data.extract import ClipError, extract_window
     from trainer.model import ResNet3D
     from trainer.serve.alerting.policy import AlertPolicy

@@ -1,7 +1,7 @@
 """`fightwatch watch`'s settings: windows, batching, files, clips, reconnects, timeouts and counters.
 
 The `watch:` section of an experiment config (configs/*.yaml) holds the one default of each; the command's
-flags override them (cluster/watch.py).
+flags override them (cluster/commands/watch.py).
 """
 
 from __future__ import annotations

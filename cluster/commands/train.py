@@ -1,4 +1,4 @@
-"""The train job: the prepared clips of a run dir, fine-tuned with MLflow tracking, resumed when interrupted.
+"""`fightwatch train`: the prepared clips of a run dir, fine-tuned with MLflow tracking, resumed when interrupted.
 
 Reads `<run_dir>/manifest.jsonl` and `<run_dir>/clips` (written by `fightwatch prepare`), continues from the
 newest valid checkpoint in `<run_dir>/checkpoints` (and its MLflow run) when there is one, and writes
@@ -9,14 +9,18 @@ only rank 0 talks to MLflow and writes files.
 
 from __future__ import annotations
 
+import argparse
 import logging
 
-from cluster.config import Config, flatten
+from cluster.commands.args import add_config_args, add_deterministic_arg, overrides
+from cluster.commands.prepare import check_split
+from cluster.config import Config, flatten, load_config
 from cluster.distributed import process_group
-from cluster.prepare import check_split
-from data.files import make_run_dir
+from cluster.launch import launch_local
+from cluster.logs import log_to_run_dir
 from data.dataset import ClipDataset
 from data.errors import InputError
+from data.files import make_run_dir
 from data.store import ClipStore, read_manifest
 from trainer.accel import plan_for
 from trainer.checkpoint import latest_checkpoint, read_checkpoint, save_checkpoint
@@ -72,3 +76,39 @@ def run_train(cfg: Config) -> tuple[dict[str, float], str | None]:
                 tracker.log_model(model, val_set[0][0].unsqueeze(0))
         barrier()  # model.pth is whole before any rank returns
     return val_metrics, tracker.run_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fine-tune the configured 3D ResNet on <run_dir>'s prepared clips (fightwatch prepare), validating every "
+        "train.val_every epochs, checkpointing every epoch (last.pth), every train.checkpoint_every epochs and at "
+        "the best validation loss, logging to MLflow. An interrupted run resumes from its newest valid checkpoint "
+        "and continues the same MLflow run. Started as several ranks (torchrun, srun, Ray Train, or --launch local) "
+        "it trains with DDP: one rank per NUMA node, each pinned to its node's cores (see `fightwatch plan`).")
+    add_config_args(parser)
+    add_deterministic_arg(parser)
+    parser.add_argument("--launch", choices=["local"],
+                        help="local: start the ranks of this node with torchrun (one per NUMA node, or "
+                             "--nproc-per-node) instead of training in this process")
+    parser.add_argument("--nproc-per-node", type=int, metavar="N",
+                        help="ranks for --launch local (default: dist.local_ranks, else one per dist.per "
+                             "domain; at most the cores)")
+    parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                        help="with --launch local: restart the ranks up to N times after a failure; each "
+                             "restart resumes from the last checkpoint (default: 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, overrides(args))
+    log_to_run_dir(cfg.run_dir)
+    if args.launch == "local":
+        return launch_local(cfg.dist, args.nproc_per_node, ["--config", str(args.config), *overrides(args)],
+                            args.max_restarts)
+    if args.nproc_per_node is not None:
+        raise InputError("--nproc-per-node needs --launch local (torchrun takes its own --nproc-per-node)")
+    val_metrics, run_id = run_train(cfg)
+    if run_id is None:  # not rank 0: rank 0 reports
+        return 0
+    summary = " ".join(f"{k}={v:.3f}" for k, v in val_metrics.items()) or "nothing left to train"
+    print(f"validation: {summary}\nmodel: {cfg.run_dir}/model.pth, MLflow run {run_id}")
+    return 0

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cluster.serve_args import POLICY_FLAGS, add_accel_args, add_serving_config_args, add_token_env_arg
+from cluster.commands.args import POLICY_FLAGS, add_accel_args, add_config_args, add_policy_args, add_token_env_arg
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,20 @@ def _option(text: str) -> str:
     return text
 
 
-def add_watch_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the `watch` subcommand to an argparse subparsers object; returns its parser."""
-    watch = subparsers.add_parser(
-        "watch", help="watch cameras live and raise alerts on fights",
-        description="Score live video from files, RTSP/HTTP streams and capture devices with one model: a sliding "
-                    "window per camera, windows of all cameras batched through the model; K hot windows in a row "
-                    "raise an alert (JSON line, webhook) with a JPEG snapshot of the hottest frame and an mp4 of "
-                    "the last seconds. Dropped streams reconnect with exponential backoff. Stops on Ctrl-C, "
-                    "SIGTERM, --max-seconds, or when every source has ended.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    watch.add_argument("sources", nargs="+", metavar="SOURCE", help="[NAME=]FILE, URL or /dev/videoN (see below)")
+def add_arguments(watch: argparse.ArgumentParser) -> None:
+    watch.description = (
+        "Score live video from files, RTSP/HTTP streams and capture devices with one model: a sliding window per "
+        "camera, windows of all cameras batched through the model; K hot windows in a row raise an alert (JSON line, "
+        "webhook) with a JPEG snapshot of the hottest frame and an mp4 of the last seconds. Dropped streams reconnect "
+        "with exponential backoff. Stops on Ctrl-C, SIGTERM, --max-seconds, or when every source has ended.")
+    watch.epilog, watch.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
+    watch.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="[NAME=]FILE, URL or /dev/videoN (see below); a KEY=VALUE whose key is a config key "
+                            "(watch.stride=8) is an override, as with --set")
     watch.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
-    add_serving_config_args(watch)
+    add_config_args(watch, what="experiment YAML whose watch, alerts and sinks sections give the defaults",
+                    bare_overrides=False)
+    add_policy_args(watch)
     watch.add_argument("--stride", type=int, help="frames between window starts (watch.stride)")
     watch.add_argument("--batch-size", type=int, help="most windows per forward pass (watch.batch_size)")
     watch.add_argument("--no-realtime", dest="realtime", action="store_false", default=None,
@@ -108,7 +109,6 @@ def add_watch_parser(subparsers) -> argparse.ArgumentParser:
     watch.add_argument("--max-seconds", type=_positive_float, metavar="SECONDS",
                        help="stop after this long (watch.max_seconds)")
     add_accel_args(watch)
-    return watch
 
 
 WATCH_FLAGS = {"stride": "stride", "batch_size": "batch_size", "realtime": "realtime", "out_dir": "out_dir",
@@ -119,9 +119,9 @@ WATCH_FLAGS = {"stride": "stride", "batch_size": "batch_size", "realtime": "real
 SINK_FLAGS = {"alerts": "alerts", "webhook": "webhook", "webhook_secret_env": "webhook_secret_env"}
 
 
-def run_watch(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run `fightwatch watch`; 0 when every camera ended normally (or was stopped), 1 when one failed."""
-    from cluster.config import load_config, with_flags
+    from cluster.config import is_override, load_config, with_flags
     from trainer.accel import AccelConfig, apply, plan_for
     from trainer.checkpoint import load_model
     from trainer.serve.alerting.sinks.factory import build_sink
@@ -133,11 +133,11 @@ def run_watch(args) -> int:
     from trainer.serve.runtime.scoring import check_fight_model
     from trainer.serve.runtime.sources import parse_sources
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, [*args.overrides, *filter(is_override, args.sources)])
     policy = with_flags(config.alerts, args, POLICY_FLAGS)
     cfg = with_flags(config.watch, args, WATCH_FLAGS)
     sinks = with_flags(config.sinks, args, SINK_FLAGS)
-    sources = parse_sources(args.sources)
+    sources = parse_sources([s for s in args.sources if not is_override(s)])
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, args.kernels))

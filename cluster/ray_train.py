@@ -1,6 +1,6 @@
 """The job behind scripts/ray_job.py: fightwatch's prepare and training on the Ray cluster it was submitted to.
 
-Prepare runs on Ray Data across the cluster (cluster/prepare.py). Training is Ray Train's TorchTrainer with one
+Prepare runs on Ray Data across the cluster (cluster/commands/prepare.py). Training is Ray Train's TorchTrainer with one
 worker per NUMA node (or socket, `dist.per`) of every alive node with CPUs, counted by a small task pinned to each
 node (the plan: cluster/ray_workers.py; `--workers` and `--cpus-per-worker` override it), the same backend choice
 and timeout as torchrun's, and the same run_train in every worker: Ray Train has made the process group, and each
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from cluster.commands.args import overrides as command_overrides
 from cluster.ray_workers import WorkerPlan, plan_workers
 from data.errors import InputError
 
@@ -95,8 +96,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
     """
     import ray.train
 
+    from cluster.commands.train import run_train
     from cluster.config import load_config
-    from cluster.train_job import run_train
     from trainer.tracking import tracking_uri
 
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -166,7 +167,7 @@ def run_job(args) -> None:
     config_path = Path(args.config).resolve()
     if config_path.is_relative_to(ROOT):  # the workers find it in their node's copy of the working directory
         config_path = config_path.relative_to(ROOT)
-    overrides = list(args.overrides) + list(args.more_overrides)
+    overrides = command_overrides(args)
     cfg = load_config(args.config, overrides)
     resolved = absolute_path_overrides(cfg, base)
     overrides += resolved
@@ -177,8 +178,8 @@ def run_job(args) -> None:
                     ", ".join(o.partition("=")[0] for o in resolved), base)
     from ray.train import TrainingFailedError
 
+    from cluster.commands.prepare import run_prepare
     from cluster.distributed import choose_backend
-    from cluster.prepare import run_prepare
 
     backend = choose_backend(cfg.dist.backend)
     print(f"run dir: {cfg.run_dir}", flush=True)

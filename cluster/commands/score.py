@@ -1,4 +1,4 @@
-"""The scoring job: videos in, output.json, alerts and (optionally) annotated videos out.
+"""`fightwatch score`: videos in, output.json, alerts and (optionally) annotated videos out.
 
 `score_job` scores the videos one after another in this process; `score_job_ray` spreads them over
 a Ray cluster with Ray Data. Both run `score_one` per video, so they write the same output.json (in
@@ -15,18 +15,22 @@ actor to its NUMA node's cores; the OS scheduler places its threads.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from tqdm import tqdm
 
+from cluster.commands.args import POLICY_FLAGS, add_accel_args, add_config_args, add_policy_args, overrides
+from cluster.config import load_config, with_flags
 from data.errors import InputError
 from data.files import NAME_MAX, atomic_write
-from trainer.accel import AccelConfig, AccelPlan
+from trainer.accel import AccelConfig, AccelPlan, plan_for
 from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
@@ -308,3 +312,109 @@ def _ray_output(output: Path, videos: list[Video], results: dict[int, dict]) -> 
 def write_alerts(path: Path, alerts: list[dict]) -> None:
     text = "".join(json.dumps(a) + "\n" for a in alerts)
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Score each listed video in consecutive 16-frame segments and write output.json in the layout of "
+        "video-classification-3d-cnn-pytorch (--mode score: label and logits per segment, plus start/end seconds "
+        "and, for fightwatch's models, the fight probability; --mode feature: the pooled features per segment), "
+        "plus alerts. A video that cannot be read gets an entry with 'error' and the rest go on; the command then "
+        "exits 2. With --ray the videos are spread over a Ray cluster, one model per NUMA node; output.json is the "
+        "same, in the order of --input.")
+    parser.add_argument("--input", required=True, type=Path, help="text file, one video name per line")
+    parser.add_argument("--video_root", "--video-root", dest="video_root", required=True, type=Path,
+                        help="directory the names in --input are relative to")
+    parser.add_argument("--output", required=True, type=Path, help="output.json to write")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="a checkpoint written by fightwatch, or a 3D-ResNets-PyTorch file as released (e.g. "
+                             "resnet-34-kinetics.pth, r3d18_K_200ep.pth)")
+    parser.add_argument("--mode", choices=["score", "feature"], default="score",
+                        help="score: label and logits per segment, and for fightwatch's models the fight probability "
+                             "and alerts; feature: the model's pooled features (512-d for ResNet-18/34) per segment "
+                             "(default: score)")
+    add_accel_args(parser)
+    add_config_args(parser, what="experiment YAML whose score and alerts sections give the defaults")
+    add_policy_args(parser)
+    parser.add_argument("--stride", type=int, help="frames between segment starts (score.stride)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                        help="segments per forward pass (score.batch_size)")
+    parser.add_argument("--annotated-dir", type=Path,
+                        help="also write annotated mp4s (<name>_annotated.mp4) and probability plots here")
+    parser.add_argument("--gif", action="store_true",
+                        help="with --annotated-dir: also a GIF of each video's most violent 3 seconds "
+                             "(<name>_fight.gif)")
+    parser.add_argument("--alerts", type=Path, help="also write alerts as JSON lines to this file")
+    parser.add_argument("--ray", action="store_true",
+                        help="score with Ray Data, one actor (model) per NUMA node of each Ray node")
+    release = parser.add_argument_group(
+        "3D-ResNets-PyTorch files", "For a --model without fightwatch's model_config, as the original tools' flags. "
+        "Depth, shortcut, width, classes and conv1's kernel are read from the weights (a flag that contradicts "
+        "them is an error); the family (which code saved the file) from its layout where it tells, and it sets the "
+        "input normalisation: hara2018 (CVPR2018 branch: 0-255 pixels minus the ActivityNet mean) or hara2020 "
+        "(master: 0-1 pixels, Kinetics mean and std).")
+    release.add_argument("--model_name", choices=["resnet"], default="resnet", help="only resnet")
+    release.add_argument("--model_depth", type=int, help="check: the depth the file must hold")
+    release.add_argument("--resnet_shortcut", choices=["A", "B"], help="check: the shortcut the file must use")
+    release.add_argument("--family", choices=["hara2018", "hara2020"],
+                         help="the code that trained it (default: from the file's layout, else from its shortcut)")
+    release.add_argument("--conv1_t_stride", type=int, default=1, help="conv1's temporal stride (default: 1)")
+    release.add_argument("--no_max_pool", action="store_true", help="the model has no max pooling after conv1")
+    release.add_argument("--sample_size", type=int, default=112, help="frame size of a segment (default: 112)")
+    release.add_argument("--sample_duration", type=int, default=16, help="frames per segment (default: 16)")
+    release.add_argument("--class-names", "--class_names", dest="class_names", type=Path, metavar="FILE",
+                         help="the model's class names, one per line in output order (default: Kinetics-400's for a "
+                              "400-class file)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
+
+
+def _check_outputs(args: argparse.Namespace) -> list[str]:
+    """The flags that need a fight model, given; InputError for outputs that cannot be written as asked."""
+    fight_only = [flag for flag, value in (("--annotated-dir", args.annotated_dir), ("--gif", args.gif),
+                                           ("--alerts", args.alerts)) if value]
+    if args.mode == "feature" and fight_only:
+        raise InputError(f"{', '.join(fight_only)}: need --mode score (feature mode has no fight probability)")
+    if args.gif and args.annotated_dir is None:
+        raise InputError("--gif writes into --annotated-dir; name that directory too")
+    for flag, path in (("--output", args.output), ("--alerts", args.alerts)):
+        if path is not None and path.is_dir():
+            raise InputError(f"{path}: {flag} is a directory; name the file to write")
+        if path is not None and path.parent.exists() and not path.parent.is_dir():
+            raise InputError(f"{path}: {flag}'s parent {path.parent} is not a directory")
+    if args.annotated_dir is not None and args.annotated_dir.exists() and not args.annotated_dir.is_dir():
+        raise InputError(f"{args.annotated_dir}: --annotated-dir is not a directory")
+    return fight_only
+
+
+def run(args: argparse.Namespace) -> None:
+    config = load_config(args.config, overrides(args))
+    score_cfg = with_flags(config.score, args, {"stride": "stride", "batch_size": "batch_size"})
+    policy = with_flags(config.alerts, args, POLICY_FLAGS)
+    fight_only = _check_outputs(args)
+    videos = read_video_list(args.input, args.video_root)
+    release = ReleaseOptions(args.model_depth, args.resnet_shortcut, args.family, args.conv1_t_stride,
+                             args.no_max_pool, args.sample_size, args.sample_duration)
+    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names)
+    if names != FIGHT_CLASSES and fight_only:
+        raise InputError(f"{', '.join(fight_only)}: {args.model} is not a fight model ({len(names)} classes: "
+                         f"{', '.join(names[:3])}, ...); only fightwatch's models raise alerts")
+    accel = AccelConfig(args.precision, args.kernels)
+    if args.ray or args.ray_address:
+        del model  # each Ray actor loads its own
+        entries, alerts = score_job_ray(args.model, videos, args.output, score_cfg, policy, args.annotated_dir,
+                                        accel=accel, mode=args.mode, gif=args.gif, ray_address=args.ray_address,
+                                        release=release, names_file=args.class_names)
+    else:
+        entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
+                                    plan=plan_for(accel), mode=args.mode, gif=args.gif, names=names)
+    for alert in alerts:
+        print(json.dumps(alert))
+    if args.alerts:
+        write_alerts(args.alerts, alerts)
+    failed = [e for e in entries if "error" in e]
+    what = "feature-extracted" if args.mode == "feature" else "scored"
+    print(f"{what} {len(entries) - len(failed)} of {len(entries)} video(s), {len(alerts)} alert(s) -> {args.output}",
+          file=sys.stderr)
+    if failed:
+        raise InputError(f"{len(failed)} video(s) not scored (refused or unreadable), first: {failed[0]['error']}")

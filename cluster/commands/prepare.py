@@ -1,4 +1,4 @@
-"""The prepare job: a clip manifest from AVA, a folder per class or generated videos, then clips in the store.
+"""`fightwatch prepare`: a clip manifest from AVA, a folder per class or generated videos, then clips in the store.
 
 AVA: select balanced fight/non-fight samples, find the videos locally (`data.video_root`) or download them with
 yt-dlp (`data.cache_dir`), extract the clips with Ray Data. Writes under run_dir: `clips/` (the store),
@@ -10,20 +10,23 @@ manifest, checkpoints, trunk cache or model).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.config import AvaConfig, Config
+from cluster.commands.args import add_config_args, overrides
+from cluster.config import AvaConfig, Config, load_config
+from cluster.logs import log_to_run_dir
 from data import ava
 from data.download import video_paths
 from data.errors import InputError
+from data.files import atomic_write, make_run_dir
 from data.folders import KFold, extra_manifest, folder_manifest
 from data.pipeline import ExtractionSummary, extract_clips
 from data.store import ClipStore, write_manifest
-from data.files import atomic_write, make_run_dir
 from data.synthetic import generate_dataset
 
 log = logging.getLogger(__name__)
@@ -126,3 +129,21 @@ def run_prepare(cfg: Config) -> PrepareResult:
     result = PrepareResult(kept, store.root, extraction, unavailable)
     log.info("%s", result.line())
     return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Build the clip manifest (AVA annotations, a folder per class, or generated videos, per "
+                          "data.source), find or download the videos, and extract the clips with Ray Data into "
+                          "<run_dir>/clips. Re-running skips videos already extracted.")
+    add_config_args(parser)
+    parser.add_argument("--ray-address", help="join this Ray cluster (same as data.ray_address; default: "
+                                              "RAY_ADDRESS, else an embedded local Ray)")
+
+
+def run(args: argparse.Namespace) -> None:
+    ray_override = [f"data.ray_address={args.ray_address}"] if args.ray_address else []
+    cfg = load_config(args.config, overrides(args) + ray_override)
+    log_to_run_dir(cfg.run_dir)
+    result = run_prepare(cfg)
+    print(f"{result.line()}\nmanifest: {cfg.run_dir}/manifest.jsonl ({len(result.rows)} clips), "
+          f"store: {result.store_root}")

@@ -1,4 +1,4 @@
-"""The demo job: the whole product on generated videos, end to end on one machine.
+"""`fightwatch demo`: the whole product on generated videos, end to end on one machine.
 
 generate videos -> extract clips (Ray Data) -> train (MLflow) -> score the
 held-out timeline -> output.json, annotated mp4, probability plot, alerts.
@@ -7,14 +7,18 @@ Every step skips work already done in the run dir, so a re-run is cheap.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 from pathlib import Path
 
-from cluster.config import Config
+from cluster.commands.args import add_config_args, add_deterministic_arg, overrides
+from cluster.commands.prepare import run_prepare
+from cluster.commands.score import Video, score_job, write_alerts
+from cluster.commands.train import run_train
+from cluster.config import Config, load_config
 from cluster.launch import launch_local, local_plan
-from cluster.prepare import run_prepare
-from cluster.score import Video, score_job, write_alerts
-from cluster.train_job import run_train
+from cluster.logs import log_to_run_dir
 from data.errors import InputError
 from data.synthetic import write_timeline
 from trainer.checkpoint import latest_checkpoint, load_model
@@ -61,3 +65,29 @@ def run_demo(cfg: Config, train_args: list[str]) -> dict:
         "alerts": alerts,
         "mlflow_run_id": run_id,
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Generate synthetic fight/calm videos, extract clips with Ray Data, train with MLflow "
+                          "tracking, score a held-out timeline video, write output.json, an annotated mp4 and alerts.")
+    add_config_args(parser, "configs/demo.yaml")
+    add_deterministic_arg(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, overrides(args))
+    log_file = log_to_run_dir(cfg.run_dir)
+    summary = run_demo(cfg, ["--config", str(args.config), *overrides(args)])
+    run_dir = Path(summary["run_dir"])
+    for alert in summary["alerts"]:
+        print(json.dumps(alert))
+    truth = summary["truth"]["fight_intervals"]
+    print(f"\nval accuracy {summary['val'].get('accuracy', float('nan')):.3f}, "
+          f"{len(summary['alerts'])} alert(s) on the held-out timeline (true fight at {truth})")
+    print(f"run dir:      {run_dir}\n"
+          f"model:        {summary['model']}\n"
+          f"scores:       {run_dir / 'output.json'}\n"
+          f"annotated:    {run_dir / 'timeline_annotated.mp4'} (plot: {run_dir / 'timeline_probs.png'})\n"
+          f"alerts:       {run_dir / 'alerts.jsonl'}\n"
+          f"MLflow:       mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()}\n"
+          f"log:          {log_file}")

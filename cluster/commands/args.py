@@ -1,8 +1,7 @@
-"""The command-line flags that the commands serving a model share: which config, the alert policy's overrides,
-and the precision and kernels the model runs in.
+"""The command-line options that several commands share: which config and its overrides, training's
+determinism, the alert policy's overrides, the precision and kernels a model runs in, the review app's token.
 
-Kept apart from cluster/config.py so that building the parser (every `fightwatch` call, `--help` too) imports
-nothing heavy.
+Kept free of heavy imports: a command's parser is built on every call of it, `--help` too.
 """
 
 from __future__ import annotations
@@ -16,15 +15,31 @@ POLICY_FLAGS = {"threshold": "threshold", "consecutive": "consecutive", "calm_to
                 "cooldown": "cooldown_s"}
 
 
-def add_serving_config_args(parser: argparse.ArgumentParser, default: str = "configs/ava_fight.yaml") -> None:
-    """--config and --set, and the alert policy's flags, for the commands that serve a model (score, watch).
-
-    Every flag defaults to the config's value (one default per setting: the YAML)."""
-    parser.add_argument("--config", default=default,
-                        help=f"experiment YAML whose score/watch/alerts/sinks sections give the defaults "
-                             f"(default: {default})")
+def add_config_args(parser: argparse.ArgumentParser, default: str = "configs/ava_fight.yaml",
+                    what: str = "experiment YAML", bare_overrides: bool = True) -> None:
+    """--config, --set KEY=VALUE and (unless the command's positionals are something else) bare KEY=VALUE
+    arguments; `overrides(args)` gives them in order."""
+    parser.add_argument("--config", default=default, help=f"{what} (default: {default})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set watch.clip_seconds=10 (repeatable)")
+                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    if bare_overrides:
+        parser.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides of a command line: --set's, then the bare KEY=VALUE ones."""
+    return [*args.overrides, *getattr(args, "more_overrides", [])]
+
+
+def add_deterministic_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deterministic", dest="overrides", action="append_const", const="train.deterministic=true",
+                        help="train with torch's deterministic algorithms (train.deterministic=true; recorded in "
+                             "MLflow with the other params)")
+
+
+def add_policy_args(parser: argparse.ArgumentParser) -> None:
+    """The alert policy's flags (score, watch); each defaults to the config's value (one default per setting: the
+    YAML)."""
     parser.add_argument("--threshold", type=float, help="fight probability that counts as hot (alerts.threshold)")
     parser.add_argument("--consecutive", type=int, help="hot windows in a row that raise an alert "
                                                         "(alerts.consecutive)")

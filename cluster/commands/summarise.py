@@ -1,13 +1,14 @@
 """`fightwatch summarise`: the folds of a k-fold, pooled from the evaluation runs MLflow holds.
 
 `fightwatch evaluate` logs each fold's evaluation as a run tagged fightwatch.kind=evaluation with its settings and
-its training run's seed and k-fold params (cluster/evaluate.py). `summarise` groups such runs by every param but
+its training run's seed and k-fold params (cluster/commands/evaluate.py). `summarise` groups such runs by every param but
 those that name the fold (PER_FOLD: the fold, and the model and video paths, which differ from fold to fold) and
 gives each group's metrics as mean, sample standard deviation (n - 1) and n.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
@@ -15,9 +16,12 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from cluster.evaluate import KIND_TAG
+from cluster.commands.args import add_config_args, overrides
+from cluster.commands.evaluate import KIND_TAG
+from cluster.config import load_config
 from data.errors import InputError
 from data.files import atomic_write
+from trainer.tracking import tracking_uri
 
 PER_FOLD = ("data.split.fold", "model", "data")
 HEADLINE = ("video_accuracy", "video_mean_class_accuracy", "video_f1", "video_roc_auc", "video_pr_ap", "view_accuracy",
@@ -101,3 +105,28 @@ def run_summarise(tracking: str, experiment: str, filter_string: str | None, out
         report = {"tracking_uri": tracking, "experiment": experiment, "filter": filter_string, "groups": groups}
         atomic_write(out, lambda f: f.write((json.dumps(report, indent=1) + "\n").encode()))
     return groups
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Read the evaluation runs (`fightwatch evaluate`) of an MLflow experiment, group them by their settings and "
+        "their training's seed and number of folds (every param but the fold and the model and video paths), and "
+        "print each group's headline metrics as mean ± sample standard deviation over the runs, with n and the "
+        "folds.")
+    add_config_args(parser, what="experiment YAML whose MLflow store is read (tracking.tracking_uri, else "
+                                 "<run_dir>/mlflow.db; MLFLOW_TRACKING_URI wins)")
+    parser.add_argument("--experiment", help="the MLflow experiment (default: the config's tracking.experiment)")
+    parser.add_argument("--filter", metavar="FILTER",
+                        help="only runs matching this MLflow filter string, e.g. \"params.`data.split.folds` = "
+                             "'5'\" or \"params.clips = '10'\"")
+    parser.add_argument("--out", type=Path, help="also write the groups, with every metric, as JSON")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = load_config(args.config, overrides(args))
+    uri = tracking_uri(config.tracking, Path(config.run_dir))
+    experiment = args.experiment or config.tracking.experiment
+    groups = run_summarise(uri, experiment, args.filter, args.out)
+    print(f"{sum(g['n'] for g in groups)} evaluation run(s) of experiment {experiment} in {uri}, "
+          f"{len(groups)} group(s)" + (f" -> {args.out}" if args.out else ""))
+    print("\n".join(summary_lines(groups)))

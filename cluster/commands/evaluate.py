@@ -10,11 +10,12 @@ sees instead: fights caught, alert latency and false alerts per hour on long vid
 
 `log_evaluation` records either as an MLflow run (tag fightwatch.kind=evaluation): its settings as params, the
 report's figures as metrics (`evaluation_metrics`), the report and the dump as artifacts; a child of the training
-run its checkpoint names, with that run's seed and k-fold params, so cluster/summarise.py can pool the folds.
+run its checkpoint names, with that run's seed and k-fold params, so cluster/commands/summarise.py can pool the folds.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
@@ -29,18 +30,19 @@ import torch
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
-from cluster.config import Config
+from cluster.commands.args import add_accel_args, add_config_args, overrides
+from cluster.config import Config, load_config
 from data.errors import InputError
 from data.files import atomic_write, make_run_dir
 from data.folders import KFold, folder_manifest
-from trainer.accel import AccelPlan
-from trainer.checkpoint import read_checkpoint
+from trainer.accel import AccelConfig, AccelPlan, plan_for
+from trainer.checkpoint import load_model, read_checkpoint
 from trainer.eval_views import EvalConfig, video_fight_prob, view_logits
 from trainer.metrics import (average_precision, classification_metrics, confusion, mean_class_accuracy, threshold_sweep,
                              timeline_report)
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
-from trainer.serve.runtime.scoring import ScoreConfig, score_video, windows
+from trainer.serve.runtime.scoring import ScoreConfig, check_fight_model, prepare_model, score_video, windows
 from trainer.tracking import ensure_experiment, ensure_local_store, git_commit, mlflow_params, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -218,3 +220,86 @@ def log_evaluation(config: Config, model_path: Path, params: dict, metrics: dict
         for path in artifacts:
             mlflow.log_artifact(str(path))
     return run.info.run_id, parent_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Score every labelled video on --clips windows spread over it, one or three crops each, average the views "
+        "into the video's fight probability, and report video-level accuracy (the headline of RWF-2000 and Hockey "
+        "Fights results), mean class accuracy, precision, recall, F1, ROC-AUC, PR-AP, the confusion matrix and a "
+        "threshold sweep, the same per view, and throughput.")
+    parser.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
+    videos = parser.add_mutually_exclusive_group(required=True)
+    videos.add_argument("--data", type=Path, metavar="DIR",
+                        help="a folder per class: fights/ and nonfights/ (Hockey Fights), or RWF-2000's "
+                             "train|val/Fight|NonFight")
+    videos.add_argument("--list", type=Path, metavar="CSV",
+                        help="path,label lines (label fight/nonfight or 1/0), paths relative to the CSV's folder")
+    videos.add_argument("--untrimmed", type=Path, metavar="DIR",
+                        help="long videos, each <name>.mp4 beside <name>.json with its fight_intervals (seconds): "
+                             "scored as `score` does, the config's alert policy replayed; reports fights caught, "
+                             "latency and false alerts per hour")
+    parser.add_argument("--subset", choices=["training", "validation"],
+                        help="with --data: only RWF-2000's train/ (training) or val/ (validation); in a folder "
+                             "per class, the side of the config's split (data.val_fraction, or the k-fold "
+                             "data.split, with seed) that `fightwatch prepare` made")
+    parser.add_argument("--clips", type=int, default=10, help="windows per video, spread evenly (default: 10)")
+    parser.add_argument("--crops", type=int, choices=[1, 3], default=1,
+                        help="1: the centre square; 3: three squares along the long side (default: 1)")
+    parser.add_argument("--average", choices=["prob", "logit"], default="prob",
+                        help="average the views' probabilities or their logits (default: prob)")
+    add_config_args(parser, what="experiment YAML: its alerts.threshold is the default threshold, --untrimmed "
+                                 "follows its score and alerts sections, --subset its data split; the run is logged "
+                                 "to its MLflow store")
+    parser.add_argument("--threshold", type=float, help="fight probability that counts as fight "
+                                                        "(default: the config's alerts.threshold)")
+    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
+    add_accel_args(parser)
+    parser.add_argument("--out", required=True, type=Path, help="the report to write (JSON)")
+    parser.add_argument("--dump", type=Path, help="also one CSV row per video: label, probability, views")
+    parser.add_argument("--no-mlflow", dest="mlflow", action="store_false",
+                        help="do not log an MLflow run (by default one is logged to the config's tracking store, "
+                             "a child of the model's training run when that store has it)")
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        cfg = EvalConfig(args.clips, args.crops, args.average, args.batch_size)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    config = load_config(args.config, overrides(args))
+    threshold = args.threshold if args.threshold is not None else config.alerts.threshold
+    if not 0 < threshold < 1:
+        raise InputError(f"--threshold {threshold}: must be between 0 and 1")
+    if args.subset and not args.data:
+        raise InputError("--subset goes with --data")
+    model, model_cfg = load_model(args.model)
+    check_fight_model(model_cfg, args.model)
+    plan = plan_for(AccelConfig(args.precision, args.kernels))
+    model = prepare_model(model, plan)
+    if args.untrimmed:
+        policy = dataclasses.replace(config.alerts, threshold=threshold)
+        result = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
+        latency = result["latency_s"]
+        print(f"caught {result['caught']} of {result['fights']} fights (latency median "
+              f"{latency['median'] if latency else float('nan'):.2f} s), {result['false_alerts']} false alert(s), "
+              f"{result['false_alerts_per_hour']:.2f} per hour over {result['hours'] * 60:.1f} min -> {args.out}")
+        params = {"data_source": "untrimmed", "data": args.untrimmed.resolve(), "stride": config.score.stride,
+                  **dataclasses.asdict(policy)}
+    else:
+        videos = (listed_videos(args.list) if args.list else
+                  folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split))
+        result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump)
+        video, view = result["video"], result["view"]
+        print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
+              f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "
+              f"accuracy {view['accuracy']:.4f}; {len(result['errors'])} unreadable -> {args.out}")
+        params = {"data_source": "list" if args.list else "folders", "data": (args.list or args.data).resolve(),
+                  "subset": args.subset, "clips": cfg.clips, "crops": cfg.crops, "average": cfg.average,
+                  "threshold": threshold}
+    if args.mlflow:
+        run_id, parent_id = log_evaluation(config, args.model, {"model": args.model.resolve(),
+                                                                "precision": plan.precision, **params},
+                                           evaluation_metrics(result), [p for p in (args.out, args.dump) if p])
+        print(f"MLflow run {run_id}" + (f", a child of training run {parent_id}," if parent_id else "")
+              + f" in {tracking_uri(config.tracking, Path(config.run_dir))}")

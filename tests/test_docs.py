@@ -18,8 +18,9 @@ TOP_LEVEL = ("cluster", "trainer", "data", "configs", "scripts", "tests", "docs"
 FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 INLINE_CODE = re.compile(r"`[^`\n]*`")
-# [text](target) and ![alt](target), the target optionally in <...> and followed by a "title"
-LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+# The target of [text](target) and ![alt](target), optionally in <...> and followed by a "title". Matched from the
+# "](" on, so that a link whose text runs over two lines is still seen on the line that holds its target.
+LINK = re.compile(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, ...: not checked
 # A token that starts with a top-level folder and a slash (not inside a longer path or word), or README.md /
@@ -150,12 +151,12 @@ def test_the_checker_finds_what_is_broken(tmp_path):
         "`scripts/run.py::test_x` `scripts/run.py:12` `scripts/run.py`. `runs/demo/model.pth` `scripts/*.py`\n"
         "`scripts/<name>.py` /data/hockey `docs/` python scripts/run.py --config x\n"
         "[gone](docs/gone.md)\n"
-        "[bad anchor](docs/page.md#not-a-heading) [bad self](#nowhere)\n"
-        "`scripts/missing.py` and python scripts/bench/missing.py\n"
+        "[bad anchor](docs/page.md#not-a-heading) [bad self](#nowhere) [a link over\n"
+        "two lines](docs/page.md#gone) `scripts/missing.py` and python scripts/bench/missing.py\n"
         "```bash\n[not a link](nothing.md) configs/missing.yaml\n```\n")
     found = problems(readme, tmp_path)
-    assert [p.split(":")[1] for p in found] == ["6", "7", "7", "8", "8", "10"], found
+    assert [p.split(":")[1] for p in found] == ["6", "7", "7", "8", "8", "8", "10"], found
     assert "README.md:6: link target docs/gone.md does not exist" in found[0]
-    assert "#not-a-heading" in found[1] and "#nowhere" in found[2]
-    assert "scripts/missing.py" in found[3] and "scripts/bench/missing.py" in found[4]
-    assert "configs/missing.yaml" in found[5]
+    assert "#not-a-heading" in found[1] and "#nowhere" in found[2] and "#gone" in found[3]
+    assert "scripts/missing.py" in found[4] and "scripts/bench/missing.py" in found[5]
+    assert "configs/missing.yaml" in found[6]

@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--sample_size", type=int, default=112, help="frame size of a segment (default: 112)")
     release.add_argument("--sample_duration", type=int, default=16, help="frames per segment (default: 16)")
     release.add_argument("--class-names", "--class_names", dest="class_names", type=Path, metavar="FILE",
-                         help="the model's class names, one per line in output order (default: Kinetics-400's for a "
-                              "400-class file)")
+                         help="the model's class names, one per line in output order, for --mode score (default: "
+                              "Kinetics-400's for a 400-class file; feature mode needs none)")
     score.add_argument("--ray-address", metavar="ADDRESS",
                        help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
 
@@ -326,7 +326,7 @@ def _score(args) -> None:
     videos = read_video_list(args.input, args.video_root)
     release = ReleaseOptions(args.model_depth, args.resnet_shortcut, args.family, args.conv1_t_stride,
                              args.no_max_pool, args.sample_size, args.sample_duration)
-    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names)
+    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names, args.mode)
     if names != FIGHT_CLASSES and fight_only:
         raise InputError(f"{', '.join(fight_only)}: {args.model} is not a fight model ({len(names)} classes: "
                          f"{', '.join(names[:3])}, ...); only fightwatch's models raise alerts")

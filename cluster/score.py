@@ -104,14 +104,17 @@ def read_video_list(list_file: Path, video_root: Path) -> list[Video]:
 class ScoringModel(NamedTuple):
     model: ResNet3D
     config: ModelConfig
-    class_names: tuple[str, ...]  # FIGHT_CLASSES for fightwatch's models: only those raise alerts
+    class_names: tuple[str, ...]  # FIGHT_CLASSES for fightwatch's models: only those raise alerts; () for features
 
     @classmethod
-    def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None) -> "ScoringModel":
+    def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None,
+             mode: str = "score") -> "ScoringModel":
         """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
-        with the names of its classes (trainer.serve.class_names)."""
+        with the names of its classes (trainer.serve.class_names) in score mode; none in feature mode, where
+        nothing is labelled (so a release of classes fightwatch cannot name, e.g. Kinetics-700's, needs no file)."""
         loaded = load_any_model(path, release)
-        return cls(loaded.model, loaded.config, class_names(path, loaded.config.n_classes, loaded.release, names_file))
+        names = class_names(path, loaded.config.n_classes, loaded.release, names_file) if mode == "score" else ()
+        return cls(loaded.model, loaded.config, names)
 
 
 def _refused_entry(video: Video) -> dict:
@@ -227,7 +230,7 @@ class _RayScorer:
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(threads)
         model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
-                                                              Path(names_file) if names_file else None)
+                                                              Path(names_file) if names_file else None, mode)
         self.plan = plan_for(accel)
         self.model = prepare_model(model, self.plan)
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif

@@ -181,6 +181,26 @@ def test_class_names(tmp_path):
         class_names(model, 3, True, tmp_path / "gap.txt")
 
 
+def test_feature_mode_needs_no_class_names(tmp_path, capsys):
+    """A release fightwatch cannot name the classes of (a Kinetics-700 one, like master's r3d18_K_200ep.pth):
+    features need no labels, so --mode feature runs without --class-names; --mode score still asks for them."""
+    from cluster.cli import main
+
+    source = release_like(shortcut="B", n_classes=700, **TINY)
+    save_hara(tmp_path / "r3d10_K_200ep.pth", source, layout="2020")
+    write_video(tmp_path / "v.mp4", 24)
+    (tmp_path / "input").write_text("v.mp4\n")
+    common = ["score", "--input", str(tmp_path / "input"), "--video_root", str(tmp_path), "--model",
+              str(tmp_path / "r3d10_K_200ep.pth"), "--sample_size", "32", "--sample_duration", "8"]
+    assert main([*common, "--output", str(tmp_path / "f.json"), "--mode", "feature"]) == 0, capsys.readouterr().err
+    (entry,) = json.loads((tmp_path / "f.json").read_text())
+    assert entry["clips"] and {len(c["features"]) for c in entry["clips"]} == {source.fc.in_features}
+    capsys.readouterr()
+    assert main([*common, "--output", str(tmp_path / "s.json"), "--mode", "score"]) == 2
+    assert "the model has 700 classes: name them with --class-names FILE" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
 # --- the seed's command -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

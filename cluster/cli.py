@@ -131,16 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Depth, shortcut, width, classes and conv1's kernel are read from the weights (a flag that contradicts "
         "them is an error); the family (which code saved the file) from its layout where it tells, and it sets the "
         "input normalisation: hara2018 (CVPR2018 branch: 0-255 pixels minus the ActivityNet mean) or hara2020 "
-        "(master: 0-1 pixels, Kinetics mean and std).")
+        "(master: 0-1 pixels, Kinetics mean and std). What the weights cannot show (conv1's temporal stride, max "
+        "pooling, the segment size) comes from these flags, else from the opts.json the original's training wrote "
+        "beside the file (a flag that contradicts it is an error), else the original's defaults.")
     release.add_argument("--model_name", choices=["resnet"], default="resnet", help="only resnet")
     release.add_argument("--model_depth", type=int, help="check: the depth the file must hold")
     release.add_argument("--resnet_shortcut", choices=["A", "B"], help="check: the shortcut the file must use")
     release.add_argument("--family", choices=["hara2018", "hara2020"],
                          help="the code that trained it (default: from the file's layout, else from its shortcut)")
-    release.add_argument("--conv1_t_stride", type=int, default=1, help="conv1's temporal stride (default: 1)")
-    release.add_argument("--no_max_pool", action="store_true", help="the model has no max pooling after conv1")
-    release.add_argument("--sample_size", type=int, default=112, help="frame size of a segment (default: 112)")
-    release.add_argument("--sample_duration", type=int, default=16, help="frames per segment (default: 16)")
+    release.add_argument("--conv1_t_stride", type=int,
+                         help="conv1's temporal stride (default: the opts.json beside the file, else 1)")
+    release.add_argument("--no_max_pool", action="store_true", default=None,
+                         help="the model has no max pooling after conv1 (default: the opts.json beside the file, "
+                              "else it has)")
+    release.add_argument("--sample_size", type=int,
+                         help="frame size of a segment (default: the opts.json beside the file, else 112)")
+    release.add_argument("--sample_duration", type=int,
+                         help="frames per segment (default: the opts.json beside the file, else 16)")
     release.add_argument("--class-names", "--class_names", dest="class_names", type=Path, metavar="FILE",
                          help="the model's class names, one per line in output order, for --mode score (default: "
                               "Kinetics-400's for a 400-class file; feature mode needs none)")

@@ -53,3 +53,15 @@ def test_average_precision_mean_class_accuracy_and_sweep():
     assert [s["threshold"] for s in sweep] == [0.5, 0.85]
     assert sweep[0]["recall"] == 1.0 and sweep[0]["precision"] == pytest.approx(2 / 3)
     assert sweep[1]["recall"] == 0.5 and sweep[1]["precision"] == 1.0
+
+
+@pytest.mark.parametrize("labels, scores, expected", [
+    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 5 / 6),  # scikit-learn's documented example: 0.83
+    ([0, 1], [0.5, 0.5], 0.5),  # one threshold takes both: precision 1/2 at recall 1
+    ([1, 0, 0, 1], [0.5] * 4, 0.5),  # all tied: the fights' share
+    # thresholds 0.9, 0.6 (a fight and a non-fight together), 0.3: (1 + 2/3 + 3/4) / 3
+    ([1, 0, 1, 1], [0.9, 0.6, 0.6, 0.3], 29 / 36),
+    ([0, 1, 0, 1], [0.6, 0.6, 0.2, 0.2], 0.5),
+])
+def test_average_precision_takes_tied_scores_as_one_threshold_as_scikit_learn_does(labels, scores, expected):
+    assert average_precision(labels, scores) == pytest.approx(expected)

@@ -152,3 +152,16 @@ def test_bad_input_fails_the_job_with_one_line(ray_head, tmp_path):
     errors = [line for line in logs.splitlines() if line.startswith("ray_job: error:")]
     assert len(errors) == 1 and "unknown key 'train.lrr'" in errors[0], logs[-3000:]
     assert "Traceback" not in logs
+
+
+def test_rays_requirement_has_an_upper_bound_that_the_installed_ray_meets():
+    """cluster/ray_train.py subclasses Ray Train's backend (TorchConfig.backend_cls, its on_start), internals a new
+    major version may change: pyproject.toml bounds ray below it, and the installed ray is inside the range."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
+    from importlib.metadata import version
+    from packaging.requirements import Requirement
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ray,) = [r for r in map(Requirement, dependencies) if r.name == "ray"]
+    assert any(spec.operator in ("<", "<=", "~=", "==", "===") for spec in ray.specifier), f"{ray}: no upper bound"
+    assert ray.specifier.contains(version("ray"), prereleases=True), f"ray {version('ray')} is outside {ray}"

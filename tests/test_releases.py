@@ -98,6 +98,53 @@ def test_options_the_weights_cannot_show_are_stated(tmp_path):
     assert not same_function(assumed, source, clip())
 
 
+def write_opts(folder, **kw):
+    """The opts.json 3D-ResNets-PyTorch's main.py writes into its result_path, beside the save_N.pth files: vars(opt)
+    of its opts.py (master), here of a run like release_like's defaults, `kw` replacing values."""
+    opts = dict(root_path=None, video_path="kinetics/jpg", result_path=str(folder), dataset="kinetics", n_classes=400,
+                n_pretrain_classes=0, pretrain_path=None, ft_begin_module="", sample_size=32, sample_duration=8,
+                sample_t_stride=1, value_scale=1, mean=[0.4345, 0.4051, 0.3775], std=[0.2768, 0.2713, 0.2737],
+                model="resnet", model_depth=10, conv1_t_size=7, conv1_t_stride=1, no_max_pool=False,
+                resnet_shortcut="B", resnet_widen_factor=1.0, n_input_channels=3, arch="resnet-10", begin_epoch=1)
+    (folder / "opts.json").write_text(json.dumps({**opts, **kw}))
+
+
+def test_the_originals_opts_json_beside_the_file_states_what_the_weights_cannot_show(tmp_path, caplog):
+    """3D-ResNets-PyTorch writes opts.json beside its checkpoints: no_max_pool, conv1_t_stride and the input size
+    come from it; a flag may say the same, not otherwise; one of another run (other weights) is refused."""
+    source = release_like(shortcut="B", no_max_pool=True, conv1_t_stride=2, **TINY)
+    path = save_hara(tmp_path / "save_200.pth", source, arch="resnet-10", layout="2020")
+    write_opts(tmp_path, no_max_pool=True, conv1_t_stride=2)
+    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+        model, cfg, _ = load_any_model(path, ReleaseOptions())
+    assert (cfg.no_max_pool, cfg.conv1_t_stride, cfg.sample_size, cfg.sample_duration) == (True, 2, 32, 8)
+    assert isinstance(model.maxpool, torch.nn.Identity) and model.conv1.stride == (2, 2, 2)
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(model.features(x), source.features(x))
+    assert f"from {tmp_path / 'opts.json'}" in caplog.text
+    same, _, _ = load_any_model(path, ReleaseOptions(no_max_pool=True, conv1_t_stride=2, sample_size=32))
+    assert same_function(same, source, x)
+    with pytest.raises(InputError, match=r"save_200.pth: --conv1_t_stride 1, but .*opts.json states conv1_t_stride 2"):
+        load_any_model(path, ReleaseOptions(conv1_t_stride=1))
+    write_opts(tmp_path, model_depth=18, arch="resnet-18")
+    with pytest.raises(InputError, match=r"save_200.pth: .*opts.json states model_depth 18, but the weights show 10"):
+        load_any_model(path, ReleaseOptions())
+    write_opts(tmp_path, n_classes=700, pretrain_path="r3d10_K_200ep.pth", n_finetune_classes=400)  # a fine-tune
+    assert load_any_model(path, ReleaseOptions()).config.n_classes == 400
+
+
+def test_without_opts_json_the_log_names_the_flags_for_what_was_assumed(tmp_path, caplog):
+    path = save_hara(tmp_path / "r3d10_K_200ep.pth", release_like(shortcut="B", **TINY), layout="2020")
+    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+        _, cfg, _ = load_any_model(path, ReleaseOptions())
+    assert (cfg.no_max_pool, cfg.conv1_t_stride, cfg.sample_size, cfg.sample_duration) == (False, 1, 112, 16)
+    assert "conv1 temporal stride 1, max pool on" in caplog.text
+    assert ("max pool on (assumed, as the weights cannot show them: for weights from a run with --no_max_pool or "
+            "--conv1_t_stride 2, pass score the same flags, or keep that run's opts.json beside the file)"
+            in caplog.text and "model.*" not in caplog.text)
+
+
 @pytest.mark.parametrize("options, needle", [
     (ReleaseOptions(depth=34), "--model_depth 34, but the file holds a resnet-10"),
     (ReleaseOptions(shortcut="B"), "--resnet_shortcut B, but the file's weights use shortcut A"),
@@ -179,6 +226,26 @@ def test_class_names(tmp_path):
     (tmp_path / "gap.txt").write_text("a\n\nb\n")
     with pytest.raises(InputError, match="gap.txt:2: empty class name"):
         class_names(model, 3, True, tmp_path / "gap.txt")
+
+
+def test_feature_mode_needs_no_class_names(tmp_path, capsys):
+    """A release fightwatch cannot name the classes of (a Kinetics-700 one, like master's r3d18_K_200ep.pth):
+    features need no labels, so --mode feature runs without --class-names; --mode score still asks for them."""
+    from cluster.cli import main
+
+    source = release_like(shortcut="B", n_classes=700, **TINY)
+    save_hara(tmp_path / "r3d10_K_200ep.pth", source, layout="2020")
+    write_video(tmp_path / "v.mp4", 24)
+    (tmp_path / "input").write_text("v.mp4\n")
+    common = ["score", "--input", str(tmp_path / "input"), "--video_root", str(tmp_path), "--model",
+              str(tmp_path / "r3d10_K_200ep.pth"), "--sample_size", "32", "--sample_duration", "8"]
+    assert main([*common, "--output", str(tmp_path / "f.json"), "--mode", "feature"]) == 0, capsys.readouterr().err
+    (entry,) = json.loads((tmp_path / "f.json").read_text())
+    assert entry["clips"] and {len(c["features"]) for c in entry["clips"]} == {source.fc.in_features}
+    capsys.readouterr()
+    assert main([*common, "--output", str(tmp_path / "s.json"), "--mode", "score"]) == 2
+    assert "the model has 700 classes: name them with --class-names FILE" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
 
 
 # --- the seed's command -------------------------------------------------------------------------------------------

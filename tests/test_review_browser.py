@@ -6,6 +6,7 @@ FIGHTWATCH_SCREENSHOTS=docs makes the test write the README's screenshots there 
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,11 @@ def text(browser, css) -> str:
     return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css)
 
 
+def inner_text(browser, css) -> str:
+    """The element's text as rendered (innerText, what is seen and copied), read in one step as `text` is."""
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css)
+
+
 def queue_ids(browser) -> list[str]:
     """The alerts in the queue, in order, read in one step as `text` is."""
     return browser.execute_script("return [...document.querySelectorAll('tr.alert')].map(r => r.dataset.id)")
@@ -108,6 +114,7 @@ def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, ser
         what="gate's frame")
     gate = text(browser, "[data-camera='gate']")
     assert "online" in gate and "25.0 fps" in gate and "lag 0.12 s" in gate
+    assert inner_text(browser, "[data-camera='gate'] .meta") == "gate · online · 25.0 fps · lag 0.12 s"
     wait(browser, lambda b: queue_ids(b) == [
         "gate-2", "gate-0", "lobby-1"], what="the queue: unreviewed first, newest first")
 
@@ -141,6 +148,29 @@ def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, ser
     browser.find_element(By.CSS_SELECTOR, "#f-review option[value='unreviewed']").click()  # not re-rendered
     wait(browser, lambda b: queue_ids(b) == ["gate-2"],
          what="only the unreviewed alert")
+
+
+def test_a_tile_reads_name_status_and_time_apart(browser, tmp_path, monkeypatch):
+    """A camera known from the store only (no live view): its tile reads "hall · offline since <time>", the parts
+    apart in the text and on the screen, not run together ("halloffline since ...")."""
+    monkeypatch.delenv("FW_BROWSER_TOKEN", raising=False)
+    store = AlertStore(tmp_path / "alerts.db")
+    store.record_camera_event("hall", "offline", "stream lost", at=datetime.now(timezone.utc) - timedelta(minutes=5))
+    server = serve_in_thread(store, None, "127.0.0.1", free_port(), token_env="FW_BROWSER_TOKEN")
+    try:
+        browser.get(server.url)
+        meta = "[data-camera='hall'] .meta"
+        line = wait(browser, lambda b: inner_text(b, meta), what="hall's tile")
+        assert re.fullmatch(r"hall · offline since \S.*", line), line
+        # on the screen: each part ends before the next begins, on one line, or starts a line of its own
+        boxes = browser.execute_script("return [...document.querySelectorAll(arguments[0] + ' > *')].map(e => {"
+                                       "const r = e.getClientRects()[0]; return [r.left, r.right, r.top]; })", meta)
+        assert len(boxes) == 3, boxes
+        for (_, right, top), (left, _, next_top) in zip(boxes, boxes[1:]):
+            assert next_top > top or left > right + 2, boxes
+    finally:
+        server.stop()
+        store.close()
 
 
 def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(browser, served, tmp_path):

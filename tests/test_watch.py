@@ -243,6 +243,31 @@ def test_http_stream_reconnects_after_a_drop_and_goes_on(models, flaky_stream, t
         assert store.alert(events[0]["alert_id"]).alert.end_reason == "source lost"
 
 
+def test_a_camera_over_the_picture_size_cap_is_refused_as_score_refuses_the_file(models, videos, flaky_stream,
+                                                                                  tmp_path, capsys, caplog,
+                                                                                  monkeypatch):
+    """data.clips.MAX_PIXELS (8K) caps the cameras as it caps `score` and `prepare`: here lowered below the test
+    videos' 64x48, so a file camera and a stream of them are refused when they open (the file failed, the stream
+    retried), the status and log say why, and a smaller camera goes on."""
+    monkeypatch.setattr("data.clips.MAX_PIXELS", 64 * 48 - 1)
+    with pytest.raises(InputError, match="video too large: 64x48 is over"):
+        score_video(ResNet3D(WATCH_MODEL_CFG), WATCH_MODEL_CFG, videos["a"], ScoreConfig(stride=16, batch_size=8))
+    small = write_video(tmp_path / "small.mp4", 40, size=(48, 32), fps=FPS)
+    url = f"http://127.0.0.1:{flaky_stream.server_port}/live/cam.ts"
+    rc, stats, _ = watch(capsys, "--model", models["calm"], "--no-realtime", "--out-dir", tmp_path / "out",
+                         "--max-reconnects", 1, "--reconnect-delay", 0.05, f"big={videos['a']}", f"live={url}",
+                         f"small={small}")
+    cams = stats["cameras"]
+    assert rc == 1 and cams["small"]["status"] == "finished" and cams["small"]["frames_in"] == 40
+    for camera, attempts in (("big", 1), ("live", 2)):
+        assert cams[camera]["status"] == "failed" and cams[camera]["frames_in"] == 0
+        assert cams[camera]["open_failures"] == attempts and cams[camera]["error"].startswith(
+            "video too large: 64x48 is over "), cams[camera]
+        logged = [r.getMessage() for r in caplog.records if r.name == "trainer.serve.runtime.cameras"
+                  and r.getMessage().startswith(f"camera {camera} (") and "video too large: 64x48" in r.getMessage()]
+        assert len(logged) == attempts, caplog.text
+
+
 @pytest.fixture
 def receiver():
     got, arrived = [], threading.Event()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import re
 import warnings
@@ -203,16 +204,18 @@ def read_checkpoint(path: str | Path, verify: bool = True, *, require_checksum: 
 class ReleaseOptions:
     """What a 3D-ResNets-PyTorch file cannot say about its model, as the original tools' flags state it.
 
-    None: what the file shows (depth, shortcut, family where it can tell), else the family's default.
+    None: what the file shows (depth, shortcut, family where it can tell), else the family's default; for the
+    rest, what the original's opts.json beside the file states (release_opts), else the original's default
+    (RELEASE_DEFAULTS).
     """
 
     depth: int | None = None  # --model_depth
     shortcut: str | None = None  # --resnet_shortcut
     family: str | None = None  # hara2018 | hara2020
-    conv1_t_stride: int = 1
-    no_max_pool: bool = False
-    sample_size: int = 112
-    sample_duration: int = 16
+    conv1_t_stride: int | None = None
+    no_max_pool: bool | None = None
+    sample_size: int | None = None
+    sample_duration: int | None = None
 
 
 class LoadedModel(NamedTuple):
@@ -302,12 +305,13 @@ def saved_family(obj) -> str | None:
     return "hara2018" if any(str(k).startswith("module.") for k in obj["state_dict"]) else None
 
 
-def describe_input(model_cfg: ModelConfig) -> str:
-    """The input the weights expect and the layers they cannot show, for the log line beside the weights."""
+def describe_input(model_cfg: ModelConfig, source: str | None = None) -> str:
+    """The input the weights expect and the layers they cannot show, for the log line beside the weights;
+    `source`: where those settings came from (default: the model config's keys)."""
+    source = source or f"model.family {model_cfg.family} and model.*: the weights cannot show these"
     return (f"input: pixels scaled to 0-{model_cfg.value_scale:g}, mean {list(model_cfg.mean)}, std "
             f"{list(model_cfg.std)}; conv1 temporal stride {model_cfg.conv1_t_stride}, max pool "
-            f"{'off' if model_cfg.no_max_pool else 'on'} (model.family {model_cfg.family} and model.*: the weights "
-            "cannot show these)")
+            f"{'off' if model_cfg.no_max_pool else 'on'} ({source})")
 
 
 def _check_conv1(path: Path, weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -320,10 +324,37 @@ def _check_conv1(path: Path, weights: dict[str, torch.Tensor]) -> torch.Tensor:
     return conv1
 
 
+RELEASE_DEFAULTS = {"conv1_t_stride": 1, "no_max_pool": False, "sample_size": 112, "sample_duration": 16}  # opts.py's
+_OPTS_TYPES = {"model_depth": int, "resnet_shortcut": str, "conv1_t_size": int, "n_classes": int,
+               "n_finetune_classes": int, "conv1_t_stride": int, "no_max_pool": bool, "sample_size": int,
+               "sample_duration": int}
+
+
+def release_opts(path: Path) -> tuple[Path | None, dict]:
+    """(its path, its options) of the opts.json beside a 3D-ResNets-PyTorch checkpoint, which the original's
+    main.py writes into its result_path beside the save_N.pth files (vars(opt) of its opts.py); (None, {}) where
+    there is none. InputError naming it when it is not such a file (not a JSON object, a key of another type)."""
+    opts_path = path.parent / "opts.json"
+    if not opts_path.is_file():
+        return None, {}
+    try:
+        opts = json.loads(opts_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{opts_path}: not the original's opts.json: {e}") from None
+    if not isinstance(opts, dict):
+        raise InputError(f"{opts_path}: not the original's opts.json (not a JSON object)")
+    for key, kind in _OPTS_TYPES.items():
+        if opts.get(key) is not None and type(opts[key]) is not kind:
+            raise InputError(f"{opts_path}: {key} is {opts[key]!r}, not {kind.__name__}: not the original's opts.json")
+    return opts_path, opts
+
+
 def release_config(path: Path, state: dict, options: ReleaseOptions, saved: str | None) -> ModelConfig:
     """The ModelConfig of a 3D-ResNets-PyTorch file: depth, shortcut, width, classes and conv1's temporal kernel
-    from its weights (a flag that contradicts them is an error), the family from its layout (saved_family) or
-    options, else guessed from the shortcut and logged as such; the rest from options."""
+    from its weights (a flag, or the opts.json beside it, that contradicts them is an error), the family from its
+    layout (saved_family) or options, else guessed from the shortcut and logged as such; conv1's temporal stride,
+    max pooling and the input size from options, else that opts.json (a flag that contradicts it is an error), else
+    the original's defaults, logged with the flags that state them."""
     weights = state["state_dict"]
     conv1, fc = _check_conv1(path, weights), weights.get("fc.weight")
     if fc is None or fc.ndim != 2:
@@ -346,18 +377,44 @@ def release_config(path: Path, state: dict, options: ReleaseOptions, saved: str 
     if options.family is not None and saved not in (None, options.family):
         raise InputError(f"{path}: --family {options.family}, but the file was saved by the {FAMILY_CODE[saved]}")
     family = options.family or saved or ("hara2018" if family_shortcut("hara2018", depth) == shortcut else "hara2020")
+    opts_path, opts = release_opts(path)
+    # a fine-tune (--pretrain_path) replaced the fc: its classes are n_finetune_classes, n_classes the pretraining's
+    classes = opts.get("n_finetune_classes") if opts.get("pretrain_path") else opts.get("n_classes")
+    for key, stated, shown in (("model_depth", opts.get("model_depth"), depth),
+                               ("resnet_shortcut", opts.get("resnet_shortcut"), shortcut),
+                               ("conv1_t_size", opts.get("conv1_t_size"), conv1.shape[2]),
+                               ("n_classes", classes, fc.shape[0])):
+        if stated is not None and stated != shown:
+            raise InputError(f"{path}: {opts_path} states {key} {stated}, but the weights show {shown}: the "
+                             "opts.json of another run?")
+    chosen = {}
+    for key, default in RELEASE_DEFAULTS.items():
+        flag, stated = getattr(options, key), opts.get(key)
+        if flag is not None and stated is not None and flag != stated:
+            raise InputError(f"{path}: {f'--{key}' if flag is True else f'--{key} {flag}'}, but {opts_path} states "
+                             f"{key} {json.dumps(stated)}")
+        chosen[key] = next(value for value in (flag, stated, default) if value is not None)
     try:
-        model_cfg = ModelConfig(depth, shortcut, conv1.shape[0], fc.shape[0], options.sample_size,
-                                options.sample_duration, None, "fc", None, None, None, family=family,
-                                conv1_t_size=conv1.shape[2], conv1_t_stride=options.conv1_t_stride,
-                                no_max_pool=options.no_max_pool)
+        model_cfg = ModelConfig(depth, shortcut, conv1.shape[0], fc.shape[0], chosen["sample_size"],
+                                chosen["sample_duration"], None, "fc", None, None, None, family=family,
+                                conv1_t_size=conv1.shape[2], conv1_t_stride=chosen["conv1_t_stride"],
+                                no_max_pool=chosen["no_max_pool"])
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
     how = ("--family" if options.family else f"saved by the {FAMILY_CODE[saved]}" if saved
            else f"assumed from shortcut {shortcut}; --family to say otherwise")
-    log.info("%s: 3D-ResNets-PyTorch %s (family %s: %s), width %d, %d classes, conv1 kernel %d frames; %s", path,
-             model_cfg.arch, family, how, model_cfg.width, model_cfg.n_classes, model_cfg.conv1_t_size,
-             describe_input(model_cfg))
+    # Either value loads the same weights and runs, giving other features: only the log can tell what was assumed
+    if opts_path is not None:
+        source = f"from {opts_path}"
+    elif options.conv1_t_stride is not None and options.no_max_pool is not None:
+        source = "as stated by score's flags"
+    else:
+        source = ("assumed, as the weights cannot show them: for weights from a run with --no_max_pool or "
+                  "--conv1_t_stride 2, pass score the same flags, or keep that run's opts.json beside the file")
+    log.info("%s: 3D-ResNets-PyTorch %s (family %s: %s), width %d, %d classes, conv1 kernel %d frames, %d-frame "
+             "segments of %dx%d; %s", path, model_cfg.arch, family, how, model_cfg.width, model_cfg.n_classes,
+             model_cfg.conv1_t_size, model_cfg.sample_duration, model_cfg.sample_size, model_cfg.sample_size,
+             describe_input(model_cfg, source))
     return model_cfg
 
 

@@ -61,15 +61,15 @@ def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list
 
 
 def average_precision(labels, scores) -> float:
-    """Area under the precision-recall curve, as the mean precision at each fight in score order (ties: the
-    positives first, as sklearn's step interpolation does not assume); nan without fights."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    """Area under the precision-recall curve: scikit-learn's average_precision_score, the step sum of precision
+    times the recall gained at each distinct score: tied scores are one threshold, so labels [0, 1] scored [0.5, 0.5]
+    give 0.5, not 1; nan without fights."""
+    from sklearn.metrics import average_precision_score  # seconds to import: evaluation needs it, training not
+
+    labels = np.asarray(labels)
     if not (labels == 1).any():
         return float("nan")
-    order = np.lexsort((-labels, -scores))  # by score descending, fights first within a tie
-    hits = labels[order] == 1
-    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision_at[hits].mean())
+    return float(average_precision_score(labels, np.asarray(scores, dtype=float)))
 
 
 def mean_class_accuracy(labels, predictions) -> float:

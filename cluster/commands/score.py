@@ -108,14 +108,17 @@ def read_video_list(list_file: Path, video_root: Path) -> list[Video]:
 class ScoringModel(NamedTuple):
     model: ResNet3D
     config: ModelConfig
-    class_names: tuple[str, ...]  # FIGHT_CLASSES for fightwatch's models: only those raise alerts
+    class_names: tuple[str, ...]  # FIGHT_CLASSES for fightwatch's models: only those raise alerts; () for features
 
     @classmethod
-    def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None) -> "ScoringModel":
+    def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None,
+             mode: str = "score") -> "ScoringModel":
         """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
-        with the names of its classes (trainer.serve.runtime.class_names)."""
+        with the names of its classes (trainer.serve.runtime.class_names) in score mode; none in feature mode, where
+        nothing is labelled (so a release of classes fightwatch cannot name, e.g. Kinetics-700's, needs no file)."""
         loaded = load_any_model(path, release)
-        return cls(loaded.model, loaded.config, class_names(path, loaded.config.n_classes, loaded.release, names_file))
+        names = class_names(path, loaded.config.n_classes, loaded.release, names_file) if mode == "score" else ()
+        return cls(loaded.model, loaded.config, names)
 
 
 def _refused_entry(video: Video) -> dict:
@@ -231,7 +234,7 @@ class _RayScorer:
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(threads)
         model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
-                                                              Path(names_file) if names_file else None)
+                                                              Path(names_file) if names_file else None, mode)
         self.plan = plan_for(accel)
         self.model = prepare_model(model, self.plan)
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
@@ -352,19 +355,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Depth, shortcut, width, classes and conv1's kernel are read from the weights (a flag that contradicts "
         "them is an error); the family (which code saved the file) from its layout where it tells, and it sets the "
         "input normalisation: hara2018 (CVPR2018 branch: 0-255 pixels minus the ActivityNet mean) or hara2020 "
-        "(master: 0-1 pixels, Kinetics mean and std).")
+        "(master: 0-1 pixels, Kinetics mean and std). What the weights cannot show (conv1's temporal stride, max "
+        "pooling, the segment size) comes from these flags, else from the opts.json the original's training wrote "
+        "beside the file (a flag that contradicts it is an error), else the original's defaults.")
     release.add_argument("--model_name", choices=["resnet"], default="resnet", help="only resnet")
     release.add_argument("--model_depth", type=int, help="check: the depth the file must hold")
     release.add_argument("--resnet_shortcut", choices=["A", "B"], help="check: the shortcut the file must use")
     release.add_argument("--family", choices=["hara2018", "hara2020"],
                          help="the code that trained it (default: from the file's layout, else from its shortcut)")
-    release.add_argument("--conv1_t_stride", type=int, default=1, help="conv1's temporal stride (default: 1)")
-    release.add_argument("--no_max_pool", action="store_true", help="the model has no max pooling after conv1")
-    release.add_argument("--sample_size", type=int, default=112, help="frame size of a segment (default: 112)")
-    release.add_argument("--sample_duration", type=int, default=16, help="frames per segment (default: 16)")
+    release.add_argument("--conv1_t_stride", type=int,
+                         help="conv1's temporal stride (default: the opts.json beside the file, else 1)")
+    release.add_argument("--no_max_pool", action="store_true", default=None,
+                         help="the model has no max pooling after conv1 (default: the opts.json beside the file, "
+                              "else it has)")
+    release.add_argument("--sample_size", type=int,
+                         help="frame size of a segment (default: the opts.json beside the file, else 112)")
+    release.add_argument("--sample_duration", type=int,
+                         help="frames per segment (default: the opts.json beside the file, else 16)")
     release.add_argument("--class-names", "--class_names", dest="class_names", type=Path, metavar="FILE",
-                         help="the model's class names, one per line in output order (default: Kinetics-400's for a "
-                              "400-class file)")
+                         help="the model's class names, one per line in output order, for --mode score (default: "
+                              "Kinetics-400's for a 400-class file; feature mode needs none)")
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else an embedded local Ray)")
 
@@ -395,7 +405,7 @@ def run(args: argparse.Namespace) -> None:
     videos = read_video_list(args.input, args.video_root)
     release = ReleaseOptions(args.model_depth, args.resnet_shortcut, args.family, args.conv1_t_stride,
                              args.no_max_pool, args.sample_size, args.sample_duration)
-    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names)
+    model, model_cfg, names = ScoringModel.load(args.model, release, args.class_names, args.mode)
     if names != FIGHT_CLASSES and fight_only:
         raise InputError(f"{', '.join(fight_only)}: {args.model} is not a fight model ({len(names)} classes: "
                          f"{', '.join(names[:3])}, ...); only fightwatch's models raise alerts")

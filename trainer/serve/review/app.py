@@ -1,7 +1,7 @@
 """The review web app: security-desk operators review `fightwatch watch`'s alerts in a browser.
 
 A FastAPI app over an AlertStore and a LiveView (trainer/serve/review/live_view.py). Everything it serves comes from
-this package (review_ui/: two HTML pages, one script, one style sheet): no build step, nothing from a CDN.
+this package (ui/: two HTML pages, one script, one style sheet): no build step, nothing from a CDN.
 
 Pages
     /                 live tiles (each camera's newest frame, status, fps, lag) and the alert queue (unreviewed

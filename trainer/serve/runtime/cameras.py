@@ -32,7 +32,7 @@ from typing import Callable
 import av
 import numpy as np
 
-from data.clips import Resizer, resized
+from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.dataset import crop_box
 from trainer.serve.alerting.policy import AlertState
 from trainer.serve.runtime.snapshots import Frame
@@ -259,6 +259,15 @@ class CameraReader:
         if not container.streams.video:
             container.close()
             raise _OpenFailed("no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg does not know the codec, or cannot decode it
+            container.close()
+            raise _OpenFailed("no decoder for its video codec")
+        # score's and prepare's cap: a camera, or a hostile stream, must not make the decoder allocate 16K frames
+        too_large = limit_picture_size(stream)
+        if too_large:
+            container.close()
+            raise _OpenFailed(f"video too large: {too_large} is over {MAX_PIXELS / 1e6:.1f} megapixels (8K)")
         return container
 
     def _read(self, container) -> tuple[int, str | None]:

@@ -120,9 +120,11 @@ function renderTiles(cameras) {
     if (!options.has(camera.id)) select.append(el("option", {value: camera.id}, camera.id));
     const facts = [camera.fps != null ? `${camera.fps.toFixed(1)} fps` : null,
                    camera.lag_s != null ? `lag ${camera.lag_s.toFixed(2)} s` : null].filter(Boolean).join(" · ");
-    tiles.get(camera.id).meta.replaceChildren(el("b", {}, camera.id),
-      el("span", {class: `status status-${camera.status}`, title: camera.detail || ""}, camera.status),
-      el("span", {class: "muted"}, facts || (camera.since ? `since ${localTime(camera.since)}` : "")));
+    // the separators are text, so the line reads (and copies) "hall · offline since ...", not "halloffline since ..."
+    const more = facts ? [" · ", el("span", {class: "muted"}, facts)]
+      : camera.since ? [" ", el("span", {class: "muted"}, `since ${localTime(camera.since)}`)] : [];
+    tiles.get(camera.id).meta.replaceChildren(el("b", {}, camera.id), " · ",
+      el("span", {class: `status status-${camera.status}`, title: camera.detail || ""}, camera.status), ...more);
   }
   const ids = new Set(cameras.map(c => c.id));
   for (const id of tiles.keys()) if (!ids.has(id)) tiles.delete(id);

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from data.errors import InputError
-from trainer.checkpoint import (checksum_path, latest_checkpoint, load_model, load_pretrained, read_checkpoint,
-                                save_checkpoint)
-from trainer.model import ModelConfig, ResNet3D
 from tests.helpers import release_like, save_hara
+from trainer.checkpoint import checksum_path, latest_checkpoint, load_model, read_checkpoint, save_checkpoint
+from trainer.model import ModelConfig, ResNet3D
+from trainer.releases import load_pretrained
 
 MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
 

@@ -13,8 +13,9 @@ from data.errors import InputError
 from tests.helpers import TINY as TINY_RUN
 from tests.helpers import assert_one_line_error, fightwatch, release_like, save_hara
 from tests.test_scoring import write_video
-from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
+from trainer.checkpoint import read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
+from trainer.releases import ReleaseOptions, load_any_model, load_pretrained
 from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names, kinetics400
 from trainer.serve.runtime.scoring import ScoreConfig, score_video
 
@@ -78,7 +79,7 @@ def test_a_release_is_rebuilt_from_its_weights(tmp_path, layout):
 
 def test_a_bare_state_dict_gets_the_family_of_its_shortcut_and_the_log_says_so(tmp_path, caplog):
     torch.save(release_like(shortcut="B").state_dict(), tmp_path / "bare.pth")
-    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="trainer.releases"):
         _, cfg, _ = load_any_model(tmp_path / "bare.pth", ReleaseOptions(**TINY))
     assert cfg.family == "hara2020"
     assert "assumed from shortcut B; --family to say otherwise" in caplog.text
@@ -115,7 +116,7 @@ def test_the_originals_opts_json_beside_the_file_states_what_the_weights_cannot_
     source = release_like(shortcut="B", no_max_pool=True, conv1_t_stride=2, **TINY)
     path = save_hara(tmp_path / "save_200.pth", source, arch="resnet-10", layout="2020")
     write_opts(tmp_path, no_max_pool=True, conv1_t_stride=2)
-    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="trainer.releases"):
         model, cfg, _ = load_any_model(path, ReleaseOptions())
     assert (cfg.no_max_pool, cfg.conv1_t_stride, cfg.sample_size, cfg.sample_duration) == (True, 2, 32, 8)
     assert isinstance(model.maxpool, torch.nn.Identity) and model.conv1.stride == (2, 2, 2)
@@ -136,7 +137,7 @@ def test_the_originals_opts_json_beside_the_file_states_what_the_weights_cannot_
 
 def test_without_opts_json_the_log_names_the_flags_for_what_was_assumed(tmp_path, caplog):
     path = save_hara(tmp_path / "r3d10_K_200ep.pth", release_like(shortcut="B", **TINY), layout="2020")
-    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="trainer.releases"):
         _, cfg, _ = load_any_model(path, ReleaseOptions())
     assert (cfg.no_max_pool, cfg.conv1_t_stride, cfg.sample_size, cfg.sample_duration) == (False, 1, 112, 16)
     assert "conv1 temporal stride 1, max pool on" in caplog.text
@@ -198,7 +199,7 @@ def test_pretrained_family_must_match_the_file_and_the_normalisation_is_logged(t
                                          "hara2018: set model.family=hara2020"):
         load_pretrained(ResNet3D(source_cfg(shortcut="B")), path, source_cfg(shortcut="B"))
     cfg = source_cfg(family="hara2020")
-    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="trainer.releases"):
         load_pretrained(ResNet3D(cfg), path, cfg)
     assert cfg.shortcut == "B"  # the family's
     assert ("saved by the 2020 (master) code" in caplog.text

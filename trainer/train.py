@@ -38,10 +38,11 @@ from data.files import remove_stale_temps
 from trainer import plots
 from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.batches import MicroBatchSampler, shard
-from trainer.checkpoint import load_pretrained, save_checkpoint
+from trainer.checkpoint import save_checkpoint
+from trainer.ddp import GradSync, barrier, gather, sum_across, world, wrap_head
 from trainer.metrics import classification_metrics, confusion
-from trainer.ddp import GradSync, barrier, gather, sum_across, wrap_head, world
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode
+from trainer.releases import load_pretrained
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig
 
 if TYPE_CHECKING:  # the loop only calls a Tracker; MLflow is imported by whoever makes one

@@ -31,8 +31,8 @@ from cluster.config import load_config, with_flags
 from data.errors import InputError
 from data.files import NAME_MAX, atomic_write
 from trainer.accel import AccelConfig, AccelPlan, plan_for
-from trainer.checkpoint import ReleaseOptions, load_any_model
 from trainer.model import ModelConfig, ResNet3D
+from trainer.releases import ReleaseOptions, load_any_model
 from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
 from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
 from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names
@@ -113,7 +113,7 @@ class ScoringModel(NamedTuple):
     @classmethod
     def load(cls, path: Path, release: ReleaseOptions, names_file: Path | None,
              mode: str = "score") -> "ScoringModel":
-        """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.checkpoint.load_any_model),
+        """A fightwatch checkpoint, or a 3D-ResNets-PyTorch file as it is (trainer.releases.load_any_model),
         with the names of its classes (trainer.serve.runtime.class_names) in score mode; none in feature mode, where
         nothing is labelled (so a release of classes fightwatch cannot name, e.g. Kinetics-700's, needs no file)."""
         loaded = load_any_model(path, release)

@@ -52,16 +52,9 @@ from trainer.serve.alerting.policy import Window
 
 log = logging.getLogger(__name__)
 
-
 SCHEMA_VERSION = 2
-
-
 VERDICTS = ("ack", "false_positive", "true_positive")
-
-
 REVIEW_STATES = ("unreviewed", *VERDICTS)
-
-
 KEPT_VERDICT = "true_positive"  # reviewed fights: never expired, their files never deleted for the cap
 
 
@@ -210,8 +203,6 @@ def _add_windows_v2(db: sqlite3.Connection) -> None:
 
 
 _MIGRATIONS = {0: _create_v1, 1: _add_windows_v2}  # user_version -> the step to the next version
-
-
 _ALERT_SELECT = """
     SELECT a.id, a.camera, a.source, a.state, a.start_s, a.raised_s, a.end_s, a.start_time, a.raised_time,
            a.end_time, a.peak_prob, a.threshold, a.snapshot, a.clip,

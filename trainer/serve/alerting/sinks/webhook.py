@@ -22,7 +22,6 @@ from trainer.serve.alerting.sinks.base import Sink, open_append, to_json
 
 log = logging.getLogger(__name__)
 
-
 _CUT_BY_CLOSE = "sink closed during delivery"
 
 

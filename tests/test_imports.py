@@ -73,3 +73,17 @@ def test_the_command_line_starts_without_the_heavy_libraries():
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'av') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_every_package_index_names_each_of_its_modules():
+    """A package whose __init__ has a docstring indexes its rooms: every module and subpackage is named there."""
+    missing = []
+    for init in sorted(p for package in PACKAGES for p in (ROOT / package).rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        if not doc:
+            continue
+        rooms = [p.name for p in init.parent.iterdir()
+                 if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()]
+        missing += [f"{init.relative_to(ROOT)}: {room}" for room in rooms
+                    if (room if room.endswith(".py") else f"{room}/") not in doc]
+    assert not missing, "\n".join(missing)

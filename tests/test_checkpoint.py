@@ -15,7 +15,7 @@ from data.errors import InputError
 from trainer.checkpoint import (checksum_path, latest_checkpoint, load_model, load_pretrained, read_checkpoint,
                                 save_checkpoint)
 from trainer.model import ModelConfig, ResNet3D
-from tests.helpers import release_like, save_hara
+from tests.support.models import release_like, save_hara
 
 MEAN, STD = (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)
 

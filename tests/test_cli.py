@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import assert_one_line_error, fightwatch
+from tests.support.commands import assert_one_line_error, fightwatch
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 

@@ -12,7 +12,7 @@ import torch
 from cluster.config import load_config
 from cluster.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
 from data.errors import InputError
-from tests.videos import write_video
+from tests.support.videos import write_video
 from trainer.accel import AccelConfig, plan_for
 from trainer.checkpoint import save_checkpoint
 from trainer.metrics import roc_auc

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.helpers import clean_env, fightwatch, mlflow_runs
+from tests.support.commands import clean_env, fightwatch
+from tests.support.training import mlflow_runs
 from tests.test_train import copy_of, run
 
 pytest.importorskip("intel_extension_for_pytorch", reason="IPEX runs in bash scripts/test.sh --intel")

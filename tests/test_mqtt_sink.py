@@ -9,7 +9,8 @@ import time
 import pytest
 
 from data.errors import InputError
-from tests.helpers import ROOT, Mosquitto, Subscriber, needs_mosquitto
+from tests.support.commands import ROOT
+from tests.support.mosquitto import Mosquitto, Subscriber, needs_mosquitto
 from trainer.serve.sinks import CameraPresence, MqttConfig
 
 START = {"event": "start", "alert_id": "gate-20240520T120000Z-1", "camera": "gate", "source": "/v/gate.mp4",

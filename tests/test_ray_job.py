@@ -25,7 +25,8 @@ import mlflow
 import pytest
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
 
-from tests.helpers import ROOT, TINY, free_port
+from tests.support.commands import ROOT, free_port
+from tests.support.training import TINY
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from data.errors import InputError
-from tests.helpers import TINY as TINY_RUN
-from tests.helpers import assert_one_line_error, fightwatch, release_like, save_hara
+from tests.support.commands import assert_one_line_error, fightwatch
+from tests.support.models import release_like, save_hara
+from tests.support.training import TINY as TINY_RUN
 from tests.test_scoring import write_video
 from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests.test_annotate import make_video
-from tests.helpers import assert_one_line_error, fightwatch
+from tests.support.commands import assert_one_line_error, fightwatch
 from tests.test_scoring import MODEL_CFG, write_video
 from trainer.accel import AccelConfig
 from trainer.checkpoint import save_checkpoint

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 import torch
 
-from tests.helpers import (FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, interrupted_epoch, mlflow_runs,
-                           weights)
+from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch
+from tests.support.training import TINY, interrupted_epoch, mlflow_runs, weights
 from trainer.tracking import ensure_local_store
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters

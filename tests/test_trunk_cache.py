@@ -11,7 +11,8 @@ import torch
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.store import ClipStore, read_manifest
-from tests.helpers import TINY, assert_one_line_error, fightwatch
+from tests.support.commands import assert_one_line_error, fightwatch
+from tests.support.training import TINY
 from trainer.accel import AccelPlan, finetune_forward
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split
 from trainer.trunk_cache import TrunkCache, TrunkCacheConfig

@@ -153,7 +153,7 @@ for name in sys.argv[1:]:
 
 @pytest.mark.slow  # a 4K encode and a child process
 def test_a_4k_video_is_scored_with_frames_resized_at_decode(tmp_path):
-    from tests.videos import write_video as write_pattern  # flat cells: a 4K encode in seconds
+    from tests.support.videos import write_video as write_pattern  # flat cells: a 4K encode in seconds
 
     small = write_pattern(tmp_path / "small.mp4", 24, size=(64, 48))
     uhd = write_pattern(tmp_path / "uhd.mp4", 24, size=(3840, 2160))

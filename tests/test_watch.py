@@ -20,8 +20,9 @@ import torch
 
 from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
-from tests.helpers import WATCH_MODEL_CFG, fixed_output_model, needs_mosquitto
-from tests.videos import write_video
+from tests.support.models import WATCH_MODEL_CFG, fixed_output_model
+from tests.support.mosquitto import needs_mosquitto
+from tests.support.videos import write_video
 from trainer.checkpoint import save_checkpoint
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.scoring import ScoreConfig, score_video
@@ -362,7 +363,7 @@ def test_window_queue_is_round_robin_and_drops_the_oldest_of_a_live_camera():
 
 @pytest.mark.slow  # a subprocess
 def test_watch_through_the_installed_command(tmp_path):
-    from tests.helpers import assert_one_line_error, fightwatch
+    from tests.support.commands import assert_one_line_error, fightwatch
 
     assert "watch" in fightwatch("--help").stdout
     assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),
@@ -372,7 +373,8 @@ def test_watch_through_the_installed_command(tmp_path):
 @pytest.mark.slow  # two `fightwatch watch` processes and a broker
 @needs_mosquitto
 def test_watch_records_alerts_and_camera_events_in_the_store_and_on_mqtt(models, videos, tmp_path):
-    from tests.helpers import Mosquitto, Subscriber, fightwatch
+    from tests.support.commands import fightwatch
+    from tests.support.mosquitto import Mosquitto, Subscriber
 
     broker = Mosquitto(tmp_path / "broker").start()
     subscriber = Subscriber(broker.port, "fw/#")

@@ -39,7 +39,8 @@ def no_proxy(monkeypatch):
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""
+    """A run dir with tests.support.training.TINY's clips extracted by the real `fightwatch prepare`; copy before
+    use (tests.support.training.copy_of)."""
     from tests.support.training import TINY
 
     run_dir = tmp_path_factory.mktemp("prepared") / "run"

@@ -30,7 +30,7 @@ def test_run_dir_that_is_a_file(tmp_path):
 def checkpoint(tmp_path):
     from trainer.checkpoint import save_checkpoint
     from trainer.model import ResNet3D
-    from tests.test_scoring import MODEL_CFG
+    from tests.support.models import MODEL_CFG
 
     path = tmp_path / "model.pth"
     save_checkpoint(path, ResNet3D(MODEL_CFG), MODEL_CFG, epoch=1)

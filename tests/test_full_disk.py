@@ -10,10 +10,9 @@ import pytest
 
 from cluster.score import Video, score_job
 from scripts.faults.full_disk import prepare_case, resize, temp_files, tmpfs, train_case, watch_case
-from tests.support.models import fixed_output_model
-from tests.test_scoring import MODEL_CFG
-from tests.test_watch import FPS, decoded_frames
-from tests.support.videos import write_video
+from tests.support.models import MODEL_CFG, fixed_output_model
+from tests.support.videos import decoded_frames, write_video
+from tests.support.watch import FPS
 from trainer.model import ResNet3D
 from trainer.serve.alerts import AlertPolicy
 from trainer.serve.scoring import ScoreConfig

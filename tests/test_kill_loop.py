@@ -17,7 +17,7 @@ from scripts.faults.kill_loop import (AIMABLE, Observation, Target, bar_state, c
                                      run_loop)
 from tests.support.commands import FIGHTWATCH, ROOT, clean_env
 from tests.support.training import TRAIN, copy_of
-from tests.test_trunk_cache import cache_for, clip_sets, model_parts
+from tests.support.trunk_cache import cache_for, clip_sets, model_parts
 from trainer.tracking import Tracker, TrackingConfig
 from trainer.train import _record_epoch
 from trainer.trunk_cache import _file

@@ -13,7 +13,7 @@ from data.errors import InputError
 from tests.support.commands import assert_one_line_error, fightwatch
 from tests.support.models import release_like, save_hara
 from tests.support.training import TINY as TINY_RUN
-from tests.test_scoring import write_video
+from tests.support.videos import write_noise_video
 from trainer.checkpoint import ReleaseOptions, load_any_model, load_pretrained, read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
 from trainer.serve.class_names import FIGHT_CLASSES, class_names, kinetics400
@@ -191,8 +191,8 @@ def seed_folder(tmp_path_factory):
     2018 layout) beside them."""
     folder = tmp_path_factory.mktemp("seed")
     (folder / "videos" / "sub").mkdir(parents=True)
-    write_video(folder / "videos" / "a.mp4", 40, size=(160, 120))
-    write_video(folder / "videos" / "sub" / "a.mp4", 20, size=(160, 120))
+    write_noise_video(folder / "videos" / "a.mp4", 40, size=(160, 120))
+    write_noise_video(folder / "videos" / "sub" / "a.mp4", 20, size=(160, 120))
     (folder / "input").write_text("a.mp4\nsub/a.mp4\n")
     save_hara(folder / "resnet-34-kinetics.pth", release_like(depth=34, width=64, sample_size=112, sample_duration=16),
               arch="resnet-34")
@@ -257,7 +257,7 @@ def test_a_2020_release_fine_tunes_end_to_end(prepared, tmp_path):
 def test_the_original_flags_configure_what_the_file_cannot_show(tmp_path):
     source = release_like(shortcut="B", no_max_pool=True, conv1_t_stride=2)
     save_hara(tmp_path / "r.pth", source, layout="2020")
-    write_video(tmp_path / "v.mp4", 24)
+    write_noise_video(tmp_path / "v.mp4", 24)
     (tmp_path / "input").write_text("v.mp4\n")
     result = fightwatch("score", "--input", "input", "--video_root", ".", "--output", "f.json", "--model", "r.pth",
                         "--mode", "feature", "--precision", "fp32", "--no_max_pool", "--conv1_t_stride", "2",

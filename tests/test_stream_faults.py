@@ -21,7 +21,7 @@ from tests.support.review_fixtures import add_alert
 from tests.support.commands import FIGHTWATCH, ROOT, free_port
 from tests.support.mosquitto import Mosquitto, Subscriber, needs_mosquitto
 from tests.support.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart
-from tests.test_watch import models, watch  # noqa: F401  (models is a fixture)
+from tests.support.watch import models, watch  # noqa: F401  (models is a fixture)
 from tests.support.videos import write_video
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.review_app import create_app, serve_in_thread

@@ -17,7 +17,8 @@ import torch
 from cluster.score import read_video_list, score_job
 from data.folders import video_id_of
 from data.store import NAME_MAX, ClipStore
-from tests.test_scoring import MODEL_CFG, write_video
+from tests.support.models import MODEL_CFG
+from tests.support.videos import write_noise_video
 from trainer.model import ResNet3D
 from trainer.serve.alerts import AlertPolicy
 from trainer.serve.scoring import ScoreConfig
@@ -37,9 +38,9 @@ def layout(tmp_path):
     """videos/ (the root, returned: ok.mp4, sub/ok.mp4) and a secret.mp4 beside it."""
     root = tmp_path / "videos"
     (root / "sub").mkdir(parents=True)
-    write_video(root / "ok.mp4", 20)
-    write_video(root / "sub" / "ok.mp4", 20)
-    write_video(tmp_path / "secret.mp4", 20)
+    write_noise_video(root / "ok.mp4", 20)
+    write_noise_video(root / "sub" / "ok.mp4", 20)
+    write_noise_video(tmp_path / "secret.mp4", 20)
     return root
 
 
@@ -106,7 +107,7 @@ def test_a_100000_line_list_of_mostly_missing_entries_reads_in_one_pass_and_open
 
 def test_annotated_files_stay_in_their_folder_and_a_name_too_long_for_them_costs_only_them(model, layout, caplog):
     long_ok = "n" * (NAME_MAX - 4) + ".mp4"  # a file name that fits; "_annotated.mp4" on its stem would not
-    write_video(layout / long_ok, 20)
+    write_noise_video(layout / long_ok, 20)
     listed = layout.parent / "input"
     listed.write_text(f"sub/./../ok.mp4\n{long_ok}\n../secret.mp4\n")
     review = layout.parent / "review"
@@ -139,7 +140,7 @@ RSS_CHILD = """
 import resource, sys
 from pathlib import Path
 from cluster.score import Video, score_job
-from tests.test_scoring import MODEL_CFG
+from tests.support.models import MODEL_CFG
 from trainer.model import ResNet3D
 from trainer.serve.alerts import AlertPolicy
 from trainer.serve.scoring import ScoreConfig

@@ -1,6 +1,5 @@
 """`fightwatch watch`: real videos, real PyAV streams over local HTTP, real tiny models, no mocks."""
 
-import argparse
 import json
 import logging
 import os
@@ -18,11 +17,11 @@ import av
 import pytest
 import torch
 
-from cluster.watch import add_watch_parser, run_watch
 from data.errors import InputError
-from tests.support.models import WATCH_MODEL_CFG, fixed_output_model
+from tests.support.models import MODEL_CFG
 from tests.support.mosquitto import needs_mosquitto
-from tests.support.videos import write_video
+from tests.support.videos import decoded_frames, write_video
+from tests.support.watch import FPS, models, watch  # noqa: F401  (models is a fixture)
 from trainer.checkpoint import save_checkpoint
 from trainer.serve.alert_store import AlertStore
 from trainer.serve.scoring import ScoreConfig, score_video
@@ -31,7 +30,6 @@ from trainer.serve.window_queue import WindowQueue
 from trainer.model import ResNet3D
 
 ROOT = Path(__file__).resolve().parents[1]
-FPS = 25
 SECRET_ENV, SECRET = "FIGHTWATCH_WATCH_TEST_SECRET", "w4tch-Secret-Value-31"
 
 
@@ -42,13 +40,6 @@ def n_windows(frames: int, stride: int, duration: int = 16) -> int:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Checkpoints whose output is fixed: always fight, always calm."""
-    folder = tmp_path_factory.mktemp("models")
-    return {says: fixed_output_model(folder / f"{says}.pth", says) for says in ("fight", "calm")}
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     frames = {"a.mp4": 50, "b.mp4": 40, "four.mp4": 100, "long.mp4": 250, "cam.ts": 100}  # at 25 fps
@@ -56,26 +47,8 @@ def videos(tmp_path_factory):
             for name, n in frames.items()}
 
 
-def watch(capsys, *argv):
-    """run_watch on the parsed argv: (exit code, the stats line, JSON lines it printed on stdout)."""
-    parser = argparse.ArgumentParser()
-    add_watch_parser(parser.add_subparsers(dest="command"))
-    capsys.readouterr()
-    # the config's store is under the working directory, the checkout; a test that wants one passes --store
-    rc = run_watch(parser.parse_args(["watch", "--set", "watch.store=null", *map(str, argv)]))
-    out, err = capsys.readouterr()
-    stats = [json.loads(line) for line in err.splitlines() if line.startswith('{"event": "stats"')]
-    assert len(stats) == 1, err
-    return rc, stats[0], [json.loads(line) for line in out.splitlines()]
-
-
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def decoded_frames(path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
 
 
 def closed_port() -> int:
@@ -133,11 +106,11 @@ def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys,
     """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/windows.py) from the same
     decoded, resized frames, so a model gives both the same probabilities."""
     torch.manual_seed(1)
-    model = ResNet3D(WATCH_MODEL_CFG).eval()
+    model = ResNet3D(MODEL_CFG).eval()
     with torch.no_grad():  # logits of a random model differ by ~30: scaled so the probabilities are not all 0
         model.fc.weight.mul_(0.05)
-    save_checkpoint(tmp_path / "random.pth", model, WATCH_MODEL_CFG, epoch=1)
-    scored = score_video(model, WATCH_MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
+    save_checkpoint(tmp_path / "random.pth", model, MODEL_CFG, epoch=1)
+    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
     rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
                          "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out", videos[video])
     watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])

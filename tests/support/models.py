@@ -1,5 +1,5 @@
-"""Tiny models and checkpoints: the watch tests' model and a checkpoint of it whose output ignores the frames,
-stand-ins for released 3D-ResNets-PyTorch models and the checkpoint layouts that project wrote."""
+"""Tiny models and checkpoints: the scoring and watch tests' model and a checkpoint of it whose output ignores the
+frames, stand-ins for released 3D-ResNets-PyTorch models and the checkpoint layouts that project wrote."""
 
 from collections import OrderedDict
 from pathlib import Path
@@ -9,21 +9,21 @@ import torch
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ModelConfig, ResNet3D
 
-# The watch tests' model: tiny, at the size and rate `watch` windows are cut for
-WATCH_MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
-                              pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750),
-                              std=(1.0, 1.0, 1.0), value_scale=255.0)
+# The scoring and watch tests' model: tiny, at the size and rate `score` and `watch` windows are cut for
+MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
+                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
+                        value_scale=255.0)
 
 
 def fixed_output_model(path, says: str) -> Path:
-    """A WATCH_MODEL_CFG checkpoint whose output ignores the frames: fc weight 0 and bias [0, 5] (says "fight",
+    """A MODEL_CFG checkpoint whose output ignores the frames: fc weight 0 and bias [0, 5] (says "fight",
     alerting from a stream's first windows) or [5, 0] (says "calm", never alerting)."""
     torch.manual_seed(0)
-    model = ResNet3D(WATCH_MODEL_CFG)
+    model = ResNet3D(MODEL_CFG)
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.bias.copy_(torch.tensor({"fight": [0.0, 5.0], "calm": [5.0, 0.0]}[says]))
-    save_checkpoint(path, model, WATCH_MODEL_CFG, epoch=1)
+    save_checkpoint(path, model, MODEL_CFG, epoch=1)
     return Path(path)
 
 

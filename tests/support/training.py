@@ -1,11 +1,13 @@
-"""The tiny training run: the demo config shrunk to seconds per epoch and the torchrun command line that trains
-it, a killed run's resume checks, MLflow look-ups and the trained weights."""
+"""The tiny training run: the demo config shrunk to seconds per epoch, `fightwatch` and the torchrun command line
+that train it in a copy of the prepared run dir, a killed run's resume checks, MLflow look-ups and the weights."""
 
 import shutil
+import subprocess
 import sys
 
 import mlflow
 
+from tests.support.commands import FIGHTWATCH, ROOT
 from trainer.checkpoint import latest_checkpoint, read_checkpoint
 
 # The demo config shrunk to seconds per epoch on 2 cores: 10 one-second videos per class at 96x72, a width-4 model.
@@ -21,9 +23,16 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TRAIN = ["-m", "cluster.cli", "train", "--config", "configs/demo.yaml", *TINY]  # what TORCHRUN runs
 
 
-def copy_of(prepared, tmp_path, name):
+def copy_of(prepared, tmp_path, name="run"):
+    """A copy of the session's prepared run dir (conftest.py's `prepared`) at tmp_path / name, to train in."""
     shutil.copytree(prepared, tmp_path / name)
     return tmp_path / name
+
+
+def run(command, run_dir, *extra, **kwargs):
+    """`fightwatch <command>` on the demo config shrunk by TINY, in run_dir; `extra` are more overrides."""
+    return subprocess.run([str(FIGHTWATCH), command, "--config", "configs/demo.yaml", f"run_dir={run_dir}",
+                           *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def interrupted_epoch(run_dir, epochs: int) -> int:

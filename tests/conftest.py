@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import FIGHTWATCH, ROOT
+from tests.support.commands import FIGHTWATCH, ROOT
 
 
 def pytest_collection_modifyitems(items):
@@ -39,8 +39,9 @@ def no_proxy(monkeypatch):
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """A run dir with tests.test_train.TINY's clips extracted by the real `fightwatch prepare`; copy before use."""
-    from tests.helpers import TINY
+    """A run dir with tests.support.training.TINY's clips extracted by the real `fightwatch prepare`; copy before
+    use (tests.support.training.copy_of)."""
+    from tests.support.training import TINY
 
     run_dir = tmp_path_factory.mktemp("prepared") / "run"
     result = subprocess.run([str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", f"run_dir={run_dir}", *TINY],

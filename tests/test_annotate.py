@@ -10,54 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.videos import write_gray_video
 from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def gray_frame(width: int, height: int, i: int) -> np.ndarray:
-    """A moving gray gradient: no colour of its own, so any red or green comes from the overlay."""
-    x = np.arange(width)[None, :]
-    y = np.arange(height)[:, None]
-    gray = (60 + (x * 2 + y + i * 3) % 120).astype(np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def make_video(
-    path,
-    width=96,
-    height=72,
-    frames=30,
-    rate=Fraction(25),
-    codec="libx264",
-    audio_codec=None,
-):
-    """Write a test video; with audio_codec, add one second of a 440 Hz mono sine."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=rate)
-        video.width, video.height = width, height
-        # yuv420p needs even sizes; yuv444p lets libx264 write the odd-size source too.
-        video.pix_fmt = "yuv444p" if codec == "libx264" else "yuv420p"
-        if audio_codec:
-            sample_rate = 44100
-            audio = out.add_stream(audio_codec, rate=sample_rate)
-            audio.layout = "mono"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(gray_frame(width, height, i), format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if audio_codec:
-            t = np.arange(sample_rate) / sample_rate
-            wave = 0.3 * np.sin(2 * np.pi * 440 * t)
-            fmt = audio.format.name
-            ints = {"s16": np.int16, "s32": np.int32}.get(fmt.rstrip("p"))
-            samples = (wave * np.iinfo(ints).max).astype(ints) if ints else wave.astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(samples[None, :], format=fmt, layout="mono")
-            frame.sample_rate, frame.pts = sample_rate, 0
-            out.mux(audio.encode(frame))
-            out.mux(audio.encode(None))
-    return path
 
 
 def decoded_rgb(path) -> list[np.ndarray]:
@@ -81,7 +37,7 @@ def video_props(path):
     ],
 )
 def test_keeps_frame_count_rate_and_size(tmp_path, name, size, rate, codec):
-    src = make_video(tmp_path / name, *size, frames=27, rate=rate, codec=codec)
+    src = write_gray_video(tmp_path / name, *size, frames=27, rate=rate, codec=codec)
     dst = tmp_path / "out" / "nested" / "annotated.mp4"  # parents are created
 
     written = annotate_video(src, dst, np.linspace(0, 1, 27))
@@ -94,7 +50,7 @@ def test_keeps_frame_count_rate_and_size(tmp_path, name, size, rate, codec):
 
 
 def test_overlay_draws_top_left_only(tmp_path):
-    src = make_video(tmp_path / "src.mp4", frames=20)
+    src = write_gray_video(tmp_path / "src.mp4", frames=20)
     dst = tmp_path / "annotated.mp4"
     annotate_video(src, dst, [0.8] * 20)
 
@@ -113,7 +69,7 @@ def _count_bar_colours(rgb: np.ndarray) -> tuple[int, int]:
 
 
 def test_bar_red_at_or_above_threshold_green_below(tmp_path):
-    src = make_video(tmp_path / "src.mp4", frames=20)
+    src = write_gray_video(tmp_path / "src.mp4", frames=20)
     dst = tmp_path / "annotated.mp4"
     probs = [0.9] * 10 + [0.35] * 9 + [0.6]  # per-frame: the colour must follow the index
     annotate_video(src, dst, probs, threshold=0.6)
@@ -128,7 +84,7 @@ def test_bar_red_at_or_above_threshold_green_below(tmp_path):
 
 
 def test_odd_size_is_padded_by_one_pixel_and_keeps_every_frame(tmp_path):
-    src = make_video(tmp_path / "odd.mkv", 97, 73, frames=25)
+    src = write_gray_video(tmp_path / "odd.mkv", 97, 73, frames=25)
     dst = tmp_path / "annotated.mp4"
     assert video_props(src)[2:4] == (97, 73)
 
@@ -154,7 +110,7 @@ def audio_packets(path) -> tuple[str, list[bytes]]:
     [("mp4", "aac", True), ("ts", "aac", True), ("mkv", "mp3", True), ("mkv", "pcm_s16le", False)],
 )
 def test_audio_is_kept(tmp_path, container, audio_codec, remuxed):
-    src = make_video(tmp_path / f"talk.{container}", frames=25, audio_codec=audio_codec)
+    src = write_gray_video(tmp_path / f"talk.{container}", frames=25, audio_codec=audio_codec)
     dst = tmp_path / "annotated.mp4"
 
     assert annotate_video(src, dst, [0.2] * 25) == 25
@@ -174,7 +130,7 @@ def test_audio_is_kept(tmp_path, container, audio_codec, remuxed):
 
 
 def test_no_audio_stream_when_source_has_none(tmp_path):
-    src = make_video(tmp_path / "silent.mp4", frames=20)
+    src = write_gray_video(tmp_path / "silent.mp4", frames=20)
     dst = tmp_path / "annotated.mp4"
     annotate_video(src, dst, [0.2] * 20)
     with av.open(str(dst)) as out:
@@ -183,7 +139,7 @@ def test_no_audio_stream_when_source_has_none(tmp_path):
 
 @pytest.mark.parametrize("n_probs", [0, 19, 21])
 def test_mismatched_probs_length_raises_and_writes_nothing(tmp_path, n_probs):
-    src = make_video(tmp_path / "src.mp4", frames=20)
+    src = write_gray_video(tmp_path / "src.mp4", frames=20)
     out_dir = tmp_path / "out"
     dst = out_dir / "annotated.mp4"
 
@@ -193,7 +149,7 @@ def test_mismatched_probs_length_raises_and_writes_nothing(tmp_path, n_probs):
 
 
 def test_failure_keeps_previous_output(tmp_path):
-    src = make_video(tmp_path / "src.mp4", frames=20)
+    src = write_gray_video(tmp_path / "src.mp4", frames=20)
     dst = tmp_path / "annotated.mp4"
     dst.write_bytes(b"previous")
     with pytest.raises(ValueError):
@@ -203,7 +159,7 @@ def test_failure_keeps_previous_output(tmp_path):
 
 @pytest.mark.parametrize("bad", [[0.5, float("nan")], [0.5, 1.2], [[0.5, 0.5]]])
 def test_rejects_values_that_are_not_probabilities(tmp_path, bad):
-    src = make_video(tmp_path / "src.mp4", frames=2)
+    src = write_gray_video(tmp_path / "src.mp4", frames=2)
     with pytest.raises(ValueError, match="probabilities"):
         annotate_video(src, tmp_path / "annotated.mp4", bad)
 
@@ -228,7 +184,7 @@ def test_plot_probabilities_rejects_mismatched_lengths(tmp_path):
 
 
 def test_fight_gif_shows_the_most_violent_seconds(tmp_path):
-    src = make_video(tmp_path / "src.mp4", 640, 480, frames=100)  # 4 s at 25 fps
+    src = write_gray_video(tmp_path / "src.mp4", 640, 480, frames=100)  # 4 s at 25 fps
     probs = [0.1] * 40 + [0.9] * 25 + [0.2] * 35  # the fight: frames 40-64, one second
     dst = tmp_path / "gifs" / "fight.gif"
 
@@ -246,7 +202,7 @@ def test_fight_gif_shows_the_most_violent_seconds(tmp_path):
 
 
 def test_fight_gif_of_a_video_shorter_than_the_window_and_bad_probs(tmp_path):
-    src = make_video(tmp_path / "src.mp4", frames=12)
+    src = write_gray_video(tmp_path / "src.mp4", frames=12)
     dst = tmp_path / "short.gif"
     assert fight_gif(src, dst, [0.3] * 12, seconds=3.0, fps=25) == (0, 12)
     with Image.open(dst) as gif:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from data.errors import InputError
-from tests.helpers import release_like, save_hara
+from tests.support.models import release_like, save_hara
 from trainer.checkpoint import checksum_path, latest_checkpoint, load_model, read_checkpoint, save_checkpoint
 from trainer.model import ModelConfig, ResNet3D
 from trainer.releases import load_pretrained

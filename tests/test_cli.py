@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import assert_one_line_error, fightwatch
+from tests.support.commands import assert_one_line_error, fightwatch
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 
@@ -28,9 +28,9 @@ def test_run_dir_that_is_a_file(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
+    from tests.support.models import MODEL_CFG
     from trainer.checkpoint import save_checkpoint
     from trainer.model import ResNet3D
-    from tests.test_scoring import MODEL_CFG
 
     path = tmp_path / "model.pth"
     save_checkpoint(path, ResNet3D(MODEL_CFG), MODEL_CFG, epoch=1)

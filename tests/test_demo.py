@@ -8,7 +8,8 @@ import av
 import mlflow
 import pytest
 
-from tests.helpers import FIGHTWATCH, ROOT, mlflow_runs
+from tests.support.commands import FIGHTWATCH, ROOT
+from tests.support.training import mlflow_runs
 from trainer.metrics import timeline_report
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters

@@ -19,8 +19,9 @@ import torch.multiprocessing as mp
 
 from cluster.distributed import CCL_HINT, DistConfig, choose_backend, rendezvous_from_env
 from data.errors import InputError
-from tests.helpers import (FIGHTWATCH, ROOT, TINY, TORCHRUN, TRAIN, assert_one_line_error, assert_resumed, clean_env,
-                           copy_of, fightwatch, free_port, interrupted_epoch, mlflow_runs, weights)
+from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, clean_env, fightwatch, free_port
+from tests.support.training import (TINY, TORCHRUN, TRAIN, assert_resumed, copy_of, interrupted_epoch, mlflow_runs,
+                                    weights)
 from trainer.batches import MicroBatchSampler, accumulation_steps, epoch_batches, rank_micro_batches, shard
 from trainer.ddp import GradSync, bf16_allreduce_hook, destroy_process_group, wrap_head
 

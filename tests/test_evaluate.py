@@ -12,7 +12,7 @@ import torch
 from cluster.commands.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
 from cluster.config import load_config
 from data.errors import InputError
-from tests.videos import write_video
+from tests.support.videos import write_video
 from trainer.accel import AccelConfig, plan_for
 from trainer.checkpoint import save_checkpoint
 from trainer.eval_views import EvalConfig, clip_starts, crop_offsets, video_fight_prob, view_logits

@@ -10,8 +10,8 @@ import pytest
 from data.clips import Resizer, resized
 from data.errors import InputError
 from data.extract import REASONS, ClipError, WindowBuffer, _timed_frames, extract_window
-from tests import videos
-from tests.videos import decode_index, write_video
+from tests.support import videos
+from tests.support.videos import decode_index, write_video
 
 needs_vp9 = pytest.mark.skipif("libvpx-vp9" not in av.codecs_available, reason="PyAV built without libvpx-vp9")
 

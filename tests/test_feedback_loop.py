@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.support.commands import ROOT
 
 
 def test_flagged_false_alarms_retrain_the_model(demo_run, tmp_path):

@@ -2,7 +2,7 @@ import pytest
 
 from data.errors import InputError
 from data.folders import KFold, extra_manifest, folder_manifest, kfold_split
-from tests.videos import write_video
+from tests.support.videos import write_video
 
 
 def test_rwf2000_layout_keeps_its_split(tmp_path):

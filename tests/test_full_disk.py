@@ -10,10 +10,9 @@ import pytest
 
 from cluster.commands.score import Video, score_job
 from scripts.faults.full_disk import prepare_case, resize, temp_files, tmpfs, train_case, watch_case
-from tests.helpers import fixed_output_model
-from tests.test_scoring import MODEL_CFG
-from tests.test_watch import FPS, decoded_frames
-from tests.videos import write_video
+from tests.support.models import MODEL_CFG, fixed_output_model
+from tests.support.videos import decoded_frames, write_video
+from tests.support.watch import FPS
 from trainer.model import ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy
 from trainer.serve.runtime.scoring import ScoreConfig

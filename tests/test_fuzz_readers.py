@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cluster.config import flatten, load_config
 from data.ava import read_annotations, read_excluded, read_label_map
 from data.errors import InputError
-from tests.helpers import ROOT
+from tests.support.commands import ROOT
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=120,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

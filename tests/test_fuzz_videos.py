@@ -11,8 +11,8 @@ import pytest
 from data.clips import MAX_PIXELS, iter_frames
 from data.errors import InputError
 from data.extract import ClipError, extract_window
-from tests.helpers import ROOT
-from tests.videos import write_video
+from tests.support.commands import ROOT
+from tests.support.videos import write_video
 
 SEED = 17  # not the script's default, so CI and the full run see different files
 

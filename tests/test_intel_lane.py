@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.helpers import clean_env, fightwatch, mlflow_runs
-from tests.test_train import copy_of, run
+from tests.support.commands import clean_env, fightwatch
+from tests.support.training import copy_of, mlflow_runs, run
 
 pytest.importorskip("intel_extension_for_pytorch", reason="IPEX runs in bash scripts/test.sh --intel")
 pytestmark = [pytest.mark.intel, pytest.mark.slow]

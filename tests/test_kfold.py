@@ -12,7 +12,8 @@ from cluster.commands.prepare import SPLIT_FILE, check_split
 from cluster.commands.summarise import summarise, summary_lines
 from data.errors import InputError
 from data.folders import KFold
-from tests.helpers import FIGHTWATCH, ROOT, TINY, assert_one_line_error
+from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error
+from tests.support.training import TINY
 from trainer.checkpoint import read_checkpoint
 
 

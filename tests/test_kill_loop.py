@@ -14,9 +14,10 @@ import pytest
 
 from data.files import atomic_path, remove_stale_temps
 from scripts.faults.kill_loop import (AIMABLE, Observation, Target, bar_state, classify, next_target, plan_kills,
-                                     run_loop)
-from tests.helpers import FIGHTWATCH, ROOT, TRAIN, clean_env, copy_of
-from tests.test_trunk_cache import cache_for, clip_sets, model_parts
+                                      run_loop)
+from tests.support.commands import FIGHTWATCH, ROOT, clean_env
+from tests.support.training import TRAIN, copy_of
+from tests.support.trunk_cache import cache_for, clip_sets, model_parts
 from trainer.tracking import Tracker, TrackingConfig
 from trainer.train import _record_epoch
 from trainer.trunk_cache import _file

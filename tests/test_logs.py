@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.commands import ROOT
 
 pytestmark = pytest.mark.slow  # a subprocess that imports torch, Ray and MLflow
 

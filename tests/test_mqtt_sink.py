@@ -9,7 +9,8 @@ import time
 import pytest
 
 from data.errors import InputError
-from tests.helpers import ROOT, Mosquitto, Subscriber, needs_mosquitto
+from tests.support.commands import ROOT
+from tests.support.mosquitto import Mosquitto, Subscriber, needs_mosquitto
 from trainer.serve.alerting.sinks.base import CameraPresence
 from trainer.serve.alerting.sinks.config import MqttConfig
 

@@ -1,5 +1,5 @@
 """Nodes that talk over real links: each host a Linux network namespace with its own address and eth0 on a
-switch (tests/netns.py), so torchrun agents, gloo ranks and Ray nodes reach each other over veth links, never
+switch (tests/support/netns.py), so torchrun agents, gloo ranks and Ray nodes reach each other over veth links, never
 over loopback.
 
 torchrun: one agent per host, one rank each, meeting at a c10d store on host A's address; the tiny config
@@ -32,9 +32,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import (FIGHTWATCH, ROOT, TINY, TORCHRUN, TRAIN, assert_resumed, clean_env, copy_of,
-                           interrupted_epoch, mlflow_runs, weights)
-from tests.netns import Host, Link, Network, require_namespaces
+from tests.support.commands import FIGHTWATCH, ROOT, clean_env
+from tests.support.netns import Host, Link, Network, require_namespaces
+from tests.support.training import (TINY, TORCHRUN, TRAIN, assert_resumed, copy_of, interrupted_epoch, mlflow_runs,
+                                    weights)
 
 pytestmark = pytest.mark.slow  # every test here starts hosts, agents or clusters
 

@@ -7,8 +7,8 @@ import pytest
 from cluster.placement import RankBinding, bind_local_rank, plan_json, plan_ranks
 from cluster.topology import Cpu, Topology, load_topology
 from data.errors import InputError
-from tests.helpers import assert_one_line_error, fightwatch
-from tests.test_topology import FIXTURES
+from tests.support.commands import assert_one_line_error, fightwatch
+from tests.support.topology import FIXTURES
 
 XEON = FIXTURES / "xeon_gold_6128.lscpu"
 

@@ -9,8 +9,8 @@ from ray.cluster_utils import Cluster
 
 from data.pipeline import extract_clips
 from data.store import ClipStore
-from tests.helpers import FIGHTWATCH, ROOT
-from tests.videos import decode_index, write_video
+from tests.support.commands import FIGHTWATCH, ROOT
+from tests.support.videos import decode_index, write_video
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 
@@ -101,7 +101,7 @@ def test_prepare_from_ava_rows_with_local_videos(tmp_path):
     ("data.video_root={tmp}/nowhere", ["nowhere"]),
 ])
 def test_prepare_bad_input_is_one_line(tmp_path, override, needles):
-    from tests.helpers import assert_one_line_error, fightwatch
+    from tests.support.commands import assert_one_line_error, fightwatch
 
     write_ava_inputs(tmp_path, ["AAAAAAAAAAA", "BBBBBBBBBBB"])
     result = fightwatch(

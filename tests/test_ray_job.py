@@ -25,7 +25,8 @@ import mlflow
 import pytest
 from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
 
-from tests.helpers import ROOT, TINY, free_port
+from tests.support.commands import ROOT, free_port
+from tests.support.training import TINY
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 
@@ -159,6 +160,7 @@ def test_rays_requirement_has_an_upper_bound_that_the_installed_ray_meets():
     major version may change: pyproject.toml bounds ray below it, and the installed ray is inside the range."""
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
     from importlib.metadata import version
+
     from packaging.requirements import Requirement
 
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from data.errors import InputError
-from tests.helpers import TINY as TINY_RUN
-from tests.helpers import assert_one_line_error, fightwatch, release_like, save_hara
-from tests.test_scoring import write_video
+from tests.support.commands import assert_one_line_error, fightwatch
+from tests.support.models import release_like, save_hara
+from tests.support.training import TINY as TINY_RUN
+from tests.support.videos import write_noise_video
 from trainer.checkpoint import read_checkpoint, save_checkpoint
 from trainer.model import FAMILY_NORMALIZATION, ModelConfig, ResNet3D, stage_module
 from trainer.releases import ReleaseOptions, load_any_model, load_pretrained
@@ -236,7 +237,7 @@ def test_feature_mode_needs_no_class_names(tmp_path, capsys):
 
     source = release_like(shortcut="B", n_classes=700, **TINY)
     save_hara(tmp_path / "r3d10_K_200ep.pth", source, layout="2020")
-    write_video(tmp_path / "v.mp4", 24)
+    write_noise_video(tmp_path / "v.mp4", 24)
     (tmp_path / "input").write_text("v.mp4\n")
     common = ["score", "--input", str(tmp_path / "input"), "--video_root", str(tmp_path), "--model",
               str(tmp_path / "r3d10_K_200ep.pth"), "--sample_size", "32", "--sample_duration", "8"]
@@ -258,8 +259,8 @@ def seed_folder(tmp_path_factory):
     2018 layout) beside them."""
     folder = tmp_path_factory.mktemp("seed")
     (folder / "videos" / "sub").mkdir(parents=True)
-    write_video(folder / "videos" / "a.mp4", 40, size=(160, 120))
-    write_video(folder / "videos" / "sub" / "a.mp4", 20, size=(160, 120))
+    write_noise_video(folder / "videos" / "a.mp4", 40, size=(160, 120))
+    write_noise_video(folder / "videos" / "sub" / "a.mp4", 20, size=(160, 120))
     (folder / "input").write_text("a.mp4\nsub/a.mp4\n")
     save_hara(folder / "resnet-34-kinetics.pth", release_like(depth=34, width=64, sample_size=112, sample_duration=16),
               arch="resnet-34")
@@ -324,7 +325,7 @@ def test_a_2020_release_fine_tunes_end_to_end(prepared, tmp_path):
 def test_the_original_flags_configure_what_the_file_cannot_show(tmp_path):
     source = release_like(shortcut="B", no_max_pool=True, conv1_t_stride=2)
     save_hara(tmp_path / "r.pth", source, layout="2020")
-    write_video(tmp_path / "v.mp4", 24)
+    write_noise_video(tmp_path / "v.mp4", 24)
     (tmp_path / "input").write_text("v.mp4\n")
     result = fightwatch("score", "--input", "input", "--video_root", ".", "--output", "f.json", "--model", "r.pth",
                         "--mode", "feature", "--precision", "fp32", "--no_max_pool", "--conv1_t_stride", "2",

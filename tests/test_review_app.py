@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from data.errors import InputError
-from tests.helpers import free_port
-from tests.review_fixtures import NOW, FixedLiveView, add_alert, jpeg_bytes
+from tests.support.commands import free_port
+from tests.support.review_fixtures import NOW, FixedLiveView, add_alert, jpeg_bytes
 from trainer.serve.alerting.retention import Retention, apply_retention
 from trainer.serve.alerting.store import AlertStore
 from trainer.serve.review.app import create_app, is_loopback, parse_address, serve_in_thread

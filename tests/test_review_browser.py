@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FIGHTWATCH, fixed_output_model, free_port
-from tests.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
-from tests.videos import write_video
+from tests.support.commands import FIGHTWATCH, free_port
+from tests.support.models import fixed_output_model
+from tests.support.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
+from tests.support.videos import write_video
 from trainer.serve.alerting.store import AlertStore
 from trainer.serve.review.app import serve_in_thread
 

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch, free_port
-from tests.review_fixtures import add_alert
+from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch, free_port
+from tests.support.review_fixtures import add_alert
 from trainer.serve.alerting.store import AlertStore
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command

@@ -5,7 +5,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from data.folders import folder_manifest
-from tests.review_fixtures import NOW, add_alert
+from tests.support.review_fixtures import NOW, add_alert
 from trainer.serve.alerting.store import AlertRecord, AlertStore
 from trainer.serve.review.export import MANIFEST, ExportEntry, export_file_name, export_reviewed, plan_export
 

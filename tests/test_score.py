@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import assert_one_line_error, fightwatch
-from tests.test_annotate import make_video
-from tests.test_scoring import MODEL_CFG, write_video
+from tests.support.commands import assert_one_line_error, fightwatch
+from tests.support.models import MODEL_CFG
+from tests.support.videos import write_gray_video, write_noise_video
 from trainer.accel import AccelConfig
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D
@@ -31,8 +31,8 @@ def job(tmp_path_factory):
     save_checkpoint(root / "model.pth", ResNet3D(MODEL_CFG), MODEL_CFG, epoch=1)
     videos = root / "videos"
     videos.mkdir()
-    make_video(videos / "talk.mp4", 96, 72, frames=40, audio_codec="aac")  # 1.6 s, 1 s of sound
-    write_video(videos / "quiet.mp4", 37, size=(64, 48), fps=25)
+    write_gray_video(videos / "talk.mp4", 96, 72, frames=40, audio_codec="aac")  # 1.6 s, 1 s of sound
+    write_noise_video(videos / "quiet.mp4", 37, size=(64, 48), fps=25)
     (root / "input").write_text("talk.mp4\nquiet.mp4\n")
     return root
 
@@ -126,7 +126,7 @@ def test_videos_are_named_as_listed_and_same_named_files_stay_apart(job, tmp_pat
     root = tmp_path / "videos"
     for name, frames in (("a/x.mp4", 20), ("b/x.mp4", 24)):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        write_video(root / name, frames, size=(64, 48), fps=25)
+        write_noise_video(root / name, frames, size=(64, 48), fps=25)
     (tmp_path / "input").write_text("a/x.mp4\nb/x.mp4\n")
     model, model_cfg = load_model(job / "model.pth")
     entries, _ = score_job(model, model_cfg, read_video_list(tmp_path / "input", root), tmp_path / "output.json",

@@ -1,32 +1,16 @@
 import json
 
-import av
-import numpy as np
 import pytest
 import torch
 
 from cluster.commands.score import Video, score_job
 from data.errors import InputError
+from tests.support.models import MODEL_CFG
+from tests.support.videos import write_noise_video
 from trainer.checkpoint import load_model, save_checkpoint
-from trainer.model import ModelConfig, ResNet3D
+from trainer.model import ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy
 from trainer.serve.runtime.scoring import ScoreConfig, frame_probabilities, score_video
-
-MODEL_CFG = ModelConfig(depth=10, shortcut="A", width=4, n_classes=2, sample_size=32, sample_duration=16,
-                        pretrained=None, ft_begin="conv1", mean=(114.7748, 107.7354, 99.4750), std=(1.0, 1.0, 1.0),
-                        value_scale=255.0)
-
-
-def write_video(path, n_frames, size=(64, 48), fps=25):
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        rng = np.random.default_rng(n_frames)
-        for _ in range(n_frames):
-            frame = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def test_score_output_layout_matches_the_seed_tool(tmp_path):
@@ -34,7 +18,7 @@ def test_score_output_layout_matches_the_seed_tool(tmp_path):
     model = ResNet3D(MODEL_CFG)
     save_checkpoint(tmp_path / "model.pth", model, MODEL_CFG, epoch=1)
     model, cfg = load_model(tmp_path / "model.pth")
-    video = write_video(tmp_path / "v.mp4", 40)
+    video = write_noise_video(tmp_path / "v.mp4", 40)
     entry = score_video(model, cfg, video, ScoreConfig(stride=16, batch_size=2))
     assert entry["video"] == "v.mp4" and entry["frames"] == 40 and entry["fps"] == 25.0
     assert [c["segment"] for c in entry["clips"]] == [[1, 16], [17, 32], [25, 40]]
@@ -51,7 +35,7 @@ def test_unreadable_video_gets_an_error_entry_and_the_rest_go_on(tmp_path):
     model = ResNet3D(MODEL_CFG).eval()
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 10)
-    good = write_video(tmp_path / "good.mp4", 20)
+    good = write_noise_video(tmp_path / "good.mp4", 20)
     output = tmp_path / "out" / "output.json"
     entries, _ = score_job(model, MODEL_CFG, [Video.of(bad), Video.of(good)], output, ScoreConfig(16, 4),
                            AlertPolicy(0.5, 2, 2, 0.0))
@@ -83,7 +67,7 @@ def _covered(entry):
 ])
 def test_segments_cover_the_video_one_based(tmp_path, n, segments):
     model = ResNet3D(MODEL_CFG).eval()
-    entry = score_video(model, MODEL_CFG, write_video(tmp_path / "v.mp4", n), ScoreConfig(16, 8))
+    entry = score_video(model, MODEL_CFG, write_noise_video(tmp_path / "v.mp4", n), ScoreConfig(16, 8))
     assert [c["segment"] for c in entry["clips"]] == segments
     assert _covered(entry) == list(range(1, n + 1))
     assert entry["clips"][-1]["end_s"] == pytest.approx(n / 25)
@@ -93,7 +77,7 @@ def test_segments_cover_the_video_one_based(tmp_path, n, segments):
 def test_feature_mode_writes_the_pooled_features_of_the_last_stage(tmp_path):
     torch.manual_seed(0)
     model = ResNet3D(MODEL_CFG).eval()
-    video = write_video(tmp_path / "v.mp4", 40)
+    video = write_noise_video(tmp_path / "v.mp4", 40)
     features = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8), mode="feature")
     scores = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
     assert [c["segment"] for c in features["clips"]] == [c["segment"] for c in scores["clips"]]
@@ -114,7 +98,7 @@ def test_bf16_plan_scores_close_to_fp32_and_logs_the_path(tmp_path, caplog):
 
     torch.manual_seed(0)
     model = ResNet3D(MODEL_CFG).eval()
-    video = write_video(tmp_path / "v.mp4", 40)
+    video = write_noise_video(tmp_path / "v.mp4", 40)
     fp32 = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8))
     plan = AccelPlan("bf16", "torch", True, "bf16: test")
     with caplog.at_level(logging.INFO, logger="trainer.serve.runtime.scoring"):
@@ -146,7 +130,7 @@ def test_other_classes_are_labelled_by_name_without_fight_probability(tmp_path):
     names = ("run", "jump", "sit")
     cfg = dataclasses.replace(MODEL_CFG, n_classes=3)
     model = ResNet3D(cfg).eval()
-    entry = score_video(model, cfg, write_video(tmp_path / "v.mp4", 40), ScoreConfig(16, 4), class_names=names)
+    entry = score_video(model, cfg, write_noise_video(tmp_path / "v.mp4", 40), ScoreConfig(16, 4), class_names=names)
     assert len(entry["clips"]) == 3
     for clip in entry["clips"]:
         assert clip["label"] == names[max(range(3), key=clip["scores"].__getitem__)]
@@ -156,7 +140,7 @@ def test_other_classes_are_labelled_by_name_without_fight_probability(tmp_path):
 def test_decoding_ahead_gives_the_same_entry(tmp_path):
     torch.manual_seed(0)
     model = ResNet3D(MODEL_CFG).eval()
-    video = write_video(tmp_path / "v.mp4", 90)
+    video = write_noise_video(tmp_path / "v.mp4", 90)
     entries = [score_video(model, MODEL_CFG, video, ScoreConfig(stride=8, batch_size=2), decode_ahead=ahead)
                for ahead in (0, 2)]
     assert len(entries[0]["clips"]) == 11  # windows from frames 0, 8, ..., 72 and the tail [75, 90]

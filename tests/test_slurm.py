@@ -1,12 +1,13 @@
 """scripts/slurm/train.sbatch on a real Slurm: sbatch -> srun -> torchrun -> `fightwatch train`, on one node with
-2 ranks, and on 2 nodes with one rank each, the nodes being network namespaces (tests/netns.py) with a slurmd each.
+2 ranks, and on 2 nodes with one rank each, the nodes being network namespaces (tests/support/netns.py) with a
+slurmd each.
 
 Needs: root, and Debian's slurm-wlm + munge (installed here with apt-get when missing and root; .ci/run installs
 them too). Without them, or when the daemons cannot start in this sandbox, it skips with the exact reason.
 The 2-node tests also need network namespaces (root, iproute2, util-linux's nsenter and unshare); where their
 cluster does not come up but a single-node one does, they fail: the fault is theirs, not the sandbox's.
 Takes 2-3 minutes on 2 cores: prepare (~20-30 s, the shared `prepared` fixture), Slurm up (~1 s), each job (~45 s).
-The tests own munged/slurmctld/slurmd (tests/slurm_cluster.py), and the namespaces, and leave nothing running,
+The tests own munged/slurmctld/slurmd (tests/support/slurm_cluster.py), and the namespaces, and leave nothing running,
 even on failure.
 """
 
@@ -14,9 +15,10 @@ import shutil
 
 import pytest
 
-from tests.netns import Network, require_namespaces
-from tests.slurm_cluster import SlurmCluster, Unavailable, free_port
-from tests.helpers import ROOT, TINY, mlflow_runs
+from tests.support.commands import ROOT
+from tests.support.netns import Network, require_namespaces
+from tests.support.slurm_cluster import SlurmCluster, Unavailable, free_port
+from tests.support.training import TINY, mlflow_runs
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
 

@@ -8,7 +8,7 @@ import torch
 from data.dataset import ClipDataset, Normalization, center_view, random_view
 from data.pipeline import extract_shard
 from data.store import ClipStore
-from tests.videos import decode_index, write_video
+from tests.support.videos import decode_index, write_video
 
 NORM = Normalization((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0)
 

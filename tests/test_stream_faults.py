@@ -1,7 +1,7 @@
 """Faults of the network around `fightwatch watch`: streams that connect and then stall (HTTP and RTSP), a webhook
 that accepts and never answers, an MQTT broker killed and restarted, and stream credentials kept out of every
-output. Real servers on 127.0.0.1 (tests/fault_servers.py), a real mosquitto; the loops with the issue's counts
-are scripts/faults/streams.py."""
+output. Real servers on 127.0.0.1 (tests/support/fault_servers.py), a real mosquitto; the loops with the issue's
+counts are scripts/faults/streams.py."""
 
 import json
 import logging
@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart
-from tests.helpers import FIGHTWATCH, ROOT, Mosquitto, Subscriber, free_port, needs_mosquitto
-from tests.review_fixtures import add_alert
-from tests.test_watch import models, watch  # noqa: F401  (models is a fixture)
-from tests.videos import write_video
+from tests.support.commands import FIGHTWATCH, ROOT, free_port
+from tests.support.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart
+from tests.support.mosquitto import Mosquitto, Subscriber, needs_mosquitto
+from tests.support.review_fixtures import add_alert
+from tests.support.videos import write_video
+from tests.support.watch import models, watch  # noqa: F401  (models is a fixture)
 from trainer.serve.alerting.sinks.config import MqttConfig
 from trainer.serve.alerting.sinks.webhook import WebhookSink
 from trainer.serve.alerting.store import AlertStore

@@ -4,8 +4,7 @@ import pytest
 
 from cluster.topology import Cpu, format_cpulist, load_topology, parse_cpulist, parse_lscpu, read_sysfs
 from data.errors import InputError
-
-FIXTURES = Path(__file__).parent / "fixtures" / "topology"
+from tests.support.topology import FIXTURES
 
 
 def ids(cpus):

@@ -1,31 +1,19 @@
 """`fightwatch train` for real: resume after SIGKILL, fallback from a corrupt checkpoint, one MLflow run."""
 
 import re
-import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from tests.helpers import (FIGHTWATCH, ROOT, TINY, assert_one_line_error, fightwatch, interrupted_epoch, mlflow_runs,
-                           weights)
+from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, fightwatch
+from tests.support.training import TINY, copy_of, interrupted_epoch, mlflow_runs, run, weights
 from trainer.tracking import ensure_local_store
 
 pytestmark = pytest.mark.slow  # every test here starts processes or clusters
-
-def run(command, run_dir, *extra, **kwargs):
-    return subprocess.run([str(FIGHTWATCH), command, "--config", "configs/demo.yaml", f"run_dir={run_dir}",
-                           *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
-
-
-def copy_of(prepared, tmp_path) -> Path:
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared, run_dir)
-    return run_dir
 
 
 def test_sigkill_then_resume_matches_a_straight_run(prepared, tmp_path):

@@ -18,7 +18,8 @@ from cluster.commands.score import read_video_list, score_job
 from data.files import NAME_MAX
 from data.folders import video_id_of
 from data.store import ClipStore
-from tests.test_scoring import MODEL_CFG, write_video
+from tests.support.models import MODEL_CFG
+from tests.support.videos import write_noise_video
 from trainer.model import ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy
 from trainer.serve.runtime.scoring import ScoreConfig
@@ -38,9 +39,9 @@ def layout(tmp_path):
     """videos/ (the root, returned: ok.mp4, sub/ok.mp4) and a secret.mp4 beside it."""
     root = tmp_path / "videos"
     (root / "sub").mkdir(parents=True)
-    write_video(root / "ok.mp4", 20)
-    write_video(root / "sub" / "ok.mp4", 20)
-    write_video(tmp_path / "secret.mp4", 20)
+    write_noise_video(root / "ok.mp4", 20)
+    write_noise_video(root / "sub" / "ok.mp4", 20)
+    write_noise_video(tmp_path / "secret.mp4", 20)
     return root
 
 
@@ -107,7 +108,7 @@ def test_a_100000_line_list_of_mostly_missing_entries_reads_in_one_pass_and_open
 
 def test_annotated_files_stay_in_their_folder_and_a_name_too_long_for_them_costs_only_them(model, layout, caplog):
     long_ok = "n" * (NAME_MAX - 4) + ".mp4"  # a file name that fits; "_annotated.mp4" on its stem would not
-    write_video(layout / long_ok, 20)
+    write_noise_video(layout / long_ok, 20)
     listed = layout.parent / "input"
     listed.write_text(f"sub/./../ok.mp4\n{long_ok}\n../secret.mp4\n")
     review = layout.parent / "review"
@@ -140,7 +141,7 @@ RSS_CHILD = """
 import resource, sys
 from pathlib import Path
 from cluster.commands.score import Video, score_job
-from tests.test_scoring import MODEL_CFG
+from tests.support.models import MODEL_CFG
 from trainer.model import ResNet3D
 from trainer.serve.alerting.policy import AlertPolicy
 from trainer.serve.runtime.scoring import ScoreConfig
@@ -154,7 +155,7 @@ for name in sys.argv[1:]:
 
 @pytest.mark.slow  # a 4K encode and a child process
 def test_a_4k_video_is_scored_with_frames_resized_at_decode(tmp_path):
-    from tests.videos import write_video as write_pattern  # flat cells: a 4K encode in seconds
+    from tests.support.videos import write_video as write_pattern  # flat cells: a 4K encode in seconds
 
     small = write_pattern(tmp_path / "small.mp4", 24, size=(64, 48))
     uhd = write_pattern(tmp_path / "uhd.mp4", 24, size=(3840, 2160))

@@ -17,11 +17,11 @@ import av
 import pytest
 import torch
 
-from cluster.cli import build_parser
-from cluster.commands.watch import run as run_watch
 from data.errors import InputError
-from tests.helpers import WATCH_MODEL_CFG, fixed_output_model, needs_mosquitto
-from tests.videos import write_video
+from tests.support.models import MODEL_CFG
+from tests.support.mosquitto import needs_mosquitto
+from tests.support.videos import decoded_frames, write_video
+from tests.support.watch import FPS, models, watch  # noqa: F401  (models is a fixture)
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D
 from trainer.serve.alerting.store import AlertStore
@@ -30,7 +30,6 @@ from trainer.serve.runtime.sources import parse_sources
 from trainer.serve.runtime.window_queue import WindowQueue
 
 ROOT = Path(__file__).resolve().parents[1]
-FPS = 25
 SECRET_ENV, SECRET = "FIGHTWATCH_WATCH_TEST_SECRET", "w4tch-Secret-Value-31"
 
 
@@ -41,13 +40,6 @@ def n_windows(frames: int, stride: int, duration: int = 16) -> int:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Checkpoints whose output is fixed: always fight, always calm."""
-    folder = tmp_path_factory.mktemp("models")
-    return {says: fixed_output_model(folder / f"{says}.pth", says) for says in ("fight", "calm")}
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     frames = {"a.mp4": 50, "b.mp4": 40, "four.mp4": 100, "long.mp4": 250, "cam.ts": 100}  # at 25 fps
@@ -55,25 +47,8 @@ def videos(tmp_path_factory):
             for name, n in frames.items()}
 
 
-def watch(capsys, *argv):
-    """run_watch on the parsed argv: (exit code, the stats line, JSON lines it printed on stdout)."""
-    parser = build_parser("watch")
-    capsys.readouterr()
-    # the config's store is under the working directory, the checkout; a test that wants one passes --store
-    rc = run_watch(parser.parse_args(["watch", "--set", "watch.store=null", *map(str, argv)]))
-    out, err = capsys.readouterr()
-    stats = [json.loads(line) for line in err.splitlines() if line.startswith('{"event": "stats"')]
-    assert len(stats) == 1, err
-    return rc, stats[0], [json.loads(line) for line in out.splitlines()]
-
-
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def decoded_frames(path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
 
 
 def closed_port() -> int:
@@ -131,11 +106,11 @@ def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys,
     """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/runtime/windows.py) from the same
     decoded, resized frames, so a model gives both the same probabilities."""
     torch.manual_seed(1)
-    model = ResNet3D(WATCH_MODEL_CFG).eval()
+    model = ResNet3D(MODEL_CFG).eval()
     with torch.no_grad():  # logits of a random model differ by ~30: scaled so the probabilities are not all 0
         model.fc.weight.mul_(0.05)
-    save_checkpoint(tmp_path / "random.pth", model, WATCH_MODEL_CFG, epoch=1)
-    scored = score_video(model, WATCH_MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
+    save_checkpoint(tmp_path / "random.pth", model, MODEL_CFG, epoch=1)
+    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
     rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
                          "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out", videos[video])
     watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])
@@ -251,7 +226,7 @@ def test_a_camera_over_the_picture_size_cap_is_refused_as_score_refuses_the_file
     retried), the status and log say why, and a smaller camera goes on."""
     monkeypatch.setattr("data.clips.MAX_PIXELS", 64 * 48 - 1)
     with pytest.raises(InputError, match="video too large: 64x48 is over"):
-        score_video(ResNet3D(WATCH_MODEL_CFG), WATCH_MODEL_CFG, videos["a"], ScoreConfig(stride=16, batch_size=8))
+        score_video(ResNet3D(MODEL_CFG), MODEL_CFG, videos["a"], ScoreConfig(stride=16, batch_size=8))
     small = write_video(tmp_path / "small.mp4", 40, size=(48, 32), fps=FPS)
     url = f"http://127.0.0.1:{flaky_stream.server_port}/live/cam.ts"
     rc, stats, _ = watch(capsys, "--model", models["calm"], "--no-realtime", "--out-dir", tmp_path / "out",
@@ -385,7 +360,7 @@ def test_window_queue_is_round_robin_and_drops_the_oldest_of_a_live_camera():
 
 @pytest.mark.slow  # a subprocess
 def test_watch_through_the_installed_command(tmp_path):
-    from tests.helpers import assert_one_line_error, fightwatch
+    from tests.support.commands import assert_one_line_error, fightwatch
 
     assert "watch" in fightwatch("--help").stdout
     assert_one_line_error(fightwatch("watch", "--model", str(tmp_path / "missing.pth"), str(tmp_path / "a.mp4")),
@@ -395,7 +370,8 @@ def test_watch_through_the_installed_command(tmp_path):
 @pytest.mark.slow  # two `fightwatch watch` processes and a broker
 @needs_mosquitto
 def test_watch_records_alerts_and_camera_events_in_the_store_and_on_mqtt(models, videos, tmp_path):
-    from tests.helpers import Mosquitto, Subscriber, fightwatch
+    from tests.support.commands import fightwatch
+    from tests.support.mosquitto import Mosquitto, Subscriber
 
     broker = Mosquitto(tmp_path / "broker").start()
     subscriber = Subscriber(broker.port, "fw/#")

@@ -19,9 +19,10 @@ trained parameters (148.5 MiB fp32, 74.3 MiB bf16).
 Loopback (default): 1 rank x R*T threads against R ranks x T threads pinned to their own cores (one rank per NUMA
 node or socket of a node, as cluster/placement.py pins them), gloo on 127.0.0.1, the uncached step.
 
---link G1,G2: 2 hosts, each a network namespace with one interface, eth0, on a switch namespace (tests/netns.py),
-its egress shaped to G Gbit/s by tc tbf; one rank per host, pinned to its own cores, gloo over eth0
-(GLOO_SOCKET_IFNAME=eth0, MASTER_ADDR the first host's address); "eth0 MiB" is what rank 0's eth0 sent per step.
+--link G1,G2: 2 hosts, each a network namespace with one interface, eth0, on a switch namespace
+(tests/support/netns.py), its egress shaped to G Gbit/s by tc tbf; one rank per host, pinned to its own cores, gloo
+over eth0 (GLOO_SOCKET_IFNAME=eth0, MASTER_ADDR the first host's address); "eth0 MiB" is what rank 0's eth0 sent
+per step.
 Per link: the bare all_reduce in fp32 and bf16, the cached and the uncached step with fp32 gradients and with the
 bf16 hook, and their compute alone. Then, on the last link, DDP's levers one at a time from the configs' setting
 (bf16 hook, 25 MB buckets, gradients as bucket views, dynamic graph): fp32 gradients, the bucket size,
@@ -29,7 +30,7 @@ gradient_as_bucket_view off, static_graph (at one micro-batch per step only: tor
 first backward is under no_sync, trainer/ddp.py), and accumulation (--accumulate micro-batches per step: the all-reduce
 is once per step, so its share falls as the clips per rank per step grow); and on every link the accumulation the
 cached step needs to keep the exposed share <= --target. No added delay: where the kernel has sch_netem,
-tests/netns.py's Link(delay_us=...) adds one; this bench shapes the rate only.
+tests/support/netns.py's Link(delay_us=...) adds one; this bench shapes the rate only.
 The last line: the exposed share of the cached step at the last link with the recommended setting.
 """
 
@@ -54,7 +55,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from common import add_precision_arg, bench_plan  # scripts/bench/common.py
-from tests.netns import Host, Link, Network, namespace_support
+from tests.support.netns import Host, Link, Network, namespace_support
 from trainer.accel import AccelPlan, apply, finetune_forward
 from trainer.ddp import GradSync, destroy_process_group, wrap_head
 from trainer.model import ModelConfig, ResNet3D, freeze_before, split, train_mode

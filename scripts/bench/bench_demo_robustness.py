@@ -31,11 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import describe_cpu  # scripts/bench/common.py
-
 from cluster.commands.prepare import run_prepare
 from cluster.commands.score import Video, score_job
 from cluster.config import load_config
+from common import describe_cpu  # scripts/bench/common.py
 from data.synthetic import write_timeline
 from trainer.accel import NATIVE_BF16_FLAGS, cpu_flags
 from trainer.checkpoint import latest_checkpoint, load_model

@@ -49,13 +49,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import describe_cpu  # scripts/bench/common.py
 
 import cluster.commands.train as train_job
 import trainer.trunk_cache as trunk_cache
 from cluster.commands.prepare import run_prepare
 from cluster.commands.train import run_train
 from cluster.config import load_config
+from common import describe_cpu  # scripts/bench/common.py
 
 CONFIG = "configs/demo.yaml"
 PRETRAIN_VAL = 0.25  # the trunk's own split: fixed, so --val-fraction (the fine-tune's) leaves the trunk as it is

@@ -32,14 +32,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny config and the clean environment
+sys.path.insert(0, str(ROOT))  # tests.support: the tiny config and the clean environment
 
 import av  # noqa: E402
 
 from data.store import ClipStore  # noqa: E402
 from scripts.bench.common import describe_cpu  # noqa: E402
-from tests.helpers import FIGHTWATCH, TINY, clean_env, fixed_output_model  # noqa: E402
-from tests.videos import write_video  # noqa: E402
+from tests.support.commands import FIGHTWATCH, clean_env  # noqa: E402
+from tests.support.models import fixed_output_model  # noqa: E402
+from tests.support.training import TINY  # noqa: E402
+from tests.support.videos import write_video  # noqa: E402
 from trainer.checkpoint import latest_checkpoint, read_checkpoint  # noqa: E402
 from trainer.serve.alerting.store import AlertStore  # noqa: E402
 

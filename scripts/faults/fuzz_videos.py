@@ -59,7 +59,7 @@ def write_seeds(folder: Path) -> list[Path]:
     """The valid videos every mutation starts from."""
     import av
 
-    from tests.videos import write_video
+    from tests.support.videos import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     frames, size = SEED_FRAMES, SEED_SIZE

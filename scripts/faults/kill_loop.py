@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny config, the clean environment, the MLflow look-up
+sys.path.insert(0, str(ROOT))  # tests.support: the tiny config, the clean environment, the MLflow look-up
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from scripts.bench.common import describe_cpu  # noqa: E402
-from tests.helpers import FIGHTWATCH, TINY, clean_env, mlflow_runs, weights  # noqa: E402
+from tests.support.commands import FIGHTWATCH, clean_env  # noqa: E402
+from tests.support.training import TINY, mlflow_runs, weights  # noqa: E402
 
 # What a run goes through, in order; each is told apart from outside by classify().
 PHASES = ("start-up", "rendezvous", "tracking store", "run start", "trunk cache build", "step", "validation",

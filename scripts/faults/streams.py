@@ -1,7 +1,7 @@
 """Stream and sink faults in a loop (issue 17): camera streams that stall, webhook receivers that hang, an MQTT
 broker killed with SIGKILL and restarted.
 
-Stalls: one real `fightwatch watch` on six cameras, HTTP and RTSP servers (tests/fault_servers.py) that each
+Stalls: one real `fightwatch watch` on six cameras, HTTP and RTSP servers (tests/support/fault_servers.py) that each
 accept and then stall on every connection: before answering (silent), after answering but before any media
 (headers), or after 50 frames (mid). The watch reconnects --stalls times per camera; a stall's detection time is
 the gap from the server's last byte to the camera's next connection, less the reconnect delay. A stall counts as
@@ -39,15 +39,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # tests.fault_servers, tests.helpers, tests.videos
-
+sys.path.insert(0, str(ROOT))  # tests.support: the fault servers, the broker, the command, the model, the videos
 
 from scripts.bench.common import describe_cpu  # noqa: E402
-from tests.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart  # noqa: E402
-from tests.helpers import FIGHTWATCH, MOSQUITTO, Mosquitto, Subscriber, fixed_output_model  # noqa: E402
-from tests.videos import write_video  # noqa: E402
+from tests.support.commands import FIGHTWATCH  # noqa: E402
+from tests.support.fault_servers import HangingWebhook, StallingServer, durable, kill_and_restart  # noqa: E402
+from tests.support.models import fixed_output_model  # noqa: E402
+from tests.support.mosquitto import MOSQUITTO, Mosquitto, Subscriber  # noqa: E402
+from tests.support.videos import write_video  # noqa: E402
 from trainer.serve.alerting.sinks.config import MqttConfig  # noqa: E402
-from trainer.serve.alerting.sinks.webhook import WebhookSink
+from trainer.serve.alerting.sinks.webhook import WebhookSink  # noqa: E402
 
 STALLS = [("http", "silent", 1), ("http", "headers", 1), ("http", "mid", 1),
           ("rtsp", "silent", 1), ("rtsp", "headers", 2), ("rtsp", "mid", 1)]  # (protocol, mode, bound in timeouts)

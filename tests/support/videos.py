@@ -4,6 +4,9 @@ Every frame is a grid of flat cells (COLS x ROWS over the upright picture): the 
 marking orientation, and the others are black or white, the bits of the frame index (least significant
 first). Flat cells of 12 px or more survive the lossy codecs used here, and the grid is proportional,
 so `decode_index` reads it back at any size.
+
+Also videos of other frames: noise (`write_noise_video`) and a moving gray gradient with an optional sine tone
+(`write_gray_video`), and `decoded_frames`, the frames a file decodes to.
 """
 
 from __future__ import annotations
@@ -183,3 +186,67 @@ def truncate(path, fraction: float = 0.6) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * fraction)])
     return path
+
+
+def write_noise_video(path, n_frames, size=(64, 48), fps=25):
+    """H.264 frames of uniform noise (seeded by n_frames), with PyAV's default encoder settings."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        rng = np.random.default_rng(n_frames)
+        for _ in range(n_frames):
+            frame = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def gray_frame(width: int, height: int, i: int) -> np.ndarray:
+    """A moving gray gradient: no colour of its own, so any red or green comes from an overlay (annotate's)."""
+    x = np.arange(width)[None, :]
+    y = np.arange(height)[:, None]
+    gray = (60 + (x * 2 + y + i * 3) % 120).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def write_gray_video(
+    path,
+    width=96,
+    height=72,
+    frames=30,
+    rate=Fraction(25),
+    codec="libx264",
+    audio_codec=None,
+):
+    """Write `frames` gray gradients (`gray_frame`); with audio_codec, add one second of a 440 Hz mono sine."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=rate)
+        video.width, video.height = width, height
+        # yuv420p needs even sizes; yuv444p lets libx264 write the odd-size source too.
+        video.pix_fmt = "yuv444p" if codec == "libx264" else "yuv420p"
+        if audio_codec:
+            sample_rate = 44100
+            audio = out.add_stream(audio_codec, rate=sample_rate)
+            audio.layout = "mono"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(gray_frame(width, height, i), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if audio_codec:
+            t = np.arange(sample_rate) / sample_rate
+            wave = 0.3 * np.sin(2 * np.pi * 440 * t)
+            fmt = audio.format.name
+            ints = {"s16": np.int16, "s32": np.int32}.get(fmt.rstrip("p"))
+            samples = (wave * np.iinfo(ints).max).astype(ints) if ints else wave.astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(samples[None, :], format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, 0
+            out.mux(audio.encode(frame))
+            out.mux(audio.encode(None))
+    return path
+
+
+def decoded_frames(path) -> int:
+    """How many video frames `path` decodes to."""
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import av
 
-from tests.helpers import Mosquitto
+from tests.support.mosquitto import Mosquitto
 
 MODES = ("silent", "headers", "mid", "once")
 _START_CODE = re.compile(b"\x00\x00\x01")

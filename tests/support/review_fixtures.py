@@ -10,7 +10,7 @@ from pathlib import Path
 
 import av
 
-from tests.videos import pattern
+from tests.support.videos import pattern
 from trainer.serve.alerting.store import AlertStore, utc_text
 from trainer.serve.runtime.snapshots import Frame, write_jpeg, write_mp4
 

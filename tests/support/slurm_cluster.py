@@ -1,5 +1,5 @@
 """A throwaway Slurm for tests: munged, slurmctld and slurmd from Debian's packages, all state in a temp dir; one
-node on this machine, or one node per network namespace (tests/netns.py hosts).
+node on this machine, or one node per network namespace (tests/support/netns.py hosts).
 
 What made slurmd run in a container without systemd, cgroup write access or a Slurm install of its own:
 proctrack/linuxproc, task/none, jobacct_gather/none and no accounting (nothing touches cgroups); the daemons in the
@@ -41,8 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.helpers import free_port
-from tests.netns import Host
+from tests.support.commands import free_port
+from tests.support.netns import Host
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("munge", "sbatch", "sinfo", "squeue", "scancel", "scontrol", "srun")

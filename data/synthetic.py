@@ -59,6 +59,7 @@ class _Figure:
     goal: complex | None = None
     seated: bool = False
     dance: complex | None = None  # a dancer's spot: she bobs and sways around it, arms swinging to the beat
+    bystander: bool = False  # stays calm while the others fight
     vel: complex = 0j
     tilt: float = 0.0
     phase: float = 0.0  # gait phase, drives the calm arm and leg swing
@@ -145,28 +146,69 @@ class _Canvas:
         self.img[box][ex * ex + ey * ey <= radius * radius] = colour
 
     def figure(self, f: _Figure) -> None:
-        s, rot = f.size, cmath.exp(1j * f.tilt)  # body-frame offsets rotate with the torso's tilt
-        bx, by = _BODY[0] * s, _BODY[1] * s
+        for kind, *args in _shapes(f):
+            getattr(self, kind)(*args)
 
-        def limb(side: int, root: complex, angle: float, length: float) -> tuple[complex, complex]:
-            start = f.pos + root * rot
-            return start, start + length * s * complex(side * math.sin(angle), math.cos(angle)) * rot
 
-        for side, angle in zip((-1, 1), f.legs):
-            self.segment(*limb(side, complex(side * 0.45 * bx, 0.75 * by), angle, _LEG_LEN), _LEG_R * s, f.trousers)
-        self.ellipse(f.pos, bx, by, f.tilt, f.body)
-        for side, angle in zip((-1, 1), f.arms):
-            self.segment(*limb(side, complex(side * 0.8 * bx, -0.6 * by), angle, _ARM_LEN), _ARM_R * s, f.body)
-        self.ellipse(f.pos + complex(0, -by - 0.8 * _HEAD_R * s) * rot, _HEAD_R * s, _HEAD_R * s, 0.0, f.skin)
+def _shapes(f: _Figure) -> list[tuple]:
+    """How a person is drawn, back to front: legs, body, arms, head.
+
+    Each shape is ("segment", a, b, radius, colour) or ("ellipse", centre, ax, ay, angle, colour), the arguments of
+    the `_Canvas` method of that name, in pixels."""
+    s, rot = f.size, cmath.exp(1j * f.tilt)  # body-frame offsets rotate with the torso's tilt
+    bx, by = _BODY[0] * s, _BODY[1] * s
+
+    def limb(side: int, root: complex, angle: float, length: float) -> tuple[complex, complex]:
+        start = f.pos + root * rot
+        return start, start + length * s * complex(side * math.sin(angle), math.cos(angle)) * rot
+
+    shapes = [("segment", *limb(side, complex(side * 0.45 * bx, 0.75 * by), angle, _LEG_LEN), _LEG_R * s, f.trousers)
+              for side, angle in zip((-1, 1), f.legs)]
+    shapes.append(("ellipse", f.pos, bx, by, f.tilt, f.body))
+    shapes += [("segment", *limb(side, complex(side * 0.8 * bx, -0.6 * by), angle, _ARM_LEN), _ARM_R * s, f.body)
+               for side, angle in zip((-1, 1), f.arms)]
+    shapes.append(("ellipse", f.pos + complex(0, -by - 0.8 * _HEAD_R * s) * rot, _HEAD_R * s, _HEAD_R * s, 0.0, f.skin))
+    return shapes
+
+
+def _extent(f: _Figure) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): the bounding box of `_shapes(f)` in pixel coordinates (pixel k's centre is at k)."""
+    boxes = []
+    for kind, *args in _shapes(f):
+        if kind == "segment":
+            a, b, r, _ = args
+            boxes.append((min(a.real, b.real) - r, min(a.imag, b.imag) - r,
+                          max(a.real, b.real) + r, max(a.imag, b.imag) + r))
+        else:
+            centre, ax, ay, angle, _ = args
+            c, s = math.cos(angle), math.sin(angle)
+            rx, ry = math.hypot(ax * c, ay * s), math.hypot(ax * s, ay * c)  # half-sides of the rotated ellipse's box
+            boxes.append((centre.real - rx, centre.imag - ry, centre.real + rx, centre.imag + ry))
+    x0, y0, x1, y1 = zip(*boxes)
+    return min(x0), min(y0), max(x1), max(y1)
 
 
 class _Scene:
-    """People plus their motion model; `step(fight)` advances one frame in calm or fight mode."""
+    """People plus their motion model; `step(fight)` advances one frame in calm or fight mode.
 
-    def __init__(self, rng, height: int, width: int):
-        self.rng, self.h, self.w, self.u = rng, height, width, _PERSON_SCALE * height / 240
-        # body centres stay where head and feet remain in frame
-        self.lo, self.hi = complex(0.1 * width, 0.3 * height), complex(0.9 * width, 0.75 * height)
+    `unit` is the pixel scale of people (pixels per length unit above); None is the close-up scale,
+    `_PERSON_SCALE * height / 240`."""
+
+    def __init__(self, rng, height: int, width: int, unit: float | None = None):
+        self.rng, self.h, self.w = rng, height, width
+        if unit is None:
+            self.u = _PERSON_SCALE * height / 240
+            # body centres stay where head and feet remain in frame
+            self.lo, self.hi = complex(0.1 * width, 0.3 * height), complex(0.9 * width, 0.75 * height)
+        else:
+            self.u = unit
+            # small people go anywhere the largest, standing, stays whole in frame: up to the edges of a wide view
+            x0, y0, x1, y1 = _extent(_Figure(pos=0j, size=1.1 * unit, body=None, skin=None, trousers=None,
+                                             speed=0.0, heading=0.0, turn=0.0))
+            self.lo, self.hi = complex(-x0, -y0), complex(width - x1, height - y1)
+            if not (self.lo.real < self.hi.real and self.lo.imag < self.hi.imag):
+                raise InputError(f"people {y1 - y0:.0f} px tall and {x1 - x0:.0f} px wide do not fit a "
+                                 f"{width}x{height} frame")
         self.figures: list[_Figure] = []
         self.fighting = False
         self.centre, self.centre_vel = 0j, 0j
@@ -179,8 +221,10 @@ class _Scene:
     def clamp(self, z: complex) -> complex:
         return complex(min(max(z.real, self.lo.real), self.hi.real), min(max(z.imag, self.lo.imag), self.hi.imag))
 
-    def add(self, pos: complex, kind: str) -> _Figure:
-        """A person with colours and size from the same distribution whatever the label; `kind` sets the calm plan."""
+    def add(self, pos: complex, kind: str, bystander: bool = False) -> _Figure:
+        """A person with colours and size from the same distribution whatever the label; `kind` sets the calm plan.
+
+        A bystander keeps to her calm plan when the others fight."""
         rng, u = self.rng, self.u
         skin = np.array([224, 172, 138]) * rng.uniform(0.35, 1.1)
         speed, turn = {
@@ -194,26 +238,32 @@ class _Scene:
         f = _Figure(pos=pos, size=u * rng.uniform(0.9, 1.1), body=rng.uniform(15, 240, 3), skin=np.clip(skin, 0, 255),
                     trousers=rng.uniform(15, 200, 3), speed=speed, heading=rng.uniform(0, 2 * math.pi), turn=turn,
                     seated=kind == "sit", phase=rng.uniform(0, 2 * math.pi),
-                    dance=pos if kind == "dance" else None)
+                    dance=pos if kind == "dance" else None, bystander=bystander)
         if f.seated:
             f.legs = (1.3, 1.3)
         self.figures.append(f)
         return f
 
+    @property
+    def fighters(self) -> list[_Figure]:
+        """The people who fight while `step(True)`: all but the bystanders."""
+        return [f for f in self.figures if not f.bystander]
+
     def step(self, fight: bool) -> None:
+        fighters = self.fighters
         if fight and not self.fighting:
-            self.centre = self.clamp(sum(f.pos for f in self.figures) / len(self.figures))
-            for i, f in enumerate(self.figures):
-                f.orbit = 2 * math.pi * i / len(self.figures) + self.rng.uniform(-0.5, 0.5)
+            self.centre = self.clamp(sum(f.pos for f in fighters) / len(fighters))
+            for i, f in enumerate(fighters):
+                f.orbit = 2 * math.pi * i / len(fighters) + self.rng.uniform(-0.5, 0.5)
         elif not fight and self.fighting:
-            for f in self.figures:  # the fight breaks up: people walk off or stay
+            for f in fighters:  # the fight breaks up: people walk off or stay
                 f.goal, f.seated, f.heading = None, False, self.rng.uniform(0, 2 * math.pi)
                 f.speed, f.turn = self.rng.uniform(0.1, 1.4) * self.u, self.rng.uniform(-0.006, 0.006)
         self.fighting = fight
         if fight:
-            self._fight_step()
-        else:
-            for f in self.figures:
+            self._fight_step(fighters)
+        for f in self.figures:
+            if f.bystander or not fight:
                 self._calm_step(f)
 
     def _dance_step(self, f: _Figure) -> None:
@@ -251,18 +301,18 @@ class _Scene:
         f.legs = tuple(a + _CALM_RELAX * (t - a) for a, t in zip(f.legs, legs))
         f.tilt *= 1 - _CALM_RELAX
 
-    def _fight_step(self) -> None:
+    def _fight_step(self, fighters: list[_Figure]) -> None:
         """Fighters orbit a drifting centre with heavy random kicks and lunges, so they collide and overlap."""
         rng, u = self.rng, self.u
         self.centre_vel = 0.9 * self.centre_vel + complex(*rng.normal(0, 0.4 * u, 2))
         self.centre = self.clamp(self.centre + self.centre_vel)
-        for i, f in enumerate(self.figures):
+        for i, f in enumerate(fighters):
             f.orbit += rng.normal(0, 0.25)
             target = self.centre + 16 * u * complex(math.cos(f.orbit), 0.5 * math.sin(f.orbit))
             kick = rng.normal(0, 8 * u, 2)
             f.vel = 0.6 * f.vel + 0.15 * (target - f.pos) + complex(kick[0], 0.6 * kick[1])
             if rng.random() < 0.12:  # lunge at an opponent
-                other = self.figures[(i + 1 + rng.integers(len(self.figures) - 1)) % len(self.figures)]
+                other = fighters[(i + 1 + rng.integers(len(fighters) - 1)) % len(fighters)]
                 gap = other.pos - f.pos
                 f.vel += 15 * u * (gap / abs(gap) if abs(gap) > 1e-3 else 1)
             if abs(f.vel) > 25 * u:

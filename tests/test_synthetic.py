@@ -1,4 +1,5 @@
-"""Synthetic video generator: determinism, real H.264 files, timeline ground truth, motion as the only cue."""
+"""Synthetic video generator: determinism, real H.264 files, timeline ground truth, motion as the only cue,
+wide views with a small fight and its boxes."""
 
 import json
 
@@ -8,7 +9,8 @@ import pytest
 
 from data import synthetic
 from data.errors import InputError
-from data.synthetic import LABELS, SCENES, generate_dataset, render_clip, render_timeline, write_timeline, write_video
+from data.synthetic import (LABELS, SCENES, generate_dataset, render_clip, render_timeline, render_wide, write_timeline,
+                            write_video, write_wide)
 
 W, H = 160, 120  # half size keeps the tests fast; all motion scales with the frame height
 
@@ -127,3 +129,106 @@ def test_generate_dataset_is_idempotent(tmp_path):
 
     assert generate_dataset(tmp_path, videos_per_class=2, seconds=0.4, seed=5, width=W, height=H) == entries
     assert {e["path"]: (tmp_path / e["path"]).stat().st_mtime_ns for e in entries} == mtimes
+
+
+WIDE = dict(width=320, height=180, calm_before=1.0, fight=2.0, calm_after=0.6)  # 16:9; the fight is frames 25-74
+
+
+def test_wide_truth_has_a_box_for_each_fight_frame(tmp_path):
+    truth = write_wide(tmp_path / "wide.mp4", seed=4, **WIDE)
+    assert json.loads((tmp_path / "wide.json").read_text()) == truth
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.json", "wide.mp4"]  # no temp files left behind
+    assert {k: v for k, v in truth.items() if k != "boxes"} == {
+        "fps": 25, "frames": 90, "seconds": 3.6, "width": 320, "height": 180, "fight_intervals": [[1.0, 3.0]],
+        "fight_width": 0.125, "seed": 4}
+    assert len(read_video(tmp_path / "wide.mp4")[2]) == 90
+    assert [b["frame"] for b in truth["boxes"]] == list(range(25, 75))
+    for b in truth["boxes"]:
+        x1, y1, x2, y2 = b["box"]
+        assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1, b
+
+    frames, same_truth = render_wide(4, **WIDE)
+    assert same_truth == truth and frames.shape == (90, 180, 320, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, render_wide(4, **WIDE)[0])
+    assert not np.array_equal(frames, render_wide(5, **WIDE)[0])
+
+
+@pytest.mark.parametrize("fight_width", [1 / 8, 1 / 3], ids=["1/8", "1/3"])
+def test_wide_fight_is_about_fight_width_wide(fight_width):
+    for seed in range(3):
+        truth = render_wide(seed, fight_width=fight_width, **WIDE)[1]
+        widths = [b["box"][2] - b["box"][0] for b in truth["boxes"]]
+        assert 0.5 * fight_width < np.mean(widths) < 1.6 * fight_width, (seed, np.mean(widths))
+
+
+def box_motion(frames: np.ndarray, boxes: list[dict]) -> tuple[float, float]:
+    """Mean absolute change from each boxed frame to the next, inside its box and outside it."""
+    inside, outside = [], []
+    for b in boxes[:-1]:
+        x1, y1, x2, y2 = np.round(np.array(b["box"]) * [320, 180, 320, 180]).astype(int)
+        change = np.abs(frames[b["frame"] + 1].astype(np.float32) - frames[b["frame"]]).mean(axis=2)
+        mask = np.zeros(change.shape, bool)
+        mask[y1:y2, x1:x2] = True
+        inside.append(change[mask].mean())
+        outside.append(change[~mask].mean())
+    return float(np.mean(inside)), float(np.mean(outside))
+
+
+def test_wide_fighters_are_in_their_box():
+    """During the fight, pixels inside the box change far more between frames than the rest of the frame (9-20x)."""
+    for seed in range(3):
+        frames, truth = render_wide(seed, **WIDE)
+        inside, outside = box_motion(frames, truth["boxes"])
+        assert inside > 2 * outside, (seed, inside, outside)
+
+
+def test_wide_fights_happen_anywhere():
+    """Not only in the middle, where render_timeline's people meet (0.3-0.7 of the width)."""
+    centres = []
+    for seed in range(20):
+        boxes = render_wide(seed, width=160, height=90, fight_width=0.2, calm_before=0.2, fight=0.2,
+                            calm_after=0.04, bystanders=(0, 0))[1]["boxes"]
+        x1, y1, x2, y2 = boxes[0]["box"]
+        centres.append(((x1 + x2) / 2, (y1 + y2) / 2))
+    xs, ys = np.array(centres).T
+    assert xs.min() < 0.25 and xs.max() > 0.75 and ys.min() < 0.3 and ys.max() > 0.7, centres
+
+
+def test_wide_calm_variant_has_no_fight():
+    frames, truth = render_wide(4, calm=True, **WIDE)
+    assert truth["fight_intervals"] == [] and truth["boxes"] == [] and truth["frames"] == len(frames) == 90
+    # the same scene until the fight would start; then the group just stands together
+    fight_frames = render_wide(4, **WIDE)[0]
+    assert np.array_equal(frames[:25], fight_frames[:25]) and not np.array_equal(frames[25:], fight_frames[25:])
+    fight_boxes = render_wide(4, **WIDE)[1]["boxes"]
+    assert box_motion(frames, fight_boxes)[0] < 0.5 * box_motion(fight_frames, fight_boxes)[0]
+
+
+def test_a_person_is_drawn_inside_its_extent():
+    """The boxes come from `_extent`, which must bound what `_Canvas.figure` draws, and tightly."""
+    rng = np.random.default_rng(0)
+    canvas = synthetic._Canvas(200, 240)  # the scene's 120x160 with a margin, so that no limb is cut off
+    for _ in range(30):
+        scene = synthetic._Scene(rng, 120, 160, unit=0.6)
+        for _ in range(2):
+            scene.add(scene.random_pos(), "walk")
+        for _ in range(rng.integers(1, 20)):  # flailing limbs, tilted torsos
+            scene.step(True)
+        for f in scene.figures:
+            canvas.img = np.zeros((200, 240, 3), np.float32)
+            f.pos += 40 + 40j
+            f.body = f.skin = f.trousers = np.full(3, 255.0)
+            canvas.figure(f)
+            ys, xs = np.nonzero(canvas.img[..., 0])
+            x0, y0, x1, y1 = synthetic._extent(f)
+            assert x0 <= xs.min() and xs.max() <= x1 and y0 <= ys.min() and ys.max() <= y1
+            assert max(xs.min() - x0, x1 - xs.max(), ys.min() - y0, y1 - ys.max()) < 1.5
+
+
+def test_wide_rejects_impossible_scenes():
+    with pytest.raises(InputError, match="fight_width 0"):
+        render_wide(1, fight_width=0, **WIDE)
+    with pytest.raises(InputError, match="do not fit"):
+        render_wide(1, fight_width=1.0, **WIDE)  # a fight as wide as the frame: its people are taller than it
+    with pytest.raises(InputError, match="bystanders"):
+        render_wide(1, bystanders=(3, 2), **WIDE)

@@ -106,8 +106,9 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(Fraction(fps), frames, stream.codec_context.width, stream.codec_context.height)
 
 
-def iter_frames(path: str | Path, short_side: int | None = None) -> Iterator[np.ndarray]:
-    """Yield every frame as an RGB uint8 array (H, W, 3), optionally resized (swscale, area)."""
+def iter_frames(path: str | Path, short_side: int | None = None, upscale: bool = True) -> Iterator[np.ndarray]:
+    """Yield every frame as an RGB uint8 array (H, W, 3), optionally resized (swscale, area) to `short_side`; with
+    upscale=False a video smaller than that keeps its size."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -116,7 +117,8 @@ def iter_frames(path: str | Path, short_side: int | None = None) -> Iterator[np.
         try:
             for frame in container.decode(stream):
                 if short_side and size is None:
-                    size = resized(frame.width, frame.height, short_side)
+                    side = short_side if upscale else min(short_side, frame.width, frame.height)
+                    size = resized(frame.width, frame.height, side)
                 width, height = size or (frame.width, frame.height)
                 yield to_rgb(frame, width, height)
         except av.error.FFmpegError as e:

@@ -41,3 +41,12 @@ def test_cooldown_suppresses_a_second_alert_then_allows_it():
 def test_invalid_policy(kwargs):
     with pytest.raises(ValueError):
         AlertPolicy(**{**dict(threshold=0.5, consecutive=2, calm_to_end=2, cooldown_s=0.0), **kwargs})
+
+
+def test_an_alert_says_where_the_window_that_raised_it_was_hottest():
+    hot = [Window(i, i + 1.0, p, box) for i, (p, box) in
+           enumerate([(0.9, (0.1, 0.1, 0.2, 0.2)), (0.95, (0.6, 0.5, 0.8, 0.9)), (0.9, (0.0, 0.0, 1.0, 1.0))])]
+    (alert,) = detect_alerts(POLICY, hot, "cam")
+    assert alert.box == (0.6, 0.5, 0.8, 0.9)  # consecutive=2: the second window raised it
+    (plain,) = detect_alerts(POLICY, windows([0.9, 0.9]), "cam")
+    assert plain.box is None

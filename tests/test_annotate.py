@@ -210,3 +210,19 @@ def test_fight_gif_of_a_video_shorter_than_the_window_and_bad_probs(tmp_path):
     with pytest.raises(ValueError, match=r"11 values but .* 12 frames"):
         fight_gif(src, tmp_path / "bad.gif", [0.3] * 11)
     assert not (tmp_path / "bad.gif").exists()
+
+
+def test_a_hot_frame_outlines_its_hottest_region_and_a_calm_one_does_not(tmp_path):
+    src = write_gray_video(tmp_path / "src.mp4", frames=10)
+    dst = tmp_path / "annotated.mp4"
+    box = (0.5, 0.5, 0.9, 0.9)  # the lower right, away from the top-left overlay
+    annotate_video(src, dst, [0.9] * 5 + [0.1] * 5, threshold=0.5, frame_boxes=[box] * 10)
+
+    for i, (before, after) in enumerate(zip(decoded_rgb(src), decoded_rgb(dst), strict=True)):
+        h, w = after.shape[:2]
+        edge = after[round(0.5 * h) : round(0.9 * h), round(0.5 * w)].astype(int)  # the box's left edge
+        red = ((edge[:, 0] > 150) & (edge[:, 0] - edge[:, 1] > 80)).mean()
+        inside = np.abs(before.astype(int) - after.astype(int))[round(0.6 * h) : round(0.8 * h),
+                                                                  round(0.6 * w) : round(0.8 * w)]
+        assert (red > 0.8) if i < 5 else (red == 0), (i, red)
+        assert inside.mean() < 4  # an outline, the region itself untouched

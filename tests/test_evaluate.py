@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.commands.evaluate import evaluate_job, evaluation_metrics, folder_videos, listed_videos, log_evaluation
+from cluster.commands.evaluate import (evaluate_job, evaluation_metrics, fight_width, folder_videos, listed_videos,
+                                       log_evaluation, size_sweep)
 from cluster.config import load_config
 from data.errors import InputError
 from tests.support.videos import write_video
@@ -144,3 +145,17 @@ def test_an_evaluation_run_is_a_child_of_its_training_run_with_its_fold(dataset,
     assert parent is None and "mlflow.parentRunId" not in run.data.tags
     assert client.get_experiment(run.info.experiment_id).name == config.tracking.experiment
     assert run.data.params == {"clips": "3"}
+
+
+def test_the_size_sweep_counts_fights_caught_and_located_by_their_width():
+    boxes = [{"frame": 0, "box": [0.1, 0.1, 0.3, 0.4]}, {"frame": 1, "box": [0.1, 0.1, 0.2, 0.4]}]
+    assert fight_width({"fight_width": 0.25, "boxes": boxes}) == 0.25
+    assert fight_width({"boxes": boxes}) == 0.15
+    assert fight_width({"fight_intervals": [[1, 2]]}) is None
+    per_video = [{"fight_width": 0.125, "fights": 1, "caught": 1, "located": [True]},
+                 {"fight_width": 0.5, "fights": 1, "caught": 1, "located": [False]},
+                 {"fight_width": 0.125, "fights": 1, "caught": 0, "located": [None]},
+                 {"fight_width": None, "fights": 1, "caught": 1},  # a timeline without boxes
+                 {"fight_width": 0.25, "fights": 0, "caught": 0, "located": []}]  # a calm wide scene
+    assert size_sweep(per_video) == {"0.5": {"fights": 1, "caught": 1, "located": 0},
+                                     "0.125": {"fights": 2, "caught": 1, "located": 1}}

@@ -65,3 +65,16 @@ def test_average_precision_mean_class_accuracy_and_sweep():
 ])
 def test_average_precision_takes_tied_scores_as_one_threshold_as_scikit_learn_does(labels, scores, expected):
     assert average_precision(labels, scores) == pytest.approx(expected)
+
+
+def test_timeline_report_locates_an_alert_by_its_box_at_the_raise():
+    clips = [{"start_s": 0.0, "end_s": 1.0, "fight_prob": 0.9}]
+    truth = [{"frame": 20, "box": [0.0, 0.0, 0.2, 0.2]}, {"frame": 25, "box": [0.5, 0.5, 0.7, 0.7]}]
+    on, off = ({"start_s": 0.5, "end_s": 2.0, "raised_s": 1.0, "box": box}
+               for box in ([0.48, 0.5, 0.7, 0.72], [0.0, 0.0, 0.2, 0.2]))  # the raise is frame 25 at 25 fps
+    assert timeline_report(clips, [on], [[0.8, 2.0]], truth, 25.0)["located"] == [True]
+    assert timeline_report(clips, [off], [[0.8, 2.0]], truth, 25.0)["located"] == [False]
+    no_box = {**on, "box": None}
+    assert timeline_report(clips, [no_box], [[0.8, 2.0]], truth, 25.0)["located"] == [None]
+    assert timeline_report(clips, [], [[0.8, 2.0]], truth, 25.0)["located"] == [None]
+    assert "located" not in timeline_report(clips, [on], [[0.8, 2.0]])

@@ -168,3 +168,41 @@ def test_prefetched_keeps_order_raises_the_producers_error_and_stops_with_its_co
         if item == 3:
             break  # the consumer leaves early: the producer must not stay blocked on the full queue
     assert threading.active_count() == before
+
+
+def test_regions_score_where_the_window_moves_and_the_hottest_decides(tmp_path):
+    """A wide 640x360 scene with a small fight among calm bystanders, scored with regions: every segment lists the
+    whole-frame view (the centre square) first and at most `budget` more, its fight_prob, label and scores are its
+    hottest region's, and during the fight a region covers the fighters' true box. Budget 0 is today's output."""
+    from data.synthetic import write_wide
+    from trainer.serve.runtime.regions import RegionConfig, iou
+
+    video = tmp_path / "wide.mp4"
+    truth = write_wide(video, 3, width=640, height=360, fight_width=0.15, calm_before=1.0, fight=1.6, calm_after=0.4)
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    entry = score_video(model, MODEL_CFG, video, ScoreConfig(16, 4, RegionConfig(budget=2)))
+    boxes = {b["frame"]: b["box"] for b in truth["boxes"]}
+    covered = []
+    for clip in entry["clips"]:
+        regions = clip["regions"]
+        assert regions[0]["box"] == [0.2188, 0.0, 0.7812, 1.0] and 1 <= len(regions) <= 3
+        hottest = max(regions, key=lambda r: r["fight_prob"])
+        assert clip["fight_prob"] == hottest["fight_prob"]
+        assert clip["fight_prob"] == pytest.approx(torch.softmax(torch.tensor(clip["scores"]), 0)[1].item(), abs=1e-6)
+        middle = (clip["segment"][0] + clip["segment"][1]) // 2 - 1
+        if middle in boxes:
+            covered.append(max(iou(r["box"], boxes[middle]) for r in regions[1:]) if regions[1:] else 0.0)
+    assert covered and min(covered) > 0.1, covered  # a motion region sits on the fighters in every fight segment
+    plain = score_video(model, MODEL_CFG, video, ScoreConfig(16, 4))
+    assert all("regions" not in clip for clip in plain["clips"])
+    assert [c["segment"] for c in plain["clips"]] == [c["segment"] for c in entry["clips"]]
+
+
+def test_feature_mode_and_label_models_score_the_whole_frame_only(tmp_path):
+    from trainer.serve.runtime.regions import RegionConfig
+
+    video = write_noise_video(tmp_path / "v.mp4", 20)
+    model = ResNet3D(MODEL_CFG).eval()
+    features = score_video(model, MODEL_CFG, video, ScoreConfig(16, 8, RegionConfig(budget=2)), mode="feature")
+    assert all("regions" not in clip for clip in features["clips"])

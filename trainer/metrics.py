@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.serve.runtime.regions import iou
+
 
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve: the probability that a random fight outscores a random non-fight (ties half)."""
@@ -34,14 +36,18 @@ def classification_metrics(labels, predictions, scores=None) -> dict[str, float]
     return metrics
 
 
-def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list[list[float]]) -> dict:
+def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list[list[float]],
+                    truth_boxes: list[dict] | None = None, fps: float | None = None) -> dict:
     """How a scored untrimmed video's alerts match its true fight intervals (seconds). Pure.
 
     `clips`: output.json segments ({"start_s", "end_s", "fight_prob"}); `alerts`: {"start_s", "end_s",
-    "raised_s"}. Returns false_alerts (alerts that overlap no fight), caught (fights with an alert),
-    latency_s (per fight: the first overlapping alert's raised_s minus the fight's start; None when missed),
-    and fight_p / calm_p: the lowest fight probability of a segment wholly inside a fight and the highest of a
-    segment that touches none (None where there is no such segment).
+    "raised_s", and "box" where the score had regions}. Returns false_alerts (alerts that overlap no fight),
+    caught (fights with an alert), latency_s (per fight: the first overlapping alert's raised_s minus the fight's
+    start; None when missed), and fight_p / calm_p: the lowest fight probability of a segment wholly inside a
+    fight and the highest of a segment that touches none (None where there is no such segment).
+    With `truth_boxes` ([{"frame", "box"}], normalised, as data/synthetic.py's wide scenes give) and `fps`, also
+    located: per fight, whether its first alert's box overlaps the true box of the frame nearest the raise with
+    IoU >= LOCATED_IOU (None when missed or the alert has no box).
     """
     def overlaps(start: float, end: float, interval) -> bool:
         return start < interval[1] and end > interval[0]
@@ -50,7 +56,7 @@ def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list
     inside = [c["fight_prob"] for c in clips
               if any(f[0] <= c["start_s"] and c["end_s"] <= f[1] for f in fight_intervals)]
     calm = [c["fight_prob"] for c in clips if not any(overlaps(c["start_s"], c["end_s"], f) for f in fight_intervals)]
-    return {
+    report = {
         "false_alerts": sum(not any(overlaps(a["start_s"], a["end_s"], f) for f in fight_intervals) for a in alerts),
         "caught": sum(bool(h) for h in hits),
         "latency_s": [round(min(a["raised_s"] for a in h) - f[0], 3) if h else None
@@ -58,6 +64,21 @@ def timeline_report(clips: list[dict], alerts: list[dict], fight_intervals: list
         "fight_p": min(inside, default=None),
         "calm_p": max(calm, default=None),
     }
+    if truth_boxes and fps:
+        report["located"] = [_located(min(h, key=lambda a: a["raised_s"]), truth_boxes, fps) if h else None
+                             for h in hits]
+    return report
+
+
+LOCATED_IOU = 0.3  # an alert's box "says where" when it overlaps the true box this much (a loose detection match)
+
+
+def _located(alert: dict, truth_boxes: list[dict], fps: float) -> bool | None:
+    if alert.get("box") is None:
+        return None
+    raised_frame = alert["raised_s"] * fps
+    nearest = min(truth_boxes, key=lambda b: abs(b["frame"] - raised_frame))
+    return iou(alert["box"], nearest["box"]) >= LOCATED_IOU
 
 
 def average_precision(labels, scores) -> float:

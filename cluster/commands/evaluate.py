@@ -141,8 +141,11 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str
 def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_cfg: ScoreConfig,
                   policy: AlertPolicy, plan: AccelPlan, out: Path) -> dict:
     """Untrimmed videos with ground truth (`<name>.mp4` beside `<name>.json` holding "fight_intervals", seconds,
-    as data/synthetic.py's timelines): each scored as `score` scores it and replayed through the alert policy;
-    the report (to `out`) counts fights caught, alert latency and false alerts per hour of video."""
+    as data/synthetic.py's timelines and wide scenes): each scored as `score` scores it and replayed through the
+    alert policy; the report (to `out`) counts fights caught, alert latency and false alerts per hour of video.
+    Where the truth has the fighters' "boxes" (wide scenes), also fights located (the alert's box on the true one,
+    trainer.metrics.LOCATED_IOU) and, by the fight's width as a fraction of the frame's ("fight_width", else the
+    boxes' mean width), fights caught and located: the size sweep."""
     videos = sorted(p for p in folder.glob("*.mp4") if p.with_suffix(".json").is_file()) if folder.is_dir() else []
     if not videos:
         raise InputError(f"{folder}: no <name>.mp4 beside a <name>.json with fight_intervals")
@@ -151,8 +154,9 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
         truth = json.loads(path.with_suffix(".json").read_text())
         entry = score_video(model, model_cfg, path, score_cfg, plan=plan)
         alerts = [dataclasses.asdict(a) for a in detect_alerts(policy, windows(entry), camera=path.name)]
-        found = timeline_report(entry["clips"], alerts, truth["fight_intervals"])
-        per_video.append({"video": path.name, "fights": len(truth["fight_intervals"]), **found})
+        found = timeline_report(entry["clips"], alerts, truth["fight_intervals"], truth.get("boxes"), entry["fps"])
+        per_video.append({"video": path.name, "fights": len(truth["fight_intervals"]),
+                          "fight_width": fight_width(truth), **found})
         latencies += [s for s in found["latency_s"] if s is not None]
         seconds += entry["frames"] / entry["fps"]
     false_alerts = sum(v["false_alerts"] for v in per_video)
@@ -160,9 +164,33 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
               "fights": sum(v["fights"] for v in per_video), "caught": sum(v["caught"] for v in per_video),
               "latency_s": {"median": float(np.median(latencies)), "max": max(latencies)} if latencies else None,
               "false_alerts": false_alerts, "false_alerts_per_hour": false_alerts / (seconds / 3600),
-              "policy": dataclasses.asdict(policy), "stride": score_cfg.stride, "per_video": per_video}
+              "located": sum(sum(bool(x) for x in v.get("located", [])) for v in per_video),
+              "by_fight_width": size_sweep(per_video),
+              "policy": dataclasses.asdict(policy), "stride": score_cfg.stride,
+              "regions": dataclasses.asdict(score_cfg.regions), "per_video": per_video}
     atomic_write(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
     return result
+
+
+def fight_width(truth: dict) -> float | None:
+    """The fight's width as a fraction of the frame's: the truth's own figure, else its boxes' mean width."""
+    if truth.get("fight_width") is not None:
+        return truth["fight_width"]
+    boxes = truth.get("boxes") or []
+    return round(float(np.mean([b["box"][2] - b["box"][0] for b in boxes])), 4) if boxes else None
+
+
+def size_sweep(per_video: list[dict]) -> dict[str, dict]:
+    """Fights, caught and located by fight width (the videos with fights and a known width), narrowest last. Pure."""
+    sweep: dict[str, dict] = {}
+    for video in sorted(per_video, key=lambda v: -(v["fight_width"] or 0)):
+        if video["fight_width"] is None or not video["fights"]:
+            continue
+        row = sweep.setdefault(f"{video['fight_width']:g}", {"fights": 0, "caught": 0, "located": 0})
+        row["fights"] += video["fights"]
+        row["caught"] += video["caught"]
+        row["located"] += sum(bool(x) for x in video.get("located", []))
+    return sweep
 
 
 def evaluation_metrics(result: dict) -> dict[str, float]:
@@ -175,7 +203,7 @@ def evaluation_metrics(result: dict) -> dict[str, float]:
         speed = result["throughput"]
         out.update({name: speed[name] for name in ("videos_per_s", "views_per_s", "frames_decoded_per_s", "seconds")})
         return {**out, "unreadable_videos": len(result["errors"])}
-    out = {name: result[name] for name in ("videos", "hours", "fights", "caught", "false_alerts",
+    out = {name: result[name] for name in ("videos", "hours", "fights", "caught", "located", "false_alerts",
                                             "false_alerts_per_hour")}
     return {**out, **{f"latency_{name}_s": value for name, value in (result["latency_s"] or {}).items()}}
 
@@ -282,10 +310,14 @@ def run(args: argparse.Namespace) -> None:
         result = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
         latency = result["latency_s"]
         print(f"caught {result['caught']} of {result['fights']} fights (latency median "
-              f"{latency['median'] if latency else float('nan'):.2f} s), {result['false_alerts']} false alert(s), "
-              f"{result['false_alerts_per_hour']:.2f} per hour over {result['hours'] * 60:.1f} min -> {args.out}")
+              f"{latency['median'] if latency else float('nan'):.2f} s, {result['located']} located), "
+              f"{result['false_alerts']} false alert(s), {result['false_alerts_per_hour']:.2f} per hour over "
+              f"{result['hours'] * 60:.1f} min -> {args.out}")
+        for width, row in result["by_fight_width"].items():
+            print(f"  fights {width} of the frame wide: caught {row['caught']} of {row['fights']}, "
+                  f"located {row['located']}")
         params = {"data_source": "untrimmed", "data": args.untrimmed.resolve(), "stride": config.score.stride,
-                  **dataclasses.asdict(policy)}
+                  "regions_budget": config.score.regions.budget, **dataclasses.asdict(policy)}
     else:
         videos = (listed_videos(args.list) if args.list else
                   folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split))

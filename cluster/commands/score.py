@@ -36,7 +36,8 @@ from trainer.releases import ReleaseOptions, load_any_model
 from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
 from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
 from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names
-from trainer.serve.runtime.scoring import ScoreConfig, frame_probabilities, prepare_model, score_video, windows
+from trainer.serve.runtime.scoring import (ScoreConfig, frame_boxes, frame_probabilities, prepare_model, score_video,
+                                            windows)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def score_one(model: ResNet3D, model_cfg: ModelConfig, video: Video, score_cfg: 
         # normalised: read_video_list refused entries that climb out, so this stays under annotated_dir
         stem = annotated_dir / Path(os.path.normpath(video.name)).with_suffix("")
         try:
-            annotate_video(path, stem.with_name(f"{stem.name}_annotated.mp4"), probs, policy.threshold)
+            annotate_video(path, stem.with_name(f"{stem.name}_annotated.mp4"), probs, policy.threshold,
+                           frame_boxes=frame_boxes(entry, entry["frames"]))
             plot_probabilities([c["start_s"] for c in entry["clips"]],
                                [c["fight_prob"] for c in entry["clips"]], policy.threshold,
                                [(a.start_s, a.end_s) for a in found], stem.with_name(f"{stem.name}_probs.png"),

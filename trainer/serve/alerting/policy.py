@@ -32,6 +32,7 @@ class Window:
     start_s: float
     end_s: float
     prob: float
+    box: tuple[float, ...] | None = None  # where in the frame it is hottest (normalised x1, y1, x2, y2), if known
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Alert:
     raised_s: float  # end of the window that raised it: when a live system could know
     peak_prob: float
     end_s: float | None = None  # end of the last hot window; None while active
+    box: tuple[float, ...] | None = None  # the raising window's hottest region (normalised), if it had regions
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def step(policy: AlertPolicy, state: AlertState, window: Window, camera: str) ->
     peak = max(state.hot_peak, window.prob)
     if state.hot + 1 < policy.consecutive or window.end_s < state.quiet_until_s:
         return dataclasses.replace(state, hot=state.hot + 1, hot_start_s=start_s, hot_peak=peak), []
-    alert = Alert(camera, start_s, window.end_s, peak)
+    alert = Alert(camera, start_s, window.end_s, peak, box=window.box)
     return AlertState(active=alert, last_hot_end_s=window.end_s, quiet_until_s=state.quiet_until_s), [("start", alert)]
 
 

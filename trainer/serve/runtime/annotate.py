@@ -1,7 +1,8 @@
 """Render fight scores for people to review: an annotated copy of a video and a probability plot.
 
 ``annotate_video`` draws, on every frame, the label and fight probability with a bar (red at or
-above the alert threshold, green below) on a translucent dark box in the top-left corner, and
+above the alert threshold, green below) on a translucent dark box in the top-left corner, and, where
+the score had regions and the frame is at or above the threshold, a red frame around the hottest region; it
 writes H.264/yuv420p MP4 that plays anywhere. It streams frame by frame, keeps the frame count
 and frame rate of the source, and carries the source's audio along.
 
@@ -45,8 +46,12 @@ def annotate_video(
     frame_probs: Sequence[float],
     threshold: float = 0.5,
     labels: tuple[str, str] = ("no fight", "fight"),
+    frame_boxes: Sequence[Sequence[float] | None] | None = None,
 ) -> int:
     """Write ``dst``: ``src`` with each frame's label, fight probability and bar drawn on it.
+
+    ``frame_boxes[i]``, when given, is where frame i is hottest (x1, y1, x2, y2 normalised to the frame, or
+    None): outlined in red when the frame is at or above the threshold.
 
     ``frame_probs[i]`` is the fight probability of the i-th decoded frame of the first video
     stream; ``labels`` are (below threshold, at or above threshold). The output is H.264 (libx264,
@@ -90,7 +95,8 @@ def annotate_video(
                     # Past the end of probs, only count: the error below reports the true length.
                     if n_frames < len(probs):
                         image = frame.to_image()
-                        overlay.draw(image, probs[n_frames], threshold)
+                        box = frame_boxes[n_frames] if frame_boxes is not None else None
+                        overlay.draw(image, probs[n_frames], threshold, box)
                         out.mux(vout.encode(_to_frame(image, vout.width, vout.height, n_frames)))
                     n_frames += 1
             if n_frames != len(probs):
@@ -213,10 +219,14 @@ class _Overlay:
         self.bar_y = self.pad + text_h + self.pad
         self.box = (0, 0, 2 * self.pad + self.bar_w, self.bar_y + self.bar_h + self.pad)
 
-    def draw(self, image: Image.Image, prob: float, threshold: float) -> None:
+    def draw(self, image: Image.Image, prob: float, threshold: float, box: Sequence[float] | None = None) -> None:
         alert = prob >= threshold
         # "RGBA" mode blends the translucent fills into the RGB frame instead of overwriting it.
         draw = ImageDraw.Draw(image, "RGBA")
+        if alert and box is not None:
+            w, h = image.size
+            draw.rectangle((box[0] * w, box[1] * h, box[2] * w - 1, box[3] * h - 1), outline=_ALERT_RGB,
+                           width=max(2, round(h / 180)))
         draw.rectangle(self.box, fill=_BOX_RGBA)
         text = f"{self.labels[alert]} {prob:.2f}"
         draw.text((self.pad, self.pad - self.text_top), text, font=self.font, fill=_TEXT_RGB)

@@ -75,6 +75,9 @@ class RegionConfig:
         smaller cut would be upsampled from too few pixels, and a small motion (a hand) needs its body.
     merge 0.1: moving pixels at most a tenth of the short side apart (about a standing person's width in a
         wide view) are one mover: the arms and legs of one fight; separate groups further apart keep theirs.
+    decode_side 448: with regions on, frames are decoded at this short side (never above the video's own) and
+        the regions cut from them: 4x the model's 112, so the smallest region (min_side) is ~90 px, near the
+        model's input, while a 1080p or 4K frame is not decoded and resized at full size.
     """
 
     budget: int = 2  # motion regions per window besides the whole frame; 0: the whole frame only
@@ -83,6 +86,7 @@ class RegionConfig:
     context: float = 0.5  # a motion box grows by this fraction of its size before it is made square
     min_side: float = 0.2  # smallest region side, as a fraction of the frame's short side
     merge: float = 0.1  # moving pixels at most this far apart (fraction of the short side) are one mover
+    decode_side: int = 448  # short side (px) frames are decoded at to cut regions from (budget > 0)
 
     def __post_init__(self):
         if self.budget < 0:
@@ -97,6 +101,8 @@ class RegionConfig:
             raise ValueError(f"min_side must be > 0 and <= 1 (a fraction of the short side), got {self.min_side}")
         if not 0 <= self.merge <= 1:
             raise ValueError(f"merge must be between 0 and 1 (a fraction of the short side), got {self.merge}")
+        if self.decode_side < self.motion_side:
+            raise ValueError(f"decode_side must be >= motion_side ({self.motion_side}), got {self.decode_side}")
 
 
 def normalised(box: Box, width: int, height: int) -> tuple[float, float, float, float]:

@@ -7,7 +7,10 @@ raw logits with `label` the class of the highest (trainer/serve/runtime/class_na
 no fight / fight, or a released model's Kinetics names); each segment also carries
 its start and end in seconds (`end_s` is the end of its last frame, i.e.
 `last / fps`) and, for fightwatch's two classes, the fight probability
-(softmax), which alerts and annotation need. `--mode feature` writes,
+(softmax), which alerts and annotation need. With regions on (`score.regions.budget` > 0,
+trainer/serve/runtime/regions.py) a fight model also scores where the window moves: the segment gets
+`regions`, [{"box": [x1, y1, x2, y2] normalised to the frame, "fight_prob"}, ...] with the whole-frame view
+first, its `fight_prob` is the highest of them and `label` and `scores` are that region's. `--mode feature` writes,
 as that tool's feature mode does, `features` instead of `label` and `scores`:
 the pooled vector `ResNet3D.features` (512-d for ResNet-18/34 at width 64;
 in general 8 x width x block expansion), plus the same start/end seconds.
@@ -29,10 +32,10 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import av
 import numpy as np
@@ -45,6 +48,7 @@ from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerting.policy import Window
 from trainer.serve.runtime.class_names import FIGHT_CLASSES
+from trainer.serve.runtime.regions import RegionConfig, crop_regions, normalised, regions, small_grey
 from trainer.serve.runtime.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,8 @@ FP32_PLAN = AccelPlan("fp32", "torch", False, "fp32: default (no accel plan give
 @dataclass(frozen=True)
 class ScoreConfig:
     stride: int
-    batch_size: int
+    batch_size: int  # model inputs per forward pass (a window with regions is several)
+    regions: RegionConfig = field(default=RegionConfig(budget=0))  # the whole frame only, unless a config says
 
     def __post_init__(self):
         if self.stride < 1 or self.batch_size < 1:
@@ -96,34 +101,60 @@ def frame_rate(path: str | Path) -> Fraction:
         raise InputError(f"{path}: cannot open video: {e}") from None
 
 
-Crop = tuple[int, int, np.ndarray]  # (0-based first frame, frame count, (T, size, size, 3) centre crop)
+class CutWindow(NamedTuple):
+    """A window ready for the model: its 0-based first frame, its frame count (before loop-padding), and its
+    views (R, T, size, size, 3) uint8 with their boxes normalised to the frame (None: only the centre square)."""
+
+    start: int
+    length: int
+    views: np.ndarray
+    boxes: tuple[tuple[float, float, float, float], ...] | None
 
 
 class WindowBatches:
-    """The video's windows (trainer/serve/runtime/windows.py's plan), centre-cropped, in batches of `batch_size`, the
-    loop-padded tail last; `frames` is the count decoded, once iterated. Decoding and cropping happen here, so a
-    thread can run it ahead of the model (`prefetched`)."""
+    """The video's windows (trainer/serve/runtime/windows.py's plan) as model views, in batches of about
+    `batch_size` views, the loop-padded tail last; `frames` is the count decoded, once iterated.
 
-    def __init__(self, path: Path, size: int, duration: int, stride: int, batch_size: int):
+    With `regions.budget` 0 a window is its frames' centre square, decoded at the model's size. Otherwise frames
+    are decoded at `regions.decode_side` and each window is cut into its regions (regions.py): the centre square
+    and where it moves. Decoding and cutting happen here, so a thread can run it ahead of the model
+    (`prefetched`)."""
+
+    def __init__(self, path: Path, size: int, duration: int, stride: int, batch_size: int,
+                 region_cfg: RegionConfig = RegionConfig(budget=0)):
         self.path, self.size, self.duration, self.stride, self.batch_size = path, size, duration, stride, batch_size
+        self.region_cfg = region_cfg
         self.frames = 0
 
-    def __iter__(self) -> Iterator[list[Crop]]:
-        size, duration = self.size, self.duration
-        cutter: WindowCutter[np.ndarray] = WindowCutter(duration, self.stride)
-        batch: list[Crop] = []
-        for frame in iter_frames(self.path, short_side=size):
-            y, x = crop_box(frame.shape[0], frame.shape[1], size, "c")
-            cut = cutter.push(frame[y : y + size, x : x + size])
+    def _cut(self, start: int, length: int, frames: np.ndarray) -> CutWindow:
+        frames = loop_padded(frames, self.duration)
+        if self.region_cfg.budget == 0:
+            y, x = crop_box(frames.shape[1], frames.shape[2], self.size, "c")
+            return CutWindow(start, length, frames[None, :, y : y + self.size, x : x + self.size], None)
+        height, width = frames.shape[1:3]
+        boxes = regions(small_grey(frames, self.region_cfg.motion_side), width, height, self.region_cfg)
+        return CutWindow(start, length, crop_regions(frames, boxes, self.size),
+                         tuple(normalised(box, width, height) for box in boxes))
+
+    def __iter__(self) -> Iterator[list[CutWindow]]:
+        whole_frame_only = self.region_cfg.budget == 0
+        side = self.size if whole_frame_only else self.region_cfg.decode_side
+        cutter: WindowCutter[np.ndarray] = WindowCutter(self.duration, self.stride)
+        batch: list[CutWindow] = []
+        for frame in iter_frames(self.path, short_side=side, upscale=whole_frame_only):
+            if whole_frame_only:  # the centre square now: a window holds 16 small crops, not 16 frames
+                y, x = crop_box(frame.shape[0], frame.shape[1], self.size, "c")
+                frame = frame[y : y + self.size, x : x + self.size]
+            cut = cutter.push(frame)
             if cut is not None:
-                batch.append((cut.start, duration, np.stack(cut.items)))
-                if len(batch) == self.batch_size:
+                batch.append(self._cut(cut.start, self.duration, np.stack(cut.items)))
+                if sum(len(w.views) for w in batch) >= self.batch_size:
                     yield batch
                     batch = []
         self.frames = cutter.frames
         tail = cutter.finish()
         if tail is not None:
-            batch.append((tail.start, len(tail.items), loop_padded(np.stack(tail.items), duration)))
+            batch.append(self._cut(tail.start, len(tail.items), np.stack(tail.items)))
         if batch:
             yield batch
 
@@ -188,40 +219,64 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
     fps = float(frame_rate(path))
     clips: list[dict] = []
     model.eval()
-    windows_ = WindowBatches(path, model_cfg.sample_size, model_cfg.sample_duration, cfg.stride, cfg.batch_size)
+    region_cfg = cfg.regions if fight else RegionConfig(budget=0)  # regions find fights: not labels, not features
+    windows_ = WindowBatches(path, model_cfg.sample_size, model_cfg.sample_duration, cfg.stride, cfg.batch_size,
+                             region_cfg)
     for batch in prefetched(windows_, decode_ahead):
-        x = plan.input(torch.stack([to_input(frames, model_cfg.sample_size, model_cfg.normalization)
-                                    for _, _, frames in batch]))
+        x = plan.input(torch.stack([to_input(view, model_cfg.sample_size, model_cfg.normalization)
+                                    for window in batch for view in window.views]))
         with torch.inference_mode(), plan.autocast():
             out = model.features(x) if mode == "feature" else model(x)
         out = out.float()
         rows = out.tolist()
         probs = torch.softmax(out, 1)[:, 1].tolist() if fight else [None] * len(rows)
-        for (start, length, _), row, prob in zip(batch, rows, probs):
-            end = start + length
-            clip = {"segment": [start + 1, end]}
+        first = 0
+        for window in batch:
+            views = range(first, first + len(window.views))
+            first = views.stop
+            hottest = max(views, key=lambda i: probs[i]) if fight else views.start
+            end = window.start + window.length
+            clip = {"segment": [window.start + 1, end]}
             if mode == "score":
-                clip |= {"label": class_names[int(np.argmax(row))], "scores": row}
+                clip |= {"label": class_names[int(np.argmax(rows[hottest]))], "scores": rows[hottest]}
             else:
-                clip["features"] = row
-            clip |= {"start_s": round(start / fps, 4), "end_s": round(end / fps, 4)}
+                clip["features"] = rows[hottest]
+            clip |= {"start_s": round(window.start / fps, 4), "end_s": round(end / fps, 4)}
             if fight:
-                clip["fight_prob"] = prob
+                clip["fight_prob"] = probs[hottest]
+            if window.boxes is not None:
+                clip["regions"] = [{"box": list(box), "fight_prob": probs[i]} for box, i in zip(window.boxes, views)]
             clips.append(clip)
     if windows_.frames == 0:
         raise InputError(f"{path}: no frames could be decoded")
     return {"video": path.name, "fps": fps, "frames": windows_.frames, "clips": clips}
 
 
-def frame_probabilities(entry: dict, n_frames: int) -> list[float]:
-    """Fight probability per frame: each frame takes the last segment that covers it."""
-    probs = [0.0] * n_frames
+def _per_frame(entry: dict, n_frames: int, value, default=None) -> list:
+    """value(segment) for each frame: each frame takes the last segment that covers it."""
+    values = [default] * n_frames
     for clip in entry["clips"]:
         first, last = clip["segment"]
-        for i in range(first - 1, min(last, n_frames)):
-            probs[i] = clip["fight_prob"]
-    return probs
+        values[first - 1 : min(last, n_frames)] = [value(clip)] * max(0, min(last, n_frames) - first + 1)
+    return values
+
+
+def frame_probabilities(entry: dict, n_frames: int) -> list[float]:
+    """Fight probability per frame: each frame takes the last segment that covers it."""
+    return _per_frame(entry, n_frames, lambda clip: clip["fight_prob"], 0.0)
+
+
+def frame_boxes(entry: dict, n_frames: int) -> list[tuple[float, ...] | None]:
+    """The hottest region's normalised box per frame (None without regions), as frame_probabilities takes."""
+    return _per_frame(entry, n_frames, hottest_box)
+
+
+def hottest_box(clip: dict) -> tuple[float, ...] | None:
+    """The normalised box of a segment's hottest region, None without regions."""
+    if "regions" not in clip:
+        return None
+    return tuple(max(clip["regions"], key=lambda r: r["fight_prob"])["box"])
 
 
 def windows(entry: dict) -> list[Window]:
-    return [Window(c["start_s"], c["end_s"], c["fight_prob"]) for c in entry["clips"]]
+    return [Window(c["start_s"], c["end_s"], c["fight_prob"], hottest_box(c)) for c in entry["clips"]]

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from data.errors import InputError
+from data.synthetic import write_wide
 from tests.support.models import MODEL_CFG
 from tests.support.mosquitto import needs_mosquitto
 from tests.support.videos import decoded_frames, write_video
@@ -25,7 +26,8 @@ from tests.support.watch import FPS, models, watch  # noqa: F401  (models is a f
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ResNet3D
 from trainer.serve.alerting.store import AlertStore
-from trainer.serve.runtime.scoring import ScoreConfig, score_video
+from trainer.serve.runtime.regions import RegionConfig
+from trainer.serve.runtime.scoring import ScoreConfig, hottest_box, score_video
 from trainer.serve.runtime.sources import parse_sources
 from trainer.serve.runtime.window_queue import WindowQueue
 
@@ -101,25 +103,33 @@ def test_two_file_cameras_raise_one_alert_each_with_snapshot_and_clip(models, vi
     assert total["windows"] == cams["gate"]["windows"] + cams["b"]["windows"] == 10
 
 
-@pytest.mark.parametrize("video", ["a", "b"])  # 50 frames: a tail window; 40: a tail overlapping by 8
-def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys, video):
+@pytest.mark.parametrize("video, budget", [("a", 0), ("b", 0), ("wide", 2)])  # a: 50 frames, a tail window; b: 40,
+def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys, video, budget):  # a tail overlapping
     """`watch --no-realtime --stride 16` and `score` cut the same windows (trainer/serve/runtime/windows.py) from the same
-    decoded, resized frames, so a model gives both the same probabilities."""
+    decoded, resized frames, and the same regions of them, so a model gives both the same probabilities and boxes."""
     torch.manual_seed(1)
     model = ResNet3D(MODEL_CFG).eval()
     with torch.no_grad():  # logits of a random model differ by ~30: scaled so the probabilities are not all 0
         model.fc.weight.mul_(0.05)
     save_checkpoint(tmp_path / "random.pth", model, MODEL_CFG, epoch=1)
-    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(stride=16, batch_size=8))
+    if video == "wide":  # a small fight among bystanders in a 16:9 view: motion regions beside the centre square
+        videos = {video: tmp_path / "wide.mp4"}
+        write_wide(videos[video], 3, width=320, height=180, fight_width=0.2, calm_before=0.6, fight=1.0,
+                   calm_after=0.4)
+    scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(16, 8, RegionConfig(budget=budget)))
     rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
-                         "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out", videos[video])
+                         "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out",
+                         "--set", f"watch.regions.budget={budget}", videos[video])
     watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])
     assert rc == 0 and stats["total"]["windows"] == len(scored["clips"]) == len(watched)
     for clip, window in zip(scored["clips"], watched):
         assert window["start_s"] == pytest.approx(clip["start_s"], abs=1e-3)
         assert window["end_s"] == pytest.approx(clip["end_s"], abs=1e-3)
         assert window["fight_prob"] == pytest.approx(clip["fight_prob"], abs=1e-5)
+        assert window.get("box") == (list(hottest_box(clip)) if budget else None)
     assert len({round(w["fight_prob"], 4) for w in watched}) > 1  # the windows differ: a real comparison
+    if budget:  # the comparison covers motion regions, not the centre square alone
+        assert any(len(clip["regions"]) > 1 for clip in scored["clips"])
 
 
 def test_calm_model_raises_nothing(models, videos, tmp_path, capsys):

@@ -35,6 +35,7 @@ import numpy as np
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.dataset import crop_box
 from trainer.serve.alerting.policy import AlertState
+from trainer.serve.runtime.regions import decode_side, window_views
 from trainer.serve.runtime.snapshots import Frame
 from trainer.serve.runtime.sources import Source
 from trainer.serve.runtime.watch_config import WatchConfig
@@ -66,7 +67,8 @@ class CameraWindow:
     camera: str
     start_s: float
     end_s: float
-    frames: np.ndarray  # (duration, size, size, 3) uint8, the model's centre crop
+    views: np.ndarray  # (R, duration, size, size, 3) uint8: the centre square, then where the window moves
+    boxes: tuple | None  # the views' boxes normalised to the frame; None: the centre square alone (no regions)
     key: Frame  # the middle frame: the snapshot when this window is the hottest
     last: Frame  # the newest frame: anchors stream time to the wall clock
 
@@ -344,16 +346,23 @@ class CameraReader:
         return kept
 
     def _crop(self, frame: av.VideoFrame) -> np.ndarray:
-        """The model's centre crop, resized as `score` resizes (data.clips.iter_frames)."""
-        size = self.size
-        width, height = resized(frame.width, frame.height, size)
+        """What the window is cut from, resized as `score` resizes (data.clips.iter_frames): the model's centre
+        crop without regions; with them the frame at the regions' decode side (never above its own)."""
+        regions_on = self.cfg.regions.budget > 0
+        side = decode_side(self.size, self.cfg.regions)
+        width, height = resized(frame.width, frame.height, min(side, frame.width, frame.height) if regions_on else side)
         rgb = self._to_rgb(frame, width, height)
-        y, x = crop_box(height, width, size, "c")
-        return rgb[y:y + size, x:x + size]
+        if regions_on:
+            return rgb
+        y, x = crop_box(height, width, self.size, "c")
+        return rgb[y:y + self.size, x:x + self.size]
 
     def _emit(self, cut: Cut[tuple[Frame, np.ndarray]], fps: float, live: bool) -> None:
         kept = [frame for frame, _ in cut.items]
-        frames = loop_padded(np.stack([crop for _, crop in cut.items]), self.duration)
-        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, frames, kept[len(kept) // 2], kept[-1])
+        # the regions are found and cut here, in the camera's thread: inference only batches the views
+        views, boxes = window_views(loop_padded(np.stack([crop for _, crop in cut.items]), self.duration), self.size,
+                                    self.cfg.regions)
+        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, views, boxes, kept[len(kept) // 2],
+                              kept[-1])
         if self.queue.put(self.cam.id, window, block=not live, stop=self.stop):
             self.cam.stats.windows_dropped += 1

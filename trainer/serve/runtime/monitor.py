@@ -178,13 +178,18 @@ class Monitor:
         log.info("watch ended (%s): %s", reason, json.dumps(self.stats()["total"]))
 
     def _score(self, items: list[CameraWindow]) -> None:
+        """Every camera's windows, their regions included, through the model in one batch; a window scores its
+        hottest view."""
         size, norm = self.model_cfg.sample_size, self.model_cfg.normalization
-        x = self.plan.input(torch.stack([to_input(w.frames, size, norm) for w in items]))
+        x = self.plan.input(torch.stack([to_input(view, size, norm) for w in items for view in w.views]))
         with torch.inference_mode(), self.plan.autocast():
             logits = self.model(x)
-        probs = torch.softmax(logits.float(), 1)[:, 1].tolist()
-        now = time.time()
-        for window, prob in zip(items, probs):
+        view_probs = torch.softmax(logits.float(), 1)[:, 1].tolist()
+        now, first = time.time(), 0
+        for window in items:
+            probs, first = view_probs[first : first + len(window.views)], first + len(window.views)
+            hottest = max(range(len(probs)), key=lambda i: probs[i] if math.isfinite(probs[i]) else -1.0)
+            prob, box = probs[hottest], window.boxes[hottest] if window.boxes is not None else None
             cam = self.cameras[window.camera]
             if cam.closed:  # a window that raced the final close; nothing left to decide
                 continue
@@ -199,16 +204,17 @@ class Monitor:
                 prob = 0.0
             if self._scores is not None:
                 self._scores.write(json.dumps({"camera": cam.id, "start_s": round(window.start_s, 4),
-                                               "end_s": round(window.end_s, 4), "fight_prob": prob}) + "\n")
-            self._advance(cam, window, prob)
+                                               "end_s": round(window.end_s, 4), "fight_prob": prob,
+                                               **({"box": list(box)} if box is not None else {})}) + "\n")
+            self._advance(cam, window, prob, box)
 
-    def _advance(self, cam: Camera, window: CameraWindow, prob: float) -> None:
+    def _advance(self, cam: Camera, window: CameraWindow, prob: float, box: tuple | None) -> None:
         if prob >= self.policy.threshold and prob > cam.hot_prob:
             cam.hot_prob, cam.hot_frame = prob, window.key
         scored = (window.start_s, window.end_s, prob)
         cam.scored.append(scored)
         ongoing = cam.active  # raised by an earlier window: this one is part of it, the calm one that ends it too
-        cam.state, events = step(self.policy, cam.state, Window(window.start_s, window.end_s, prob), cam.id)
+        cam.state, events = step(self.policy, cam.state, Window(window.start_s, window.end_s, prob, box), cam.id)
         for kind, alert in events:
             if kind == "start":
                 self._raise(cam, alert, window)
@@ -245,6 +251,7 @@ class Monitor:
             "start_time": start_time, "raised_time": raised_time,
             "peak_prob": round(alert.peak_prob, 4), "threshold": self.policy.threshold,
             "snapshot": str(snapshot), "clip": None if clip is None else str(clip),
+            "box": None if alert.box is None else list(alert.box),
         })
         # what led up to it, as far back as its clip reaches: the review app draws why it fired
         self._send_windows(alert_id, [w for w in cam.scored if w[1] > alert.raised_s - self.cfg.clip_seconds])
@@ -276,6 +283,7 @@ class Monitor:
             "start_time": active.start_time, "raised_time": active.raised_time, "end_time": end_time,
             "peak_prob": round(alert.peak_prob, 4), "snapshot": str(snapshot),
             "clip": None if clip is None else str(clip), "reason": reason,
+            "box": None if alert.box is None else list(alert.box),
         })
 
     def _close(self, cam: Camera, reason: str) -> None:

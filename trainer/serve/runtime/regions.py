@@ -287,3 +287,20 @@ def crop_regions(frames: np.ndarray, boxes: Sequence[Box], size: int) -> np.ndar
         resized = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out[i] = resized.permute(0, 2, 3, 1).numpy()
     return out
+
+
+def window_views(frames: np.ndarray, size: int, cfg: RegionConfig) -> tuple[np.ndarray, tuple | None]:
+    """One window's model views and where they are: (R, T, size, size, 3) uint8 and their boxes normalised to the
+    frame. Budget 0: the frames' centre square (already cut when the frames are size x size), boxes None: the
+    output of scoring before regions. Otherwise regions() of the frames (decoded at cfg.decode_side)."""
+    height, width = frames.shape[1:3]
+    if cfg.budget == 0:
+        square = centre_square(width, height)
+        return crop_regions(frames, [square], size), None
+    boxes = regions(small_grey(frames, cfg.motion_side), width, height, cfg)
+    return crop_regions(frames, boxes, size), tuple(normalised(box, width, height) for box in boxes)
+
+
+def decode_side(size: int, cfg: RegionConfig) -> int:
+    """The short side a scorer decodes frames at: the model's own without regions, cfg.decode_side with them."""
+    return size if cfg.budget == 0 else cfg.decode_side

@@ -48,7 +48,7 @@ from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerting.policy import Window
 from trainer.serve.runtime.class_names import FIGHT_CLASSES
-from trainer.serve.runtime.regions import RegionConfig, crop_regions, normalised, regions, small_grey
+from trainer.serve.runtime.regions import RegionConfig, decode_side, window_views
 from trainer.serve.runtime.windows import WindowCutter, loop_padded
 
 log = logging.getLogger(__name__)
@@ -127,21 +127,14 @@ class WindowBatches:
         self.frames = 0
 
     def _cut(self, start: int, length: int, frames: np.ndarray) -> CutWindow:
-        frames = loop_padded(frames, self.duration)
-        if self.region_cfg.budget == 0:
-            y, x = crop_box(frames.shape[1], frames.shape[2], self.size, "c")
-            return CutWindow(start, length, frames[None, :, y : y + self.size, x : x + self.size], None)
-        height, width = frames.shape[1:3]
-        boxes = regions(small_grey(frames, self.region_cfg.motion_side), width, height, self.region_cfg)
-        return CutWindow(start, length, crop_regions(frames, boxes, self.size),
-                         tuple(normalised(box, width, height) for box in boxes))
+        views, boxes = window_views(loop_padded(frames, self.duration), self.size, self.region_cfg)
+        return CutWindow(start, length, views, boxes)
 
     def __iter__(self) -> Iterator[list[CutWindow]]:
         whole_frame_only = self.region_cfg.budget == 0
-        side = self.size if whole_frame_only else self.region_cfg.decode_side
         cutter: WindowCutter[np.ndarray] = WindowCutter(self.duration, self.stride)
         batch: list[CutWindow] = []
-        for frame in iter_frames(self.path, short_side=side, upscale=whole_frame_only):
+        for frame in iter_frames(self.path, decode_side(self.size, self.region_cfg), upscale=whole_frame_only):
             if whole_frame_only:  # the centre square now: a window holds 16 small crops, not 16 frames
                 y, x = crop_box(frame.shape[0], frame.shape[1], self.size, "c")
                 frame = frame[y : y + self.size, x : x + self.size]

@@ -48,6 +48,7 @@ from trainer.accel import AccelPlan
 from trainer.model import ModelConfig
 from trainer.serve.alerting.policy import Alert, AlertPolicy, AlertState, Window, step
 from trainer.serve.alerting.sinks.base import CameraPresence
+from trainer.serve.alerting.zones import counting
 from trainer.serve.runtime.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
 from trainer.serve.runtime.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
 from trainer.serve.runtime.sources import Source
@@ -81,6 +82,13 @@ class Monitor:
         self.cameras = {s.camera: Camera(s, on_status=self._camera_status) for s in sources}
         if len(self.cameras) != len(sources):
             raise InputError("camera ids must be unique")
+        for zone in cfg.zones:
+            if zone.camera not in self.cameras:
+                raise InputError(f"watch.zones: zone {zone.name} is of camera {zone.camera}, which is not watched "
+                                 f"(cameras: {', '.join(self.cameras)})")
+            if zone.required and cfg.regions.budget == 0:
+                log.warning("camera %s: required zone %s needs regions to place a fight (watch.regions.budget is 0):"
+                            " its alerts are not limited to it", zone.camera, zone.name)
         self.queue = WindowQueue(cfg.max_queued)
         self._stop = threading.Event()
         self._writer: SnapshotWriter | None = None
@@ -188,6 +196,9 @@ class Monitor:
         now, first = time.time(), 0
         for window in items:
             probs, first = view_probs[first : first + len(window.views)], first + len(window.views)
+            # outside the camera's required zones a region scores nothing: its alerts are where they may be
+            probs = [p if counts else 0.0 for p, counts in zip(probs, counting(window.camera, window.boxes,
+                                                                                self.cfg.zones))]
             hottest = max(range(len(probs)), key=lambda i: probs[i] if math.isfinite(probs[i]) else -1.0)
             prob, box = probs[hottest], window.boxes[hottest] if window.boxes is not None else None
             cam = self.cameras[window.camera]

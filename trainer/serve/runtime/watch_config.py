@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.serve.alerting.retention import Retention
+from trainer.serve.alerting.zones import Zone
 from trainer.serve.runtime.regions import RegionConfig
 
 
@@ -34,6 +35,7 @@ class WatchConfig:
     store: Path | None = field(metadata={"path": True})  # the alert store (SQLite): alerts, reviews, camera events
     retention: Retention  # what the store keeps
     regions: RegionConfig  # where each window moves, scored besides the whole frame (regions.py)
+    zones: tuple[Zone, ...]  # named polygons per camera; required ones limit where its alerts may be
 
     def __post_init__(self):
         if min(self.stride, self.batch_size, self.max_queued, self.max_pending_writes) < 1:

@@ -163,6 +163,46 @@ def test_a_version_1_store_gains_the_windows_table_and_keeps_its_alerts(tmp_path
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_an_alerts_box_round_trips_and_an_alert_without_one_has_none(tmp_path):
+    path = tmp_path / "a.db"
+    with AlertStore(path) as store:
+        store.record_start({**start_payload("boxed"), "box": [0.25, 0.1, 0.5, 0.6]})
+        store.record_start(start_payload("plain"))  # a model run without regions: no "box"
+        store.record_start({**start_payload("null"), "box": None})
+        store.record_end({**end_payload("lost"), "box": (0.0, 0.5, 0.5, 1.0)})  # its start never arrived
+        store.record_end({**end_payload("boxed"), "box": None})  # an end without one keeps the start's
+        with pytest.raises(ValueError, match="a box is"):
+            store.record_start({**start_payload("bad"), "box": [0.1, 0.2]})
+    with AlertStore(path) as store:
+        assert store.alert("boxed").alert.box == (0.25, 0.1, 0.5, 0.6)
+        assert store.alert("plain").alert.box is None and store.alert("null").alert.box is None
+        assert store.alert("lost").alert.box == (0.0, 0.5, 0.5, 1.0)
+        assert {a.id: a.box for a in store.alerts()}["boxed"] == (0.25, 0.1, 0.5, 0.6)
+        assert store.alert("bad") is None
+
+
+def test_a_version_2_store_gains_the_box_column_and_keeps_its_alerts(tmp_path):
+    from trainer.serve.alerting import store as alert_store
+
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    alert_store._create_v1(db)  # the file as the second released version left it: v1, then its windows table
+    alert_store._add_windows_v2(db)
+    db.execute("INSERT INTO alerts (id, camera, state, start_s, raised_s, start_time, raised_time, peak_prob)"
+               " VALUES ('a1', 'gate', 'ended', 1, 2, '2024-05-20T12:00:00.000Z', '2024-05-20T12:00:01.000Z', 0.9)")
+    db.execute("INSERT INTO alert_windows VALUES ('a1', 0.0, 0.64, 0.8)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with AlertStore(path) as store:
+        old = store.alert("a1").alert
+        assert (old.camera, old.peak_prob, old.box) == ("gate", 0.9, None)
+        assert store.alert_windows("a1") == [Window(0.0, 0.64, 0.8)]
+        store.record_start({**start_payload("a2"), "box": [0.1, 0.2, 0.3, 0.4]})
+        assert store.alert("a2").alert.box == (0.1, 0.2, 0.3, 0.4)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
 def test_camera_events_filter_by_utc_day(tmp_path):
     with AlertStore(tmp_path / "a.db") as store:
         store.record_camera_event("gate", "online", at=NOW)

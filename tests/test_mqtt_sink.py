@@ -17,7 +17,7 @@ from trainer.serve.alerting.sinks.config import MqttConfig
 START = {"event": "start", "alert_id": "gate-20240520T120000Z-1", "camera": "gate", "source": "/v/gate.mp4",
          "start_s": 0.0, "raised_s": 0.96, "start_time": "2024-05-20T12:00:00.000Z",
          "raised_time": "2024-05-20T12:00:00.960Z", "peak_prob": 0.91, "threshold": 0.5,
-         "snapshot": "/out/gate/a.jpg", "clip": "/out/gate/a.mp4"}
+         "snapshot": "/out/gate/a.jpg", "clip": "/out/gate/a.mp4", "box": [0.25, 0.1, 0.5, 0.6]}
 END = {**{k: v for k, v in START.items() if k != "threshold"}, "event": "end", "end_s": 2.0,
        "end_time": "2024-05-20T12:00:02.000Z", "peak_prob": 0.98, "snapshot": "/out/gate/a-peak.jpg",
        "reason": "source ended"}
@@ -63,6 +63,11 @@ def test_alert_fields_carry_the_start_into_the_end():
     ended = alert_fields(END, new)
     assert ended["end_time"] == END["end_time"] and ended["threshold"] == 0.5 and ended["end_reason"] == "source ended"
     assert ended["snapshot"] == "/out/gate/a-peak.jpg" and ended["peak_prob"] == 0.98
+    assert new["box"] == ended["box"] == [0.25, 0.1, 0.5, 0.6]
+    assert alert_fields({**END, "box": None}, new)["box"] is None  # the end says it is unknown
+    assert alert_fields({k: v for k, v in END.items() if k != "box"}, new)["box"] == new["box"]  # the end says nothing
+    unknown = alert_fields({k: v for k, v in START.items() if k != "box"})  # a model run without regions
+    assert unknown["box"] is None and alert_fields({**END, "box": None}, unknown)["box"] is None
 
 
 @pytest.mark.slow  # a broker
@@ -89,6 +94,7 @@ def test_events_status_and_availability_reach_a_subscriber(broker):
         assert new["after"]["id"] == START["alert_id"] and new["after"]["camera"] == "gate"
         assert new["after"]["label"] == "fight" and new["after"]["end_time"] is None
         assert new["after"]["snapshot"] == "/out/gate/a.jpg" and new["after"]["clip"] == "/out/gate/a.mp4"
+        assert new["after"]["box"] == end["after"]["box"] == [0.25, 0.1, 0.5, 0.6]  # normalised x1, y1, x2, y2
         assert end["type"] == "end" and end["before"] == new["after"]
         assert end["after"]["end_time"] == END["end_time"] and end["after"]["peak_prob"] == 0.98
         sink.camera_status(presence("gate", "offline"))

@@ -92,6 +92,15 @@ def test_an_alerts_detail_has_its_windows_for_the_chart(store, tmp_path):
     assert detail["windows"][0] == {"start_s": 9.36, "end_s": 10.0, "prob": 0.2}
 
 
+def test_an_alert_says_where_in_the_frame_or_null(store, tmp_path):
+    add_alert(store, tmp_path, "boxed", media=False, box=(0.25, 0.1, 0.5, 0.6))
+    add_alert(store, tmp_path, "plain", media=False)
+    api = client(store)
+    assert api.get("/api/alerts/boxed").json()["box"] == [0.25, 0.1, 0.5, 0.6]
+    assert api.get("/api/alerts/plain").json()["box"] is None
+    assert {a["id"]: a["box"] for a in api.get("/api/alerts").json()} == {"boxed": [0.25, 0.1, 0.5, 0.6], "plain": None}
+
+
 def test_writes_need_the_token_and_remote_reads_too(store, tmp_path):
     add_alert(store, tmp_path, "a1")
     review = {"verdict": "ack", "who": "ana"}

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 TOKEN = "desk-token"
+BOX = (0.2, 0.25, 0.55, 0.75)  # gate-2's: where it was hottest, normalised x1, y1, x2, y2
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run "
                 "installs them)", allow_module_level=True)
@@ -56,7 +57,8 @@ def served(tmp_path, monkeypatch):
     now = datetime.now(timezone.utc)
     store = AlertStore(tmp_path / "alerts.db")
     for i, camera in enumerate(["gate", "lobby", "gate"]):
-        add_alert(store, tmp_path, f"{camera}-{i}", camera, now - timedelta(minutes=50 - 10 * i), peak=0.8 + 0.05 * i)
+        add_alert(store, tmp_path, f"{camera}-{i}", camera, now - timedelta(minutes=50 - 10 * i), peak=0.8 + 0.05 * i,
+                  box=BOX if i == 2 else None)
     store.review("lobby-1", "ack", "desk-bo")
     store.record_camera_event("gate", "online", at=now - timedelta(hours=1))
     store.record_camera_event("lobby", "online", at=now - timedelta(hours=1))
@@ -118,6 +120,9 @@ def test_the_queue_updates_live_and_a_bulk_review_survives_a_reload(browser, ser
     assert inner_text(browser, "[data-camera='gate'] .meta") == "gate · online · 25.0 fps · lag 0.12 s"
     wait(browser, lambda b: queue_ids(b) == [
         "gate-2", "gate-0", "lobby-1"], what="the queue: unreviewed first, newest first")
+    # the thumbnails outline where, when the alert knows
+    assert browser.execute_script("return [...document.querySelectorAll('tr.alert')].map(r => !!r.querySelector("
+                                  "'.snapshot .box'))") == [True, False, False]
 
     # watch records a new alert, a camera drops: both show without a reload
     browser.execute_script("window.notReloaded = true")
@@ -194,6 +199,10 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
                                     ".getAttribute('points')").split()
     assert len(points) == 7  # one per scored window
     assert "threshold" in text(browser, "#chart")
+    # where: the outline over the snapshot, at the box in % of the picture (the picture in its own shape)
+    where = wait(browser, lambda b: outline_in_picture(b), 2.0, "the outline over the loaded snapshot")
+    assert where == pytest.approx(BOX, abs=0.02), where
+    assert text(browser, "#snapshot-frame .box") == "fight 90%"
 
     browser.find_element(By.CSS_SELECTOR, "[data-verdict='true_positive']").click()
     wait(browser, lambda b: "true positive by desk-ana" in text(b, "#history"), 2.0, "the review")
@@ -206,6 +215,24 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
     wait(browser, lambda b: "unreviewed" in text(b, "#review-state"), 2.0, "the undo")
     assert "undone by desk-ana" in text(browser, "#history")
     assert store.alert("gate-2").alert.review == "unreviewed"
+
+    # an alert that does not know where: its snapshot, no outline
+    browser.get(f"{server.url}alerts/gate-0")
+    wait(browser, lambda b: "gate: alert gate-0" in text(b, "#title") and b.execute_script(
+        "return document.getElementById('snapshot').naturalWidth > 0"), 5.0, "gate-0's page and snapshot")
+    assert browser.execute_script("return document.querySelectorAll('.box').length") == 0
+
+
+def outline_in_picture(browser):
+    """The outline's edges as fractions of the snapshot picture's rect (x1, y1, x2, y2), once the picture has loaded
+    and its frame has the picture's shape; None before."""
+    return browser.execute_script("""
+        const img = document.getElementById('snapshot'), box = document.querySelector('#snapshot-frame .box');
+        if (!box || !img.complete || !img.naturalWidth) return null;
+        const i = img.getBoundingClientRect(), b = box.getBoundingClientRect();
+        if (Math.abs(i.width / i.height - img.naturalWidth / img.naturalHeight) > 0.02) return null;
+        return [(b.left - i.left) / i.width, (b.top - i.top) / i.height, (b.right - i.left) / i.width,
+                (b.bottom - i.top) / i.height];""")
 
 
 class GatedStream(ThreadingHTTPServer):

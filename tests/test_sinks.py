@@ -87,14 +87,14 @@ def records(path):
 def test_webhook_posts_the_alert_as_json_with_the_secret_header_without_waiting_for_it(receiver, secret):
     server = receiver(hold_s=60)  # holds the POST until released
     sink = WebhookSink(server.url, secret_env=SECRET_ENV, **FAST)
-    sink.send(ALERT)
+    sink.send({**ALERT, "box": [0.25, 0.1, 0.5, 0.6]})
     assert server.arrived.wait(30)
     # send() returned while the receiver still holds the request: nothing is decided yet
     assert sink.counts == dict(sent=0, retried=0, undelivered=0, dropped=0)
     server.release.set()
     sink.close(timeout_s=5)
     ((headers, payload),) = server.requests
-    assert payload == ALERT
+    assert payload == {**ALERT, "box": [0.25, 0.1, 0.5, 0.6]}  # the payload as is: where in the frame too
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Fightwatch-Secret"] == secret
     assert sink.counts == dict(sent=1, retried=0, undelivered=0, dropped=0)
@@ -198,8 +198,8 @@ def test_json_lines_sink_appends_one_line_per_alert_to_a_file(tmp_path):
     path.write_text('{"earlier": true}\n')
     with JsonLinesSink(path) as sink:
         sink.send(ALERT)
-        sink.send({"clip": Path("clips/gate-3.mp4")})
-    assert records(path) == [{"earlier": True}, ALERT, {"clip": "clips/gate-3.mp4"}]
+        sink.send({"clip": Path("clips/gate-3.mp4"), "box": (0.25, 0.1, 0.5, 0.6)})
+    assert records(path) == [{"earlier": True}, ALERT, {"clip": "clips/gate-3.mp4", "box": [0.25, 0.1, 0.5, 0.6]}]
 
 
 def test_json_lines_sink_writes_to_stdout(capsys):

@@ -31,8 +31,10 @@ def jpeg_bytes(tmp: Path, index: int = 0) -> bytes:
 
 
 def add_alert(store: AlertStore, folder: Path, alert_id: str, camera: str = "gate", at: datetime = NOW,
-              peak: float = 0.9, media: bool = True, ended: bool = True, clip_frames: int = 50) -> None:
-    """An alert as watch records it: start, windows, end; with a real snapshot and H.264 clip when `media`."""
+              peak: float = 0.9, media: bool = True, ended: bool = True, clip_frames: int = 50,
+              box: tuple[float, float, float, float] | None = None) -> None:
+    """An alert as watch records it: start, windows, end; with a real snapshot and H.264 clip when `media`; `box`:
+    where (normalised x1, y1, x2, y2), None for a model run without regions."""
     snapshot, clip = folder / camera / f"{alert_id}.jpg", folder / camera / f"{alert_id}.mp4"
     if media:
         clip_frames_ = frames(clip_frames)
@@ -41,7 +43,7 @@ def add_alert(store: AlertStore, folder: Path, alert_id: str, camera: str = "gat
     start = {"event": "start", "alert_id": alert_id, "camera": camera, "source": f"rtsp://cam/{camera}",
              "start_s": 10.0, "raised_s": 11.28, "start_time": utc_text(at),
              "raised_time": utc_text(at + timedelta(seconds=1.28)), "peak_prob": peak, "threshold": 0.5,
-             "snapshot": str(snapshot), "clip": str(clip)}
+             "snapshot": str(snapshot), "clip": str(clip), "box": box}
     store.record_start(start)
     store.record_windows(alert_id, [(9.36 + 0.32 * i, 10.0 + 0.32 * i, p)
                                     for i, p in enumerate([0.2, 0.4, 0.7, 0.8, peak, 0.6, 0.3])])

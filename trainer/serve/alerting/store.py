@@ -10,7 +10,8 @@ API (times are ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is t
 
     store = AlertStore("runs/watch/alerts.db")        # creates the file and its folder when missing
     # watch's side: idempotent on the alert id, so a replayed event does not duplicate
-    store.record_start(alert)                          # a monitor `start` payload (alert_id, camera, start_s, ...)
+    store.record_start(alert)                          # a monitor `start` payload (alert_id, camera, start_s, ...,
+                                                       # box: where, [x1, y1, x2, y2] normalised to the frame, or None)
     store.record_end(alert)                            # its `end` payload; inserts the row when the start was lost
     store.record_camera_event(camera, "online" | "reconnecting" | "offline", detail=None)
     store.record_windows(alert_id, [(start_s, end_s, prob), ...])   # the scored windows around the alert
@@ -36,6 +37,7 @@ Retention (what expires, the media cap) is trainer/serve/alerting/retention.py's
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -52,7 +54,7 @@ from trainer.serve.alerting.policy import Window
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERDICTS = ("ack", "false_positive", "true_positive")
 REVIEW_STATES = ("unreviewed", *VERDICTS)
 KEPT_VERDICT = "true_positive"  # reviewed fights: never expired, their files never deleted for the cap
@@ -84,6 +86,9 @@ class AlertRecord:
     review: str  # one of REVIEW_STATES
     reviewed_by: str | None
     reviewed_at: str | None
+    # where in the frame: the hottest region of the window that raised it, [x1, y1, x2, y2] in 0-1 (AVA's
+    # convention); None when unknown (a model run without regions, an alert from before schema version 3)
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -202,13 +207,17 @@ def _add_windows_v2(db: sqlite3.Connection) -> None:
     """)
 
 
-_MIGRATIONS = {0: _create_v1, 1: _add_windows_v2}  # user_version -> the step to the next version
+def _add_box_v3(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE alerts ADD COLUMN box TEXT")  # JSON [x1, y1, x2, y2]; NULL: unknown, as for older alerts
+
+
+_MIGRATIONS = {0: _create_v1, 1: _add_windows_v2, 2: _add_box_v3}  # user_version -> the step to the next version
 _ALERT_SELECT = """
     SELECT a.id, a.camera, a.source, a.state, a.start_s, a.raised_s, a.end_s, a.start_time, a.raised_time,
            a.end_time, a.peak_prob, a.threshold, a.snapshot, a.clip,
            EXISTS (SELECT 1 FROM media m WHERE m.path = a.snapshot AND m.gone_at IS NOT NULL),
            EXISTS (SELECT 1 FROM media m WHERE m.path = a.clip AND m.gone_at IS NOT NULL),
-           a.end_reason, COALESCE(r.verdict, 'unreviewed'), r.who, r.at
+           a.end_reason, COALESCE(r.verdict, 'unreviewed'), r.who, r.at, a.box
     FROM alerts a LEFT JOIN reviews r ON r.id = a.review_id
 """
 
@@ -219,7 +228,19 @@ _REVIEW_SELECT = "SELECT id, alert_id, verdict, who, at, undone_at, undone_by FR
 def _alert_record(row) -> AlertRecord:
     values = list(row)
     values[14], values[15] = bool(values[14]), bool(values[15])
+    values[20] = None if values[20] is None else tuple(json.loads(values[20]))
     return AlertRecord(*values)
+
+
+def _box_text(box) -> str | None:
+    """A payload's box as the store keeps it: JSON [x1, y1, x2, y2] of floats; None stays None. ValueError for
+    anything but 4 numbers."""
+    if box is None:
+        return None
+    values = [float(v) for v in box]
+    if len(values) != 4:
+        raise ValueError(f"a box is [x1, y1, x2, y2], not {box!r}")
+    return json.dumps(values)
 
 
 class AlertStore:
@@ -320,11 +341,11 @@ class AlertStore:
         with self.write_lock() as db:
             inserted = db.execute(
                 "INSERT INTO alerts (id, camera, source, state, start_s, raised_s, start_time, raised_time,"
-                " peak_prob, threshold, snapshot, clip) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)"
+                " peak_prob, threshold, snapshot, clip, box) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (alert["alert_id"], alert["camera"], alert.get("source"), alert["start_s"], alert["raised_s"],
                  _normal_time(alert["start_time"]), _normal_time(alert["raised_time"]), alert["peak_prob"],
-                 alert.get("threshold"), snapshot, clip)).rowcount == 1
+                 alert.get("threshold"), snapshot, clip, _box_text(alert.get("box")))).rowcount == 1
             if inserted:
                 _add_media(db, alert["alert_id"], snapshot=snapshot, clip=clip)
         return inserted
@@ -335,16 +356,16 @@ class AlertStore:
         with self.write_lock() as db:
             db.execute(
                 "INSERT INTO alerts (id, camera, source, state, start_s, raised_s, end_s, start_time, raised_time,"
-                " end_time, peak_prob, threshold, snapshot, clip, end_reason)"
-                " VALUES (?, ?, ?, 'ended', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " end_time, peak_prob, threshold, snapshot, clip, end_reason, box)"
+                " VALUES (?, ?, ?, 'ended', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET state = 'ended', end_s = excluded.end_s,"
                 " end_time = excluded.end_time, peak_prob = max(peak_prob, excluded.peak_prob),"
                 " snapshot = COALESCE(excluded.snapshot, snapshot), clip = COALESCE(excluded.clip, clip),"
-                " end_reason = excluded.end_reason",
+                " end_reason = excluded.end_reason, box = COALESCE(box, excluded.box)",  # the start's box stays
                 (alert["alert_id"], alert["camera"], alert.get("source"), alert["start_s"], alert["raised_s"],
                  alert.get("end_s"), _normal_time(alert["start_time"]), _normal_time(alert["raised_time"]),
                  _normal_time(alert.get("end_time")), alert["peak_prob"], alert.get("threshold"), snapshot, clip,
-                 alert.get("reason")))
+                 alert.get("reason"), _box_text(alert.get("box"))))
             _add_media(db, alert["alert_id"], snapshot=snapshot, clip=clip)
 
     def record_camera_event(self, camera: str, kind: str, detail: str | None = None,

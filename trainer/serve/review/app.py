@@ -6,7 +6,8 @@ this package (ui/: two HTML pages, one script, one style sheet): no build step, 
 Pages
     /                 live tiles (each camera's newest frame, status, fps, lag) and the alert queue (unreviewed
                       first, newest first; filters; camera events; bulk review), updated live over /api/events
-    /alerts/{id}      the clip, the snapshot, the fight probability over the alert, the review and its history
+    /alerts/{id}      the clip, the snapshot with where the fight is outlined, the fight probability over the alert,
+                      the review and its history
 
 API (OpenAPI document at /openapi.json; no /docs page: FastAPI's loads Swagger UI from a CDN)
     GET  /api/alerts?camera=&day=YYYY-MM-DD&review=&limit=&offset=   list, total in X-Total-Count
@@ -104,6 +105,9 @@ class AlertOut(BaseModel):
     end_time: str | None
     peak_prob: float
     threshold: float | None
+    box: tuple[float, float, float, float] | None = Field(
+        description="where in the frame: the hottest region of the window that raised it, [x1, y1, x2, y2] in 0-1; "
+                    "None when unknown")
     end_reason: str | None
     review: ReviewState
     reviewed_by: str | None

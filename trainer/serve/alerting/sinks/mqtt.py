@@ -3,7 +3,8 @@
 Topics under `topic_prefix`, all QoS 1:
 
     <prefix>/events           a JSON message per alert change, {"type": "new" | "end", "before": {...}, "after": {...}}:
-                              the alert's fields (`alert_fields`) before and after the change; for "new" both are
+                              the alert's fields (`alert_fields`: where in the frame as a normalised "box") before
+                              and after the change; for "new" both are
                               the new alert. The monitor has no moment between raise and end at which an alert
                               changes, so there is no "update".
     <prefix>/<camera>/status  online | reconnecting | offline, retained
@@ -38,13 +39,17 @@ log = logging.getLogger(__name__)
 
 def alert_fields(alert: dict, before: dict | None = None) -> dict:
     """An alert's state as the events topic shows it, from a monitor `start` or `end` payload; an end's fields
-    over the state `before` it (which holds what only the start carries, e.g. the threshold)."""
+    over the state `before` it (which holds what only the start carries, e.g. the threshold).
+
+    `box` is where in the frame: [x1, y1, x2, y2] normalised to 0-1 (the hottest region of the window that raised
+    the alert), None when unknown. Frigate's events carry a `box` too, but in pixels: ours fits any resolution."""
     fields = dict(before or {}, id=alert["alert_id"], camera=alert["camera"], label="fight",
                   start_time=alert["start_time"], raised_time=alert["raised_time"], end_time=alert.get("end_time"),
                   start_s=alert["start_s"], raised_s=alert["raised_s"], end_s=alert.get("end_s"),
                   peak_prob=alert["peak_prob"], snapshot=alert.get("snapshot"), clip=alert.get("clip"),
                   end_reason=alert.get("reason"))
     fields.setdefault("threshold", alert.get("threshold"))
+    fields["box"] = alert.get("box", fields.get("box"))  # an end without one keeps the start's
     return fields
 
 

@@ -28,6 +28,28 @@ function badge(alert) {
   return el("span", {class: `badge ${alert.review}`, title: alert.reviewed_at ? localTime(alert.reviewed_at) : ""}, text);
 }
 
+// Where the fight is, outlined over a snapshot's frame (see fitFrame): `box` is [x1, y1, x2, y2] in 0-1 of the
+// picture, so the outline is placed in % of the frame and scales with it.
+function boxOutline(box, label) {
+  const [x1, y1, x2, y2] = box.map(v => Math.min(Math.max(v, 0), 1));
+  const outline = el("div", {class: "box", title: "where the window that raised the alert was hottest"});
+  Object.assign(outline.style, {left: `${x1 * 100}%`, top: `${y1 * 100}%`, width: `${(x2 - x1) * 100}%`,
+                                height: `${(y2 - y1) * 100}%`});
+  // the label sits above the box, or inside it where above would leave the picture
+  if (label) outline.append(el("span", {class: y1 < 0.08 ? "box-label inside" : "box-label"}, label));
+  return outline;
+}
+
+const aspects = new Map();  // a snapshot's url -> "width / height": a re-rendered thumbnail has its shape at once
+
+// Gives `frame` the aspect ratio of `img` (its picture) once that has loaded; the style sheet fits the frame into
+// its .snapshot box, so the frame is the picture's exact area.
+function fitFrame(frame, img) {
+  const fit = () => frame.style.setProperty("--aspect", aspects.get(img.src));
+  img.addEventListener("load", () => { aspects.set(img.src, `${img.naturalWidth} / ${img.naturalHeight}`); fit(); });
+  if (aspects.has(img.src)) fit();
+}
+
 function say(text) {
   const message = document.getElementById("message");
   if (message) message.textContent = text;
@@ -155,7 +177,14 @@ function alertRow(alert) {
   box.checked = selected.has(alert.id);
   box.addEventListener("click", event => event.stopPropagation());
   box.addEventListener("change", () => { box.checked ? selected.add(alert.id) : selected.delete(alert.id); showSelected(); });
-  const thumbnail = alert.snapshot_url ? el("img", {src: alert.snapshot_url, alt: "", loading: "lazy"}) : "—";
+  let thumbnail = "—";
+  if (alert.snapshot_url) {
+    const img = el("img", {src: alert.snapshot_url, alt: "", loading: "lazy"});
+    const frame = el("div", {class: "snapshot-frame"}, img);
+    fitFrame(frame, img);
+    if (alert.box) frame.append(boxOutline(alert.box));
+    thumbnail = el("div", {class: "snapshot"}, frame);
+  }
   const duration = seconds(alert.duration_s) + (alert.state === "active" ? " (active)" : "");
   return el("tr", {class: `alert ${alert.review}`, "data-id": alert.id, onclick: () => { location.href = alert.page_url; }},
     el("td", {}, box), el("td", {}, thumbnail), el("td", {}, alert.camera),
@@ -291,7 +320,17 @@ function renderAlert(alert, first) {
     const clip = document.getElementById("clip"), snapshot = document.getElementById("snapshot");
     if (alert.clip_url) clip.src = alert.clip_url;
     else { clip.hidden = true; document.getElementById("clip-caption").textContent = "No clip (not written, or deleted)"; }
-    if (alert.snapshot_url) snapshot.src = alert.snapshot_url; else snapshot.alt = "no snapshot";
+    if (alert.snapshot_url) {
+      snapshot.src = alert.snapshot_url;
+      fitFrame(document.getElementById("snapshot-frame"), snapshot);
+    } else snapshot.alt = "no snapshot";
+  }
+  const frame = document.getElementById("snapshot-frame");
+  frame.querySelector(".box")?.remove();  // the label's peak may have grown
+  if (alert.snapshot_url && alert.box) {
+    frame.append(boxOutline(alert.box, `fight ${percent(alert.peak_prob)}`));
+    document.getElementById("snapshot-caption").textContent =
+      "Snapshot: the hottest frame; outlined: where the fight is";
   }
   document.getElementById("chart").replaceChildren(probabilityChart(alert));
   document.getElementById("review-state").replaceChildren(badge(alert));

@@ -28,7 +28,8 @@ def scene(seed: int, movers: list[Box] = ()) -> np.ndarray:
 
 
 def window_regions(frames: np.ndarray, cfg: RegionConfig = CFG) -> list[Box]:
-    return regions(small_grey(frames, cfg.motion_side), WIDTH, HEIGHT, cfg)
+    """The views of the window's regions."""
+    return [region.view for region in regions(small_grey(frames, cfg.motion_side), WIDTH, HEIGHT, cfg)]
 
 
 def inside(outer: Box, inner: Box) -> bool:
@@ -157,3 +158,11 @@ def test_box_geometry():
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
         RegionConfig(**{field: value})
+
+
+def test_a_region_says_where_it_moved_tighter_than_the_view_it_shows_the_model():
+    blob = Box(200, 60, 212, 84)  # jitters a few pixels: what moved spans a little more than the blob
+    (whole, region) = regions(small_grey(scene(0, [blob]), CFG.motion_side), WIDTH, HEIGHT, CFG)
+    assert whole.moving == whole.view
+    assert iou(region.moving, blob) > 0.3 > iou(region.view, blob)
+    assert region.view.x1 <= region.moving.x1 and region.moving.x2 <= region.view.x2

@@ -238,17 +238,26 @@ def _component_of_each_pixel(mask: np.ndarray) -> np.ndarray:
     return np.repeat(np.array([root(run) for run in range(len(rows))], np.intp), run_ends - run_starts)
 
 
-def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: RegionConfig) -> list[Box]:
+class Region(NamedTuple):
+    """A region of a window: `view`, the square the model sees, and `moving`, the box of what moved there (what an
+    alert says is where the fight is: the view adds context around it). The whole-frame view moved as a whole."""
+
+    view: Box
+    moving: Box
+
+
+def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: RegionConfig) -> list[Region]:
     """The window's regions in the frame's pixels: [the whole-frame view (centre_square)] + up to cfg.budget
     motion regions, most moving area first.
 
     `grey_small` is the window's small grey copy (T, h, w), small_grey(frames, cfg.motion_side). Each motion
-    box is scaled to the frame, grown by cfg.context of its size and made square: side max(width, height) x
-    (1 + context), at least cfg.min_side of the frame's short side and at most the short side, centred on the
-    box, then shifted to lie inside the frame. A square with IoU > DUPLICATE_IOU with one before it (the
-    whole-frame view included) is a near-duplicate and dropped without using the budget.
+    box is scaled to the frame (its `moving` box), grown by cfg.context of its size and made square (its `view`):
+    side max(width, height) x (1 + context), at least cfg.min_side of the frame's short side and at most the short
+    side, centred on the box, then shifted to lie inside the frame. A view with IoU > DUPLICATE_IOU with one
+    before it (the whole-frame view included) is a near-duplicate and dropped without using the budget.
     """
-    found = [centre_square(frame_width, frame_height)]
+    whole = centre_square(frame_width, frame_height)
+    found = [Region(whole, whole)]
     if cfg.budget == 0:
         return found
     rows, cols = grey_small.shape[1:]
@@ -262,8 +271,8 @@ def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: Re
         left = min(max(0, round((x1 + x2 - side) / 2)), frame_width - side)
         top = min(max(0, round((y1 + y2 - side) / 2)), frame_height - side)
         square = Box(left, top, left + side, top + side)
-        if all(iou(square, kept) <= DUPLICATE_IOU for kept in found):
-            found.append(square)
+        if all(iou(square, kept.view) <= DUPLICATE_IOU for kept in found):
+            found.append(Region(square, Box(round(x1), round(y1), round(x2), round(y2))))
             if len(found) > cfg.budget:
                 break
     return found
@@ -290,15 +299,16 @@ def crop_regions(frames: np.ndarray, boxes: Sequence[Box], size: int) -> np.ndar
 
 
 def window_views(frames: np.ndarray, size: int, cfg: RegionConfig) -> tuple[np.ndarray, tuple | None]:
-    """One window's model views and where they are: (R, T, size, size, 3) uint8 and their boxes normalised to the
-    frame. Budget 0: the frames' centre square (already cut when the frames are size x size), boxes None: the
-    output of scoring before regions. Otherwise regions() of the frames (decoded at cfg.decode_side)."""
+    """One window's model views and where each one's movement is: (R, T, size, size, 3) uint8 and the regions'
+    `moving` boxes normalised to the frame. Budget 0: the frames' centre square (already cut when the frames are
+    size x size), boxes None: the output of scoring before regions. Otherwise regions() of the frames (decoded at
+    cfg.decode_side)."""
     height, width = frames.shape[1:3]
     if cfg.budget == 0:
-        square = centre_square(width, height)
-        return crop_regions(frames, [square], size), None
-    boxes = regions(small_grey(frames, cfg.motion_side), width, height, cfg)
-    return crop_regions(frames, boxes, size), tuple(normalised(box, width, height) for box in boxes)
+        return crop_regions(frames, [centre_square(width, height)], size), None
+    found = regions(small_grey(frames, cfg.motion_side), width, height, cfg)
+    return (crop_regions(frames, [region.view for region in found], size),
+            tuple(normalised(region.moving, width, height) for region in found))
 
 
 def decode_side(size: int, cfg: RegionConfig) -> int:

@@ -59,7 +59,9 @@ def test_score_writes_the_seed_layout_annotated_video_with_audio_gif_and_plot(jo
         assert set(entry) == {"video", "fps", "frames", "clips"} and entry["frames"] == n and entry["fps"] == 25
         assert covered(entry) == list(range(1, n + 1))  # 1-based, every frame, the tail included
         for clip in entry["clips"]:
-            assert set(clip) == SEED_SCORE_KEYS | ADDED_KEYS | {"fight_prob"}
+            # the config's regions are on: each segment also lists them, the centre square first (docs/scoring.md)
+            assert set(clip) == SEED_SCORE_KEYS | ADDED_KEYS | {"fight_prob", "regions"}
+            assert clip["fight_prob"] == max(r["fight_prob"] for r in clip["regions"])
             first, last = clip["segment"]
             assert last - first == 15 and len(clip["scores"]) == 2
             assert clip["start_s"] == pytest.approx((first - 1) / 25) and clip["end_s"] == pytest.approx(last / 25)

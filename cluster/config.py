@@ -83,6 +83,7 @@ class DataConfig:
     val_fraction: float
     split: KFold | None  # {folds: K, fold: i}: k-fold by video in place of val_fraction (sources folders, synthetic)
     clip_seconds: float  # AVA clips span this many seconds around the annotated timestamp
+    view: Literal["frame", "actor"]  # what a clip shows: the whole frame, or a square around its boxes (data/views.py)
     video_root: str | None = field(metadata={"path": True})  # local copies named <video_id>.<ext>; null: download with yt-dlp into cache_dir
     cache_dir: str = field(metadata={"path": True})
     url_template: str

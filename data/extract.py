@@ -14,12 +14,14 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
 
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.errors import InputError
+from data.views import actor_square
 
 REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec",
            "too_large")
@@ -54,9 +56,10 @@ class WindowBuffer:
 
 
 def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_side: int = 128,
-                   buffer: WindowBuffer | None = None) -> np.ndarray:
+                   buffer: WindowBuffer | None = None, actors: Sequence[Sequence[float]] | None = None) -> np.ndarray:
     """RGB uint8 frames (T, H, W, 3), T = round((end_s - start_s) * fps), upright, short side `short_side`; in
-    `buffer`'s memory when given.
+    `buffer`'s memory when given. With `actors` (boxes normalised to the upright frame, AVA's), the frames are
+    their actor view (data/views.py), short_side x short_side, at one place for the whole window.
 
     Frame k is the source frame on screen at start_s + k / fps: the latest one whose time is at or before
     that instant, so variable frame rates come out right. Raises ClipError for any bad file.
@@ -94,7 +97,7 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
         @functools.lru_cache(maxsize=1)
         def picture(frame):
             try:
-                return _picture(frame, short_side, to_rgb, shape)
+                return _picture(frame, short_side, to_rgb, shape, actors)
             except av.error.FFmpegError as e:  # swscale refuses the frame's size or format (damaged headers)
                 raise fail("corrupt", f"a {frame.width}x{frame.height} {frame.format.name} frame cannot be "
                                       f"converted to RGB ({e})") from None
@@ -149,20 +152,34 @@ def _timed_frames(container, stream, start_s: float):
         yield from timed
 
 
-def _picture(frame, short_side: int, to_rgb: Resizer, shape: list) -> np.ndarray:
-    """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips).
+def _picture(frame, short_side: int, to_rgb: Resizer, shape: list,
+             actors: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """The frame as upright RGB, short side `short_side` (swscale, area, as data.clips); with `actors`, their
+    actor view's square, short_side x short_side.
 
-    `shape` holds the first picture's (height, width): a later frame of another size or turn (a damaged
-    or spliced stream) is scaled to it, so the window's frames stack."""
+    `shape` holds the first picture's upright (height, width) and crop (top, left, or None): a later frame of
+    another size or turn (a damaged or spliced stream) is scaled to it, so the window's frames stack."""
     # frame.rotation is the display matrix's counter-clockwise turn in degrees (phones: -90 for portrait),
     # and np.rot90 turns counter-clockwise too; quarter turns commute with the resize. A degenerate matrix
     # has no angle (NaN): shown as coded.
     turns = round(frame.rotation / 90) if math.isfinite(frame.rotation) else 0
     if not shape:
-        width, height = resized(frame.width, frame.height, short_side)
-        shape.append((height, width) if turns % 2 == 0 else (width, height))
-    height, width = shape[0] if turns % 2 == 0 else shape[0][::-1]
-    return np.rot90(to_rgb(frame, width, height), turns)
+        upright = (frame.width, frame.height) if turns % 2 == 0 else (frame.height, frame.width)
+        if actors is None:
+            width, height = resized(*upright, short_side)
+            shape.append(((height, width), None))
+        else:  # the whole frame scaled so that the actor square comes out short_side across, then cut
+            left, top, right, _ = actor_square(actors, *upright)
+            scale = short_side / (right - left)
+            width, height = max(short_side, round(upright[0] * scale)), max(short_side, round(upright[1] * scale))
+            shape.append(((height, width), (min(round(top * scale), height - short_side),
+                                            min(round(left * scale), width - short_side))))
+    (height, width), crop = shape[0]
+    coded = (width, height) if turns % 2 == 0 else (height, width)
+    picture = np.rot90(to_rgb(frame, *coded), turns)
+    if crop is None:
+        return picture
+    return picture[crop[0] : crop[0] + short_side, crop[1] : crop[1] + short_side]
 
 
 def _why_short(container, stream, missing_at: float, decoded: bool, error) -> tuple[str, str]:

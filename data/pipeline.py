@@ -21,6 +21,7 @@ from data.extract import ClipError, WindowBuffer, extract_window
 from data.errors import InputError
 from data.store import ClipStore
 from data.files import NoSpaceError
+from data.views import VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,22 @@ class ExtractionSummary:
         return f"clips ok: {self.ok} new + {self.skipped} already stored; failed: {failed}"
 
 
-def group_by_video(rows: list[dict]) -> list[dict]:
-    """One work item per source video: {"video_id", "path", "clips": [{"clip_id", "start_s", "end_s"}]}."""
+def group_by_video(rows: list[dict], view: str = "frame") -> list[dict]:
+    """One work item per source video: {"video_id", "path", "clips": [{"clip_id", "start_s", "end_s"}]}; with
+    view "actor" each clip also has its row's "actors" (its boxes: data/views.py). InputError for an actor view
+    of a row without boxes, naming the clip."""
+    if view not in VIEWS:
+        raise InputError(f"data.view must be one of {', '.join(VIEWS)}, got {view!r}")
     groups: dict[str, dict] = {}
     for row in rows:
         group = groups.setdefault(row["video_id"], {"video_id": row["video_id"], "path": row["path"], "clips": []})
-        group["clips"].append({"clip_id": row["clip_id"], "start_s": row["start_s"], "end_s": row["end_s"]})
+        clip = {"clip_id": row["clip_id"], "start_s": row["start_s"], "end_s": row["end_s"]}
+        if view == "actor":
+            if not row.get("boxes"):
+                raise InputError(f"clip {row['clip_id']} ({row['path']}) has no boxes for data.view actor: only "
+                                 "AVA's annotations carry them; use data.view frame")
+            clip["actors"] = row["boxes"]
+        group["clips"].append(clip)
     return list(groups.values())
 
 
@@ -64,7 +75,7 @@ def extract_shard(item: dict, store: ClipStore, fps: float, short_side: int) -> 
         for clip in item["clips"]:
             try:
                 yield clip["clip_id"], extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side,
-                                                      buffer)
+                                                      buffer, clip.get("actors"))
             except ClipError as e:
                 failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
 
@@ -105,11 +116,14 @@ def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: 
 
 
 def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: int,
-                  ray_address: str | None = None) -> ExtractionSummary:
-    """Extract every manifest row's clip ({"clip_id", "video_id", "path", "start_s", "end_s"}) into `store`."""
+                  ray_address: str | None = None, view: str = "frame") -> ExtractionSummary:
+    """Extract every manifest row's clip ({"clip_id", "video_id", "path", "start_s", "end_s", "boxes"}) into
+    `store`, as the whole frame or, with `view` "actor", around its boxes (data/views.py)."""
     summary = ExtractionSummary()
     todo = []
-    for item in group_by_video(rows):
+    items = group_by_video(rows, view)
+    store.check_cut({"fps": fps, "short_side": short_side, "view": view})
+    for item in items:
         if store.shard_done(item["video_id"]):
             summary.skipped += len(item["clips"])
         else:

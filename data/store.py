@@ -26,6 +26,7 @@ from data.errors import InputError
 from data.files import NAME_MAX, atomic_write
 
 INDEX_SUFFIX = ".index.json"
+CUT_FILE = "cut.json"  # how the store's clips were cut: {"fps", "short_side", "view"}
 # simplejpeg calls libjpeg-turbo with no image objects between: 1.6x the encode and 1.9x the decode rate of Pillow
 # (170x128 frames, bench_clip_store), with Pillow's pixels on decode and its 4:2:0 at this quality on encode (the
 # same error against the source).
@@ -81,6 +82,22 @@ class ClipStore:
     def refresh(self) -> None:
         """Forget the loaded index, e.g. after other processes wrote shards."""
         self._index = None
+
+    def check_cut(self, cut: Mapping[str, object]) -> None:
+        """Record how this store's clips are cut (`cut`, e.g. {"fps", "short_side", "view"}) on first use; after
+        that, InputError when `cut` differs: clips skipped as done would be another cut than the ones added."""
+        path = self.root / CUT_FILE
+        if path.is_file():
+            recorded = json.loads(path.read_text())
+            changed = {key: (recorded.get(key), value) for key, value in cut.items() if recorded.get(key) != value}
+            if changed:
+                raise InputError(f"{path}: the clips here were cut with " + ", ".join(
+                    f"{key}={was!r}" for key, (was, _) in changed.items()) + ", this config asks for " + ", ".join(
+                    f"{key}={now!r}" for key, (_, now) in changed.items()) + f"; use another run_dir or delete "
+                    f"{self.root}")
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(json.dumps(dict(cut)).encode()))
 
     def has(self, clip_id: str) -> bool:
         return clip_id in self.index

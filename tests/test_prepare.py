@@ -94,6 +94,19 @@ def test_prepare_from_ava_rows_with_local_videos(tmp_path):
     assert {r["label"] for r in rows} == {"fight", "nonfight"}
     annotation = json.loads((tmp_path / "run" / "annotation.json").read_text())
     assert set(annotation["database"]) == {r["clip_id"] for r in rows}
+    assert ClipStore(tmp_path / "run" / "clips").shape(rows[0]["clip_id"])[1:] == (32, 43)  # the whole 64x48 frame
+
+    # actor views: a square around each sample's boxes, in a store of their own
+    actor = [*overrides, "data.view=actor"]
+    mixed = subprocess.run([str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", *actor],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert mixed.returncode != 0 and "cut.json: the clips here were cut with view='frame'" in mixed.stderr
+    actor[0] = f"run_dir={tmp_path / 'actor'}"
+    result = subprocess.run([str(FIGHTWATCH), "prepare", "--config", "configs/demo.yaml", *actor],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = ClipStore(tmp_path / "actor" / "clips")
+    assert {store.shape(r["clip_id"])[1:] for r in rows} == {(32, 32)}
 
 
 @pytest.mark.parametrize("override, needles", [

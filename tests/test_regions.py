@@ -125,8 +125,8 @@ def test_motion_boxes_join_touching_and_close_movers_and_drop_specks():
     mask[6:9, 6:8] = True  # touches the first diagonally: one mover
     mask[12:18, 20:28] = True  # 48 px, the largest
     mask[0, 29] = True  # a speck
-    assert motion_boxes(mask) == [Box(20, 12, 28, 18), Box(2, 2, 8, 9)]
-    assert motion_boxes(mask, merge_gap=12) == [Box(2, 0, 30, 18)]
+    assert motion_boxes(mask) == [(Box(20, 12, 28, 18), 48), (Box(2, 2, 8, 9), 22)]
+    assert [mover.box for mover in motion_boxes(mask, merge_gap=12)] == [Box(2, 0, 30, 18)]
     assert motion_boxes(np.zeros((20, 30), bool)) == []
 
 
@@ -164,5 +164,6 @@ def test_a_region_says_where_it_moved_tighter_than_the_view_it_shows_the_model()
     blob = Box(200, 60, 212, 84)  # jitters a few pixels: what moved spans a little more than the blob
     (whole, region) = regions(small_grey(scene(0, [blob]), CFG.motion_side), WIDTH, HEIGHT, CFG)
     assert whole.moving == whole.view
+    assert whole.motion == region.motion > 0  # the blob is all that moves
     assert iou(region.moving, blob) > 0.3 > iou(region.view, blob)
     assert region.view.x1 <= region.moving.x1 and region.moving.x2 <= region.view.x2

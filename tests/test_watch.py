@@ -119,7 +119,7 @@ def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys,
     scored = score_video(model, MODEL_CFG, videos[video], ScoreConfig(16, 8, RegionConfig(budget=budget)))
     rc, stats, _ = watch(capsys, "--model", tmp_path / "random.pth", "--no-realtime", "--stride", 16, "--precision",
                          "fp32", "--scores", tmp_path / "scores.jsonl", "--out-dir", tmp_path / "out",
-                         "--set", f"watch.regions.budget={budget}", videos[video])
+                         "--set", f"watch.regions.budget={budget}", "--set", "watch.calm_recheck_s=0", videos[video])
     watched = sorted(read_jsonl(tmp_path / "scores.jsonl"), key=lambda w: w["start_s"])
     assert rc == 0 and stats["total"]["windows"] == len(scored["clips"]) == len(watched)
     for clip, window in zip(scored["clips"], watched):
@@ -130,6 +130,25 @@ def test_watch_scores_the_windows_score_scores(models, videos, tmp_path, capsys,
     assert len({round(w["fight_prob"], 4) for w in watched}) > 1  # the windows differ: a real comparison
     if budget:  # the comparison covers motion regions, not the centre square alone
         assert any(len(clip["regions"]) > 1 for clip in scored["clips"])
+
+
+def test_calm_views_keep_their_scores_a_while_and_hot_ones_are_scored_every_window(models, tmp_path, capsys):
+    """region_memory.py in the watch loop: on a wide calm scene (bystanders who walk, a group that stands), a calm
+    model's scores are kept for most views; a model that calls everything a fight has every view scored."""
+    wide = tmp_path / "wide.mp4"
+    write_wide(wide, 3, width=320, height=180, fight_width=0.2, calm_before=1.0, fight=1.0, calm_after=1.0, calm=True)
+    counts = {}
+    for says in ("calm", "fight"):
+        rc, stats, _ = watch(capsys, "--model", models[says], "--no-realtime", "--stride", 8, "--out-dir",
+                             tmp_path / says, "--alerts", tmp_path / f"{says}.jsonl", "--stats-every", 0,
+                             "--set", "watch.regions.budget=2", wide)
+        assert rc == 0
+        counts[says] = stats["cameras"]["wide"]
+    calm, fight = counts["calm"], counts["fight"]
+    assert calm["windows"] == fight["windows"] == n_windows(75, 8)
+    assert calm["views_scored"] + calm["views_kept"] > calm["windows"]  # the scene moves: regions besides the square
+    assert calm["views_kept"] > calm["views_scored"]  # 1 s of stream time at stride 8: about 3 of 4 windows kept
+    assert fight["views_kept"] == 0 and fight["alerts"] == 1
 
 
 def test_calm_model_raises_nothing(models, videos, tmp_path, capsys):

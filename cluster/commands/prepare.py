@@ -117,7 +117,8 @@ def run_prepare(cfg: Config) -> PrepareResult:
     check_split(run_dir, cfg.data.split)
     rows, unavailable = source_rows(cfg, run_dir)
     store = ClipStore(run_dir / "clips")
-    extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address)
+    extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address,
+                               cfg.data.view)
     kept = [row for row in rows if store.has(row["clip_id"])]
     split = dataclasses.asdict(cfg.data.split) if cfg.data.split else None
     # first, so a manifest on disk never stands beside another split's record

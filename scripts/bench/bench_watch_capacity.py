@@ -66,9 +66,12 @@ def trial(model: Path, video: Path, cameras: int, stride: int, budget: int, seco
     held = all(c["windows_dropped"] == 0 and c["frames_in"] >= 0.95 * expected and c["max_lag_s"] < max_lag
                for c in stats.values())
     worst = max(stats.values(), key=lambda c: (c["windows_dropped"], c["max_lag_s"]))
+    windows = sum(c["windows"] for c in stats.values())
+    scored = sum(c["views_scored"] for c in stats.values()) / max(1, windows)
+    kept = sum(c["views_kept"] for c in stats.values()) / max(1, windows)
     print(f"  stride {stride:2d}, regions {budget}, {cameras:3d} camera(s): {'held' if held else 'NOT held'} (worst camera: "
           f"{worst['windows_dropped']} windows dropped, {worst['frames_in']}/{expected:.0f} frames, max lag "
-          f"{worst['max_lag_s']:.2f} s)", flush=True)
+          f"{worst['max_lag_s']:.2f} s; per window {scored:.2f} views scored, {kept:.2f} kept)", flush=True)
     return {"held": held}
 
 

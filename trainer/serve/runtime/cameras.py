@@ -35,6 +35,7 @@ import numpy as np
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.dataset import crop_box
 from trainer.serve.alerting.policy import AlertState
+from trainer.serve.runtime.region_memory import Remembered
 from trainer.serve.runtime.regions import decode_side, window_views
 from trainer.serve.runtime.snapshots import Frame
 from trainer.serve.runtime.sources import Source
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("finished", "failed", "gave_up", "stopped")
 PRESENCE = {"running": "online", "reconnecting": "reconnecting", **{status: "offline" for status in TERMINAL}}
-COUNTERS = ("frames_in", "windows", "windows_dropped", "alerts", "reconnects", "drops", "open_failures")
+COUNTERS = ("frames_in", "windows", "windows_dropped", "views_scored", "views_kept", "alerts", "reconnects", "drops", "open_failures")
 
 
 @dataclass
@@ -54,6 +55,8 @@ class CameraStats:
     frames_in: int = 0  # frames decoded
     windows: int = 0  # windows scored
     windows_dropped: int = 0  # windows a live source pushed out because scoring lagged
+    views_scored: int = 0  # model inputs scored: the centre squares and regions of its windows
+    views_kept: int = 0  # views that kept a recent calm score instead (region_memory.py)
     alerts: int = 0  # alerts raised
     reconnects: int = 0  # reconnect attempts (streams and devices)
     drops: int = 0  # connections lost after opening
@@ -69,6 +72,7 @@ class CameraWindow:
     end_s: float
     views: np.ndarray  # (R, duration, size, size, 3) uint8: the centre square, then where the window moves
     boxes: tuple | None  # the views' boxes normalised to the frame; None: the centre square alone (no regions)
+    regions: tuple | None  # the views as regions.Region in the decoded frame's pixels; None without regions
     key: Frame  # the middle frame: the snapshot when this window is the hottest
     last: Frame  # the newest frame: anchors stream time to the wall clock
 
@@ -139,6 +143,7 @@ class Camera:
         self.hot_prob, self.hot_frame = -1.0, None  # the hottest window's middle frame of this streak/alert
         self.active: ActiveAlert | None = None
         self.scored: deque[tuple[float, float, float]] = deque(maxlen=256)  # (start_s, end_s, prob), newest last
+        self.region_memory: list[Remembered] = []  # its views scored lately (region_memory.py)
         self.anchor: Frame | None = None  # newest frame of the last scored window
 
     @property
@@ -360,9 +365,8 @@ class CameraReader:
     def _emit(self, cut: Cut[tuple[Frame, np.ndarray]], fps: float, live: bool) -> None:
         kept = [frame for frame, _ in cut.items]
         # the regions are found and cut here, in the camera's thread: inference only batches the views
-        views, boxes = window_views(loop_padded(np.stack([crop for _, crop in cut.items]), self.duration), self.size,
-                                    self.cfg.regions)
-        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, views, boxes, kept[len(kept) // 2],
-                              kept[-1])
+        views = window_views(loop_padded(np.stack([crop for _, crop in cut.items]), self.duration), self.size,
+                             self.cfg.regions)
+        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, *views, kept[len(kept) // 2], kept[-1])
         if self.queue.put(self.cam.id, window, block=not live, stop=self.stop):
             self.cam.stats.windows_dropped += 1

@@ -50,6 +50,7 @@ from trainer.serve.alerting.policy import Alert, AlertPolicy, AlertState, Window
 from trainer.serve.alerting.sinks.base import CameraPresence
 from trainer.serve.alerting.zones import counting
 from trainer.serve.runtime.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
+from trainer.serve.runtime.region_memory import Score, plan_views
 from trainer.serve.runtime.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
 from trainer.serve.runtime.sources import Source
 from trainer.serve.runtime.watch_config import WatchConfig
@@ -187,18 +188,32 @@ class Monitor:
 
     def _score(self, items: list[CameraWindow]) -> None:
         """Every camera's windows, their regions included, through the model in one batch; a window scores its
-        hottest view."""
+        hottest view. With regions, a view that scored calm a moment ago keeps its score (region_memory.py)."""
         size, norm = self.model_cfg.sample_size, self.model_cfg.normalization
-        x = self.plan.input(torch.stack([to_input(view, size, norm) for w in items for view in w.views]))
-        with torch.inference_mode(), self.plan.autocast():
-            logits = self.model(x)
-        view_probs = torch.softmax(logits.float(), 1)[:, 1].tolist()
-        now, first = time.time(), 0
+        window_scores, batch = [], []
         for window in items:
-            probs, first = view_probs[first : first + len(window.views)], first + len(window.views)
+            cam = self.cameras[window.camera]
+            if window.regions is None:
+                scores, to_score = [Score()], [0]
+            else:
+                scores, to_score, cam.region_memory = plan_views(
+                    cam.region_memory, window.regions, window.start_s, self.cfg.calm_recheck_s,
+                    self.policy.threshold / 2)
+            cam.stats.views_scored += len(to_score)
+            cam.stats.views_kept += len(scores) - len(to_score)
+            window_scores.append(scores)
+            batch += [(scores[i], window.views[i]) for i in to_score]
+        if batch:
+            x = self.plan.input(torch.stack([to_input(view, size, norm) for _, view in batch]))
+            with torch.inference_mode(), self.plan.autocast():
+                logits = self.model(x)
+            for (score, _), prob in zip(batch, torch.softmax(logits.float(), 1)[:, 1].tolist()):
+                score.prob = prob
+        now = time.time()
+        for window, scores in zip(items, window_scores):
             # outside the camera's required zones a region scores nothing: its alerts are where they may be
-            probs = [p if counts else 0.0 for p, counts in zip(probs, counting(window.camera, window.boxes,
-                                                                                self.cfg.zones))]
+            probs = [score.prob if counts else 0.0
+                     for score, counts in zip(scores, counting(window.camera, window.boxes, self.cfg.zones))]
             hottest = max(range(len(probs)), key=lambda i: probs[i] if math.isfinite(probs[i]) else -1.0)
             prob, box = probs[hottest], window.boxes[hottest] if window.boxes is not None else None
             cam = self.cameras[window.camera]

@@ -26,6 +26,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from data.views import CONTEXT, MIN_SIDE, square_around
+
 # Luma (BT.601) in 8-bit fixed point: weights sum to 256.
 LUMA_WEIGHTS = (77, 150, 29)
 # A pixel moves when its change beats this many median absolute frame differences (noise's own scale): for
@@ -83,8 +85,8 @@ class RegionConfig:
     budget: int = 2  # motion regions per window besides the whole frame; 0: the whole frame only
     motion_side: int = 64  # short side (px) of the small grey copy motion is searched on
     threshold: float = 10.0  # grey levels (0-255) a pixel must change by more than, at least, to count as moving
-    context: float = 0.5  # a motion box grows by this fraction of its size before it is made square
-    min_side: float = 0.2  # smallest region side, as a fraction of the frame's short side
+    context: float = CONTEXT  # a motion box grows by this fraction of its size before it is made square
+    min_side: float = MIN_SIDE  # smallest region side, as a fraction of the frame's short side
     merge: float = 0.1  # moving pixels at most this far apart (fraction of the short side) are one mover
     decode_side: int = 448  # short side (px) frames are decoded at to cut regions from (budget > 0)
 
@@ -180,8 +182,15 @@ def _neighbourhood_count(mask: np.ndarray) -> np.ndarray:
     return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
 
 
-def motion_boxes(mask: np.ndarray, merge_gap: int = 0, min_pixels: int = MIN_MOVING_PIXELS) -> list[Box]:
-    """The movers of an (h, w) mask as boxes in its pixels, most moving pixels first.
+class Mover(NamedTuple):
+    """One mover of a motion mask: its box in the mask's pixels and how many of them move."""
+
+    box: Box
+    pixels: int
+
+
+def motion_boxes(mask: np.ndarray, merge_gap: int = 0, min_pixels: int = MIN_MOVING_PIXELS) -> list[Mover]:
+    """The movers of an (h, w) mask, boxes in its pixels, most moving pixels first.
 
     A mover is the moving pixels 8-connected through gaps of at most `merge_gap` unset pixels (in x and in y):
     the fragments of one moving body are one mover. Movers of fewer than `min_pixels` are dropped. The work
@@ -206,7 +215,8 @@ def motion_boxes(mask: np.ndarray, merge_gap: int = 0, min_pixels: int = MIN_MOV
     np.minimum.at(x1, mover, xs), np.minimum.at(y1, mover, ys)
     np.maximum.at(x2, mover, xs + 1), np.maximum.at(y2, mover, ys + 1)
     ranked = np.argsort(-pixels, kind="stable")
-    return [Box(int(x1[i]), int(y1[i]), int(x2[i]), int(y2[i])) for i in ranked if pixels[i] >= min_pixels]
+    return [Mover(Box(int(x1[i]), int(y1[i]), int(x2[i]), int(y2[i])), int(pixels[i]))
+            for i in ranked if pixels[i] >= min_pixels]
 
 
 def _component_of_each_pixel(mask: np.ndarray) -> np.ndarray:
@@ -239,11 +249,14 @@ def _component_of_each_pixel(mask: np.ndarray) -> np.ndarray:
 
 
 class Region(NamedTuple):
-    """A region of a window: `view`, the square the model sees, and `moving`, the box of what moved there (what an
-    alert says is where the fight is: the view adds context around it). The whole-frame view moved as a whole."""
+    """A region of a window: `view`, the square the model sees, `moving`, the box of what moved there (what an
+    alert says is where the fight is: the view adds context around it), and `motion`, its moving pixels on the
+    small grey copy (how much it moves: region_memory.py rescores a view whose motion grows). The whole-frame view
+    moved as a whole: its `motion` is all the window's moving pixels."""
 
     view: Box
     moving: Box
+    motion: int = 0
 
 
 def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: RegionConfig) -> list[Region]:
@@ -251,28 +264,24 @@ def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: Re
     motion regions, most moving area first.
 
     `grey_small` is the window's small grey copy (T, h, w), small_grey(frames, cfg.motion_side). Each motion
-    box is scaled to the frame (its `moving` box), grown by cfg.context of its size and made square (its `view`):
-    side max(width, height) x (1 + context), at least cfg.min_side of the frame's short side and at most the short
-    side, centred on the box, then shifted to lie inside the frame. A view with IoU > DUPLICATE_IOU with one
-    before it (the whole-frame view included) is a near-duplicate and dropped without using the budget.
+    box is scaled to the frame (its `moving` box) and made a square with context (its `view`: data.views'
+    square_around with cfg.context and cfg.min_side, the squaring actor-centred training clips get). A view with
+    IoU > DUPLICATE_IOU with one before it (the whole-frame view included) is a near-duplicate and dropped
+    without using the budget.
     """
     whole = centre_square(frame_width, frame_height)
-    found = [Region(whole, whole)]
     if cfg.budget == 0:
-        return found
+        return [Region(whole, whole)]
     rows, cols = grey_small.shape[1:]
     mask = motion_mask(grey_small, cfg.threshold)
-    short = min(frame_width, frame_height)
+    found = [Region(whole, whole, int(mask.sum()))]
     scale_x, scale_y = frame_width / cols, frame_height / rows
-    for box in motion_boxes(mask, round(cfg.merge * min(rows, cols))):
+    for box, pixels in motion_boxes(mask, round(cfg.merge * min(rows, cols))):
         x1, x2 = box.x1 * scale_x, box.x2 * scale_x
         y1, y2 = box.y1 * scale_y, box.y2 * scale_y
-        side = round(min(short, max(cfg.min_side * short, max(x2 - x1, y2 - y1) * (1 + cfg.context))))
-        left = min(max(0, round((x1 + x2 - side) / 2)), frame_width - side)
-        top = min(max(0, round((y1 + y2 - side) / 2)), frame_height - side)
-        square = Box(left, top, left + side, top + side)
+        square = Box(*square_around(x1, y1, x2, y2, frame_width, frame_height, cfg.context, cfg.min_side))
         if all(iou(square, kept.view) <= DUPLICATE_IOU for kept in found):
-            found.append(Region(square, Box(round(x1), round(y1), round(x2), round(y2))))
+            found.append(Region(square, Box(round(x1), round(y1), round(x2), round(y2)), pixels))
             if len(found) > cfg.budget:
                 break
     return found
@@ -298,19 +307,27 @@ def crop_regions(frames: np.ndarray, boxes: Sequence[Box], size: int) -> np.ndar
     return out
 
 
-def window_views(frames: np.ndarray, size: int, cfg: RegionConfig) -> tuple[np.ndarray, tuple | None]:
-    """One window's model views and where each one's movement is: (R, T, size, size, 3) uint8 and the regions'
-    `moving` boxes normalised to the frame. Budget 0: the frames' centre square (already cut when the frames are
-    size x size), boxes None: the output of scoring before regions. Otherwise regions() of the frames (decoded at
-    cfg.decode_side)."""
+class WindowViews(NamedTuple):
+    """One window's model inputs: `views` (R, T, size, size, 3) uint8; `boxes`, each view's `moving` box
+    normalised to the frame, and `regions`, the views in the decoded frame's pixels (None, None: the centre
+    square alone, no regions)."""
+
+    views: np.ndarray
+    boxes: tuple[tuple[float, float, float, float], ...] | None
+    regions: tuple[Region, ...] | None
+
+
+def window_views(frames: np.ndarray, size: int, cfg: RegionConfig) -> WindowViews:
+    """One window's views. Budget 0: the frames' centre square (already cut when the frames are size x size),
+    the input of scoring before regions. Otherwise regions() of the frames (decoded at cfg.decode_side)."""
     height, width = frames.shape[1:3]
     if cfg.budget == 0:
         if (height, width) == (size, size):  # the decode loops cut the centre square per frame: no copy of it then
-            return frames[None], None
-        return crop_regions(frames, [centre_square(width, height)], size), None
+            return WindowViews(frames[None], None, None)
+        return WindowViews(crop_regions(frames, [centre_square(width, height)], size), None, None)
     found = regions(small_grey(frames, cfg.motion_side), width, height, cfg)
-    return (crop_regions(frames, [region.view for region in found], size),
-            tuple(normalised(region.moving, width, height) for region in found))
+    return WindowViews(crop_regions(frames, [region.view for region in found], size),
+                       tuple(normalised(region.moving, width, height) for region in found), tuple(found))
 
 
 def decode_side(size: int, cfg: RegionConfig) -> int:

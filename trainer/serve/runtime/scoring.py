@@ -127,7 +127,7 @@ class WindowBatches:
         self.frames = 0
 
     def _cut(self, start: int, length: int, frames: np.ndarray) -> CutWindow:
-        views, boxes = window_views(loop_padded(frames, self.duration), self.size, self.region_cfg)
+        views, boxes, _ = window_views(loop_padded(frames, self.duration), self.size, self.region_cfg)
         return CutWindow(start, length, views, boxes)
 
     def __iter__(self) -> Iterator[list[CutWindow]]:

@@ -35,6 +35,7 @@ class WatchConfig:
     store: Path | None = field(metadata={"path": True})  # the alert store (SQLite): alerts, reviews, camera events
     retention: Retention  # what the store keeps
     regions: RegionConfig  # where each window moves, scored besides the whole frame (regions.py)
+    calm_recheck_s: float  # with regions: a view that scored calm keeps its score this long at most (region_memory.py)
     zones: tuple[Zone, ...]  # named polygons per camera; required ones limit where its alerts may be
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class WatchConfig:
             raise ValueError("reconnect delay must be >= 0 and at most the maximum reconnect delay")
         if self.max_reconnects is not None and self.max_reconnects < 0:
             raise ValueError("max reconnects must be >= 0")
+        if self.calm_recheck_s < 0:
+            raise ValueError("calm recheck seconds must be >= 0")
         if not self.timeout_s > 0 or self.stats_every_s < 0:
             raise ValueError("timeout must be > 0 and stats interval >= 0")
         if self.max_seconds is not None and not self.max_seconds > 0:

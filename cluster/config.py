@@ -41,7 +41,8 @@ CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding configs/
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Generated videos: a set per class, and one held-out timeline (calm, fight, calm) to score."""
+    """Generated videos: a set per class, and two held-out videos to score: a timeline (calm, fight, calm) at the
+    training clips' size, and a wide view with a small fight among bystanders (data/synthetic.py's render_wide)."""
 
     videos_per_class: int
     seconds: float
@@ -51,8 +52,13 @@ class SyntheticConfig:
     timeline_calm_before: float
     timeline_fight: float
     timeline_calm_after: float
+    wide_width: int  # the held-out wide view's size: CCTV's, where people are small
+    wide_height: int
+    wide_fight_width: float  # its fight's width as a fraction of the frame's
 
     def __post_init__(self):
+        if not 0 < self.wide_fight_width <= 1:
+            raise ValueError("wide_fight_width must be a fraction of the frame's width, > 0 and <= 1")
         if self.videos_per_class < 2:
             raise ValueError("videos_per_class must be at least 2 (one to train on, one to validate)")
 

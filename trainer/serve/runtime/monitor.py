@@ -37,9 +37,11 @@ import math
 import secrets
 import threading
 import time
+from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data.dataset import to_input
@@ -187,30 +189,34 @@ class Monitor:
         log.info("watch ended (%s): %s", reason, json.dumps(self.stats()["total"]))
 
     def _score(self, items: list[CameraWindow]) -> None:
-        """Every camera's windows, their regions included, through the model in one batch; a window scores its
-        hottest view. With regions, a view that scored calm a moment ago keeps its score (region_memory.py)."""
-        size, norm = self.model_cfg.sample_size, self.model_cfg.normalization
-        window_scores, batch = [], []
-        for window in items:
-            cam = self.cameras[window.camera]
-            if window.regions is None:
-                scores, to_score = [Score()], [0]
-            else:
-                scores, to_score, cam.region_memory = plan_views(
-                    cam.region_memory, window.regions, window.start_s, self.cfg.calm_recheck_s,
-                    self.policy.threshold / 2)
-            cam.stats.views_scored += len(to_score)
-            cam.stats.views_kept += len(scores) - len(to_score)
-            window_scores.append(scores)
-            batch += [(scores[i], window.views[i]) for i in to_score]
-        if batch:
-            x = self.plan.input(torch.stack([to_input(view, size, norm) for _, view in batch]))
-            with torch.inference_mode(), self.plan.autocast():
-                logits = self.model(x)
-            for (score, _), prob in zip(batch, torch.softmax(logits.float(), 1)[:, 1].tolist()):
-                score.prob = prob
+        """Every camera's windows, their regions included, through the model; a window scores its hottest view.
+        With regions, a view that scored calm a moment ago keeps its score (region_memory.py), so a camera's later
+        window is planned once its earlier one is scored: a round per window of one camera (one when scoring
+        keeps up), a forward pass per round."""
+        rounds: dict[int, list[int]] = defaultdict(list)
+        turn: Counter[str] = Counter()
+        for k, window in enumerate(items):
+            rounds[turn[window.camera]].append(k)
+            turn[window.camera] += window.regions is not None
+        window_scores: dict[int, list[Score]] = {}
+        for _, round_items in sorted(rounds.items()):
+            batch = []
+            for k in round_items:
+                window, cam = items[k], self.cameras[items[k].camera]
+                if window.regions is None:
+                    scores, to_score = [Score()], [0]
+                else:
+                    scores, to_score, cam.region_memory = plan_views(
+                        cam.region_memory, window.regions, window.start_s, self.cfg.calm_recheck_s,
+                        self.policy.threshold / 2)
+                cam.stats.views_scored += len(to_score)
+                cam.stats.views_kept += len(scores) - len(to_score)
+                window_scores[k] = scores
+                batch += [(scores[i], window.views[i]) for i in to_score]
+            self._forward(batch)
         now = time.time()
-        for window, scores in zip(items, window_scores):
+        for k, window in enumerate(items):
+            scores = window_scores[k]
             # outside the camera's required zones a region scores nothing: its alerts are where they may be
             probs = [score.prob if counts else 0.0
                      for score, counts in zip(scores, counting(window.camera, window.boxes, self.cfg.zones))]
@@ -233,6 +239,17 @@ class Monitor:
                                                "end_s": round(window.end_s, 4), "fight_prob": prob,
                                                **({"box": list(box)} if box is not None else {})}) + "\n")
             self._advance(cam, window, prob, box)
+
+    def _forward(self, batch: list[tuple[Score, np.ndarray]]) -> None:
+        """The model's fight probability of each (score, view) into its score, in one forward pass."""
+        if not batch:
+            return
+        size, norm = self.model_cfg.sample_size, self.model_cfg.normalization
+        x = self.plan.input(torch.stack([to_input(view, size, norm) for _, view in batch]))
+        with torch.inference_mode(), self.plan.autocast():
+            logits = self.model(x)
+        for (score, _), prob in zip(batch, torch.softmax(logits.float(), 1)[:, 1].tolist()):
+            score.prob = prob
 
     def _advance(self, cam: Camera, window: CameraWindow, prob: float, box: tuple | None) -> None:
         if prob >= self.policy.threshold and prob > cam.hot_prob:

@@ -11,7 +11,8 @@ what it did; a fight that starts where it was calm is scored at its first window
 within recheck_s when it doesn't.
 
 `plan_views` is the rule, a pure function of a camera's memory and its next window's regions; `watch`
-(monitor.py) keeps the memory per camera. `score` scores every view of every window: the offline reference.
+(monitor.py) keeps the memory per camera and plans a camera's window once its previous one is scored, so a score
+still queued is never what a view keeps. `score` scores every view of every window: the offline reference.
 """
 
 from __future__ import annotations

@@ -70,12 +70,15 @@ class AvaConfig:
     label_map: str = field(metadata={"path": True})
     excluded: tuple[str, ...] = field(metadata={"path": True})
     positive: str
-    negatives: tuple[str, ...]
-    per_class: int  # fights taken; negatives total as many, split equally over the negative classes
+    negatives: dict[str, float]  # class name -> its share of the negatives (a list of names: equal shares)
+    per_class: int  # fights taken; negatives total as many, split over the negative classes by their shares
 
     def __post_init__(self):
         if self.per_class < 1 or not self.negatives:
             raise ValueError("per_class must be >= 1 and negatives non-empty")
+        bad = [name for name, share in self.negatives.items() if not share > 0]
+        if bad:
+            raise ValueError(f"negative shares must be > 0, got {bad[0]!r}: {self.negatives[bad[0]]!r}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,12 @@ def _convert(hint, value: Any, key: str, where) -> Any:
             choices = " | ".join(map(str, args))
             raise InputError(f"{where(key)}: '{key}' is {value!r}; expected one of {choices}")
         return value
+    if origin is dict:
+        if isinstance(value, list):  # a list of keys: each weighs 1 (negatives: [eat, drive] are equal shares)
+            value = dict.fromkeys(value, 1)
+        if not isinstance(value, dict):
+            raise InputError(f"{where(key)}: '{key}' must be a mapping or a list, got {value!r}")
+        return {_convert(args[0], k, key, where): _convert(args[1], v, f"{key}.{k}", where) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list):
             raise InputError(f"{where(key)}: '{key}' must be a list, got {value!r}")

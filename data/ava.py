@@ -58,9 +58,10 @@ Selection (``select_samples``):
   negative; one (video_id, timestamp) is used at most once (a timestamp with
   both ``eat`` and ``drive`` rows can be drawn for either, not both);
 * positives: ``min(per_class, available)`` drawn at random;
-* negatives: as many in total as there are positives, split equally among the
-  negative classes (the remainder goes to the first classes in the order
-  given); a class that runs short gives what it has and the others top up,
+* negatives: as many in total as there are positives, split among the negative
+  classes by their shares (equal shares by default; whole samples by the largest
+  remainder, ties to the first classes in the order given); a class that runs
+  short gives what it has and the others top up,
   one sample at a time round-robin, so the split stays as even as the data
   allow; no class ever gives more than ``per_class``. ``SelectionStats`` says
   what was available, asked and taken per class, and ``short`` which classes
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -145,7 +147,7 @@ class SelectionStats:
     positive: int
     negatives: list[int]
     available: dict[int, int]  # distinct usable (video, timestamp) per class
-    asked: dict[int, int]  # per_class for the positive, the equal share for each negative
+    asked: dict[int, int]  # per_class for the positive, each negative its share of the positives taken
     taken: dict[int, int]
     excluded: int = 0  # (video, timestamp) of the chosen classes left out as excluded
     fight_overlap: int = 0  # (video, timestamp) with a negative class never used: a fight is there
@@ -158,6 +160,11 @@ class SelectionStats:
     @property
     def balanced(self) -> bool:
         return sum(self.taken[c] for c in self.negatives) == self.taken[self.positive]
+
+    def mix(self, label_map: Mapping[int, str]) -> dict[str, dict[str, int]]:
+        """Class name -> {"available", "asked", "taken"}, the positive first: what prepare records and prints."""
+        return {label_map.get(c, str(c)): {"available": self.available[c], "asked": self.asked[c],
+                                           "taken": self.taken[c]} for c in [self.positive, *self.negatives]}
 
 
 # --------------------------------------------------------------------------- readers
@@ -364,10 +371,14 @@ def resolve_classes(names_or_ids: Iterable[str | int], label_map: Mapping[int, s
 
 
 def select_samples(rows: Iterable[AvaRow], positive: int = FIGHT, negatives: Sequence[int] = NEGATIVES,
-                   per_class: int = 150, seed: int = 0,
-                   excluded: Iterable[tuple[str, int]] = frozenset()) -> tuple[list[Sample], SelectionStats]:
-    """Draw the balanced fight / non-fight samples (rules in the module docstring), sorted by (video, timestamp)."""
+                   per_class: int = 150, seed: int = 0, excluded: Iterable[tuple[str, int]] = frozenset(),
+                   shares: Sequence[float] | None = None) -> tuple[list[Sample], SelectionStats]:
+    """Draw the balanced fight / non-fight samples (rules in the module docstring), sorted by (video, timestamp).
+    `shares`: each negative class's weight in the negatives (None: equal)."""
     negatives = list(negatives)
+    shares = [1.0] * len(negatives) if shares is None else list(shares)
+    if len(shares) != len(negatives) or not all(share > 0 for share in shares):
+        raise InputError(f"negative shares {shares} must be one positive number per negative class {negatives}")
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise InputError(f"per_class {per_class!r} must be a positive integer")
     if not negatives:
@@ -404,10 +415,7 @@ def select_samples(rows: Iterable[AvaRow], positive: int = FIGHT, negatives: Seq
         overlap.update(k for k in keys if k in fight_keys)
         pools[c] = [k for k in keys if k not in fight_keys]
         rng.shuffle(pools[c])
-    base, extra = divmod(n_pos, len(negatives))
-    asked = {positive: per_class}
-    for i, c in enumerate(negatives):
-        asked[c] = min(per_class, base + (1 if i < extra else 0))
+    asked = {positive: per_class} | {c: min(per_class, n) for c, n in zip(negatives, apportion(n_pos, shares))}
     taken = {c: 0 for c in [positive, *negatives]}
     taken[positive] = n_pos
     cursor = {c: 0 for c in negatives}
@@ -446,6 +454,17 @@ def select_samples(rows: Iterable[AvaRow], positive: int = FIGHT, negatives: Seq
         asked=asked, taken=taken, excluded=len(dropped), fight_overlap=len(overlap),
     )
     return samples, stats
+
+
+def apportion(total: int, shares: Sequence[float]) -> list[int]:
+    """`total` whole samples split by `shares`: each its floor, then one more each by the largest remainder (ties
+    to the first). Pure."""
+    quotas = [total * share / sum(shares) for share in shares]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 # --------------------------------------------------------------------------- split

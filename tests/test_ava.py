@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from data import ava
-from data.ava import (AvaRow, manifest_rows, read_annotations, read_excluded, read_label_map, resolve_classes,
+from data.ava import (AvaRow, apportion, manifest_rows, read_annotations, read_excluded, read_label_map, resolve_classes,
                       select_samples, split_by_video, split_official, suggestions, write_resnets_annotation)
 from data.store import write_manifest
 from data.errors import InputError
@@ -374,7 +374,46 @@ def test_shared_negative_timestamp_is_used_once(rows):
     assert len(keys) == len(set(keys))
 
 
+def test_shares_split_the_negatives_by_the_largest_remainder_and_short_classes_are_topped_up(rows):
+    assert apportion(20, [1, 1, 1]) == [7, 7, 6] and apportion(7, [2, 1, 0.5]) == [4, 2, 1]
+    assert apportion(38, [1, 2.5, 0.5]) == [9, 24, 5] and apportion(0, [1, 1]) == [0, 0]  # 9.5, 23.75, 4.75
+    samples, stats = select_samples(rows, FIGHT, [EAT, LIE, DRIVE], per_class=40, seed=1, shares=[1, 2.5, 0.5])
+    # 38 positives -> asked 9 / 24 / 5 by the shares; drive has its 5: nothing to top up
+    assert stats.asked == {FIGHT: 40, EAT: 9, LIE: 24, DRIVE: 5}
+    assert stats.taken == {FIGHT: 38, EAT: 9, LIE: 24, DRIVE: 5} and stats.balanced
+    samples, stats = select_samples(rows, FIGHT, [EAT, LIE, DRIVE], per_class=40, seed=1, shares=[1, 1, 4])
+    # asked 7 / 6 / 25 (6.33 each and 25.33: the odd one to the first), drive gives its 5 and the others top up
+    # the 20 missing round-robin
+    assert stats.asked == {FIGHT: 40, EAT: 7, LIE: 6, DRIVE: 25} and stats.taken[DRIVE] == 5 and stats.balanced
+    assert stats.taken[EAT] + stats.taken[LIE] == 33 and abs(stats.taken[EAT] - stats.taken[LIE]) <= 1
+    assert stats.mix(LABEL_MAP)["drive (e.g., a car, a truck)"] == {"available": 5, "asked": 25, "taken": 5}
+    assert list(stats.mix(LABEL_MAP)) == ["fight/hit (a person)", "eat", "lie/sleep", "drive (e.g., a car, a truck)"]
+
+
+def test_real_rows_a_timestamp_of_the_positive_is_never_a_negative_whoever_is_drawn():
+    """The co-occurrence rule on AVA's own rows (../shared; no fights there, so "watch (a person)" stands in for
+    the positive): at 0907 and 0909 the same person stands, carries and watches, at 0913 one person talks while
+    another watches. None of those timestamps may be a negative, for any class."""
+    rows, _ = read_annotations(fixture("ava_val_v2.2_head.csv"))
+    watch, stand, carry, talk = 80, 12, 17, 79
+    positives = {(r.video_id, r.timestamp) for r in rows if r.action_id == watch}
+    assert {t for _, t in positives} == {906, 907, 909, 910, 913, 941}
+    for seed in range(4):
+        samples, stats = select_samples(rows, watch, [stand, carry, talk], per_class=10, seed=seed, shares=[2, 1, 1])
+        negatives = {s.key: s for s in samples if s.label == "nonfight"}
+        assert not negatives.keys() & positives
+        # six positives, 2:1:1 -> 3 / 2 / 1 asked; the six timestamps without a watcher all go, each once
+        assert stats.asked == {watch: 10, stand: 3, carry: 2, talk: 1} and stats.taken[watch] == 6
+        assert sorted(t for _, t in negatives) == [902, 903, 904, 908, 953, 1003] and stats.balanced
+        assert stats.fight_overlap == 5  # 0907, 0909, 0910, 0913, 0941: a stander, carrier or talker beside a watcher
+        for sample in negatives.values():  # its boxes are its class's people at that timestamp, from the file
+            assert set(sample.boxes) == {r.box for r in rows if (r.video_id, r.timestamp) == sample.key
+                                         and r.action_id == sample.action_id}
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"shares": [1, 1]}, "one positive number per negative class"),
+    ({"shares": [1, 0, 1]}, "one positive number per negative class"),
     ({"per_class": 0}, "per_class 0"),
     ({"negatives": []}, "no negative classes"),
     ({"negatives": [FIGHT, EAT]}, "both the positive and a negative"),

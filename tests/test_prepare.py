@@ -95,6 +95,13 @@ def test_prepare_from_ava_rows_with_local_videos(tmp_path):
     annotation = json.loads((tmp_path / "run" / "annotation.json").read_text())
     assert set(annotation["database"]) == {r["clip_id"] for r in rows}
     assert ClipStore(tmp_path / "run" / "clips").shape(rows[0]["clip_id"])[1:] == (32, 43)  # the whole 64x48 frame
+    # the mix drawn: 2 videos with fights at 903 -> 2 positives; 2 negatives over three equal shares
+    selection = json.loads((tmp_path / "run" / "selection.json").read_text())
+    assert selection["positive"] == "fight/hit (a person)" and selection["shares"] == {
+        "eat": 1.0, "lie/sleep": 1.0, "drive (e.g., a car, a truck)": 1.0}
+    assert [(name, c["asked"], c["taken"]) for name, c in selection["classes"].items()] == [
+        ("fight/hit (a person)", 10, 2), ("eat", 1, 1), ("lie/sleep", 1, 1), ("drive (e.g., a car, a truck)", 0, 0)]
+    assert "drawn (taken/asked of available): fight/hit (a person) 2/10 of 2" in (tmp_path / "run" / "fightwatch.log").read_text()
 
     # actor views: a square around each sample's boxes, in a store of their own
     actor = [*overrides, "data.view=actor"]
@@ -112,6 +119,7 @@ def test_prepare_from_ava_rows_with_local_videos(tmp_path):
 @pytest.mark.parametrize("override, needles", [
     ("data.ava.positive=fight", ["'fight'", "labels.pbtxt", "fight/hit (a person)"]),
     ("data.video_root={tmp}/nowhere", ["nowhere"]),
+    ("data.ava.negatives={{eat: 0}}", ["data.ava", "negative shares must be > 0", "'eat'"]),
 ])
 def test_prepare_bad_input_is_one_line(tmp_path, override, needles):
     from tests.support.commands import assert_one_line_error, fightwatch

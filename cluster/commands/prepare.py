@@ -3,7 +3,8 @@
 AVA: select balanced fight/non-fight samples, find the videos locally (`data.video_root`) or download them with
 yt-dlp (`data.cache_dir`), extract the clips with Ray Data. Writes under run_dir: `clips/` (the store),
 `manifest.jsonl` (the clips that landed), `annotation.json` (3D-ResNets-PyTorch's format),
-`extract_failures.jsonl` (clip, reason, error), `unavailable_videos.json` and `split.json` (the data.split the
+`extract_failures.jsonl` (clip, reason, error), `unavailable_videos.json`, AVA's `selection.json` (the classes
+drawn: available, asked, taken) and `split.json` (the data.split the
 manifest was made for: `check_split` keeps one run dir to one split, so the folds of a k-fold never share a
 manifest, checkpoints, trunk cache or model).
 """
@@ -63,7 +64,9 @@ class PrepareResult:
         return f"{self.extraction.line()}; videos unavailable: {len(self.unavailable)}"
 
 
-def ava_rows(cfg: AvaConfig, val_fraction: float, clip_seconds: float, seed: int) -> list[dict]:
+def ava_rows(cfg: AvaConfig, val_fraction: float, clip_seconds: float, seed: int, run_dir: Path) -> list[dict]:
+    """The manifest rows of the AVA samples drawn; the mix of classes drawn goes to the log and
+    <run_dir>/selection.json."""
     label_map = ava.read_label_map(cfg.label_map)
     positive, *negatives = ava.resolve_classes([cfg.positive, *cfg.negatives], label_map, cfg.label_map)
     excluded = set().union(*(ava.read_excluded(path) for path in cfg.excluded))
@@ -73,9 +76,17 @@ def ava_rows(cfg: AvaConfig, val_fraction: float, clip_seconds: float, seed: int
         annotations[subset], stats = ava.read_annotations(path)
         log.info("%s: %d rows, quirks %s", path, stats.rows, stats.quirks or "none")
     rows = [row for subset_rows in annotations.values() for row in subset_rows]
-    samples, selection = ava.select_samples(rows, positive, negatives, cfg.per_class, seed, frozenset(excluded))
+    samples, selection = ava.select_samples(rows, positive, negatives, cfg.per_class, seed, frozenset(excluded),
+                                            list(cfg.negatives.values()))
+    mix = selection.mix(label_map)
+    log.info("drawn (taken/asked of available): %s; left out as excluded %d, negatives beside a fight %d",
+             ", ".join(f"{name} {n['taken']}/{n['asked']} of {n['available']}" for name, n in mix.items()),
+             selection.excluded, selection.fight_overlap)
     if selection.short:
         log.warning("classes short of samples (class id: missing): %s", selection.short)
+    atomic_write(run_dir / "selection.json", lambda f: f.write(json.dumps(
+        {"positive": label_map[positive], "shares": dict(cfg.negatives), "classes": mix, "excluded": selection.excluded,
+         "negatives_beside_a_fight": selection.fight_overlap}, indent=1).encode()))
     samples = (ava.split_official(samples, annotations) if cfg.val_csv
                else ava.split_by_video(samples, val_fraction, seed))
     return ava.manifest_rows(samples, label_map, clip_seconds)
@@ -102,7 +113,7 @@ def _main_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
         return folder_manifest(run_dir / "videos", data.val_fraction, cfg.seed, data.split), []
     if data.source == "folders":
         return folder_manifest(data.folders_root, data.val_fraction, cfg.seed, data.split), []
-    rows = ava_rows(data.ava, data.val_fraction, data.clip_seconds, cfg.seed)
+    rows = ava_rows(data.ava, data.val_fraction, data.clip_seconds, cfg.seed, run_dir)
     ids = sorted({row["video_id"] for row in rows})
     if data.video_root is not None:
         paths, missing = video_paths(ids, video_root=data.video_root)

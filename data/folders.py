@@ -8,7 +8,8 @@ nonfight, nonfights, non-fight, nofight, noviolence, non-violence, calm -> nonfi
 class-stratified `val_fraction` of the videos is held out, or with a `KFold` (config `data.split`) one fold of a
 seeded, class-stratified k-fold split by video (`kfold_split`), for data sets without an official split (Hockey
 Fights, Movies). Each video becomes one clip spanning the whole video (these datasets are cut into short clips
-already); its id is its path under the root, percent-encoded (`video_id_of`).
+already); its id is its path under the root, percent-encoded (`video_id_of`). Sub-folders of a class folder
+name the videos' kind (`nonfights/crowd/*.mp4`: crowd; `video_kind`), which evaluation reports false alarms by.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _class_videos(folder: Path) -> dict[str, list[Path]]:
 
 
 def folder_manifest(root: str | Path, val_fraction: float, seed: int, split: KFold | None = None) -> list[dict]:
-    """Manifest rows ({"clip_id", "video_id", "path", "start_s", "end_s", "label", "label_id", "subset"}).
+    """Manifest rows ({"clip_id", "video_id", "path", "start_s", "end_s", "label", "label_id", "subset", "kind"}).
 
     `split` (k-fold) replaces `val_fraction`; a layout with its own split folders takes neither."""
     root = Path(root)
@@ -148,5 +149,16 @@ def _manifest_rows(by_subset: dict[str, dict[str, list[Path]]], id_root: Path) -
                     continue
                 rows.append({"clip_id": video_id, "video_id": video_id, "path": str(path), "start_s": 0.0,
                              "end_s": info.frames / float(info.fps), "label": label,
-                             "label_id": int(label == "fight"), "subset": subset})
+                             "label_id": int(label == "fight"), "subset": subset,
+                             "kind": video_kind(path.relative_to(id_root), label)})
     return rows
+
+
+def video_kind(relative: Path, label: str) -> str:
+    """What sort of fight or non-fight a video shows: the folder below its class folder (`nonfights/crowd/a.mp4`
+    -> crowd, `val/NonFight/sport/b.avi` -> sport), else its label. Evaluation reports false alarms per kind."""
+    parts = relative.parts
+    for i, part in enumerate(parts[:-1]):
+        if part.lower() in CLASS_FOLDERS:
+            return parts[i + 1] if i + 2 < len(parts) else label
+    return label

@@ -455,7 +455,7 @@ def render_timeline(seed: int, calm_before: float = 8.0, fight: float = 6.0, cal
         direction = cmath.exp(1j * rng.uniform(0, 2 * math.pi))
         f.pos = scene.clamp(f.goal + direction * min(rng.uniform(0.25, 0.45) * width, 0.8 * f.speed * n_before))
     frames = _render(scene, [False] * n_before + [True] * n_fight + [False] * n_after, fps)[0]
-    truth = {"fps": fps, "frames": len(frames), "seconds": len(frames) / fps,
+    truth = {"fps": fps, "frames": len(frames), "seconds": len(frames) / fps, "kind": "timeline",
              "fight_intervals": [[n_before / fps, (n_before + n_fight) / fps]], "seed": seed}
     return frames, truth
 
@@ -507,6 +507,7 @@ def render_wide(seed: int, width: int = 1280, height: int = 720, fight_width: fl
         scene.add(pos, rng.choice(["walk", "curve", "stand", "sit"]), bystander=True)
     frames, boxes = _render(scene, [False] * n_before + [not calm] * n_fight + [False] * n_after, fps)
     truth = {"fps": fps, "frames": len(frames), "seconds": len(frames) / fps, "width": width, "height": height,
+             "kind": "wide calm" if calm else "wide",
              "fight_intervals": [] if calm else [[n_before / fps, (n_before + n_fight) / fps]],
              "fight_width": fight_width, "boxes": boxes, "seed": seed}
     return frames, truth
@@ -531,18 +532,46 @@ def _write_with_truth(path, frames: np.ndarray, truth: dict, fps: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_scene_clips(out_dir, scene: str, count: int, seed: int, seconds: float = 2.0, width: int = 320,
+                      height: int = 240, fps: int = 25) -> list[Path]:
+    """`count` clips of `scene` as `out_dir/<scene>_<i:03d>.mp4` (kept when there), held out from any
+    generate_dataset: their seeds come from a stream of their own (SeedSequence([seed, 100 + the scene's index,
+    i])), so no clip repeats a training one."""
+    index = list(SCENES).index(scene) if scene in SCENES else -1
+    paths = []
+    for i in range(count):
+        path = Path(out_dir) / f"{scene}_{i:03d}.mp4"
+        if not path.exists():
+            video_seed = int(np.random.SeedSequence([seed, 100 + index, i]).generate_state(1)[0])
+            write_video(path, render_clip(scene, seconds, video_seed, width, height, fps), fps)
+        paths.append(path)
+    return paths
+
+
 def generate_dataset(out_dir, videos_per_class: int, seconds: float, seed: int,
-                     width: int = 320, height: int = 240, fps: int = 25) -> list[dict]:
-    """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there."""
+                     width: int = 320, height: int = 240, fps: int = 25, crowd_share: float = 0.0) -> list[dict]:
+    """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there; `crowd_share` of
+    the calm ones are `crowd` scenes instead (fast, harmless), in `calm/crowd/crowd_<i:03d>.mp4`: a sub-folder,
+    so evaluation reports their false alarms apart (data/folders.py's kinds). Other videos under the label folders
+    (an earlier run's plan) are removed: the folders hold exactly this set."""
     _check_size(width, height, fps)
     _frame_count(seconds, fps, "clip")
+    if not 0 <= crowd_share <= 1:
+        raise InputError(f"crowd_share {crowd_share}: must be between 0 and 1")
+    crowds = round(videos_per_class * crowd_share)
     jobs = [(label_id, label, i) for label_id, label in enumerate(LABELS) for i in range(videos_per_class)]
     entries = []
     for label_id, label, i in tqdm(jobs, desc="synthetic videos", unit="video"):
         # SeedSequence mixes (seed, class, index) into an independent, reproducible stream per video
         video_seed = int(np.random.SeedSequence([seed, label_id, i]).generate_state(1)[0])
-        path = Path(out_dir) / label / f"{label}_{i:03d}.mp4"
+        scene = "crowd" if label == "calm" and i >= videos_per_class - crowds else label
+        path = Path(out_dir) / label / (f"crowd/crowd_{i:03d}.mp4" if scene == "crowd" else f"{label}_{i:03d}.mp4")
         if not path.exists():
-            write_video(path, render_clip(label, seconds, video_seed, width, height, fps), fps)
-        entries.append({"path": str(path), "label": label, "label_id": label_id, "seed": video_seed})
+            write_video(path, render_clip(scene, seconds, video_seed, width, height, fps), fps)
+        entries.append({"path": str(path), "label": label, "label_id": label_id, "scene": scene, "seed": video_seed})
+    planned = {entry["path"] for entry in entries}
+    for label in LABELS:
+        for stray in (Path(out_dir) / label).rglob("*.mp4"):
+            if str(stray) not in planned:
+                stray.unlink()
     return entries

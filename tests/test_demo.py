@@ -36,7 +36,7 @@ def test_demo_writes_scores_annotated_video_and_alerts(demo_run):
     # The bar scripts/bench/bench_demo_robustness.py holds every seed to (README, "Demo robustness"): the fight
     # is caught within 2 s, calm time raises nothing, and every segment inside the fight scores above every calm
     # one. A model that did not learn fails here.
-    report = timeline_report(entry["clips"], [a for a in alerts if a["video"] == "timeline.mp4"],
+    report = timeline_report(entry["clips"], [a for a in alerts if a["camera"] == "timeline.mp4"],
                              truth["fight_intervals"])
     probs = [(c["start_s"], round(c["fight_prob"], 2)) for c in entry["clips"]]
     assert report["false_alerts"] == 0 and report["caught"] == 1, (report, alerts, probs)
@@ -51,7 +51,7 @@ def test_demo_writes_scores_annotated_video_and_alerts(demo_run):
     # squeezed to 112 px cannot show, is caught by the regions where it moves, and the alert's box says where.
     wide = json.loads((run_dir / "heldout" / "wide.json").read_text())
     assert (wide_entry["video"], wide["width"], wide["fight_width"]) == ("wide.mp4", 1280, 0.125)
-    report = timeline_report(wide_entry["clips"], [a for a in alerts if a["video"] == "wide.mp4"],
+    report = timeline_report(wide_entry["clips"], [a for a in alerts if a["camera"] == "wide.mp4"],
                              wide["fight_intervals"], wide["boxes"], wide["fps"])
     probs = [(c["start_s"], round(c["fight_prob"], 2)) for c in wide_entry["clips"]]
     assert (report["caught"], report["false_alerts"], report["located"]) == (1, 0, [True]), (report, probs)
@@ -88,9 +88,11 @@ def test_evaluate_untrimmed_matches_the_timeline_s_ground_truth(demo_run, tmp_pa
     assert (report["videos"], report["fights"], report["caught"], report["located"]) == (2, 2, 2, 1)  # the wide one
     assert report["false_alerts"] == 0 and report["false_alerts_per_hour"] == 0
     assert report["hours"] == pytest.approx(sum(t["seconds"] for t in truth.values()) / 3600)
+    assert {kind: (k["videos"], k["caught"], k["false_alerts"]) for kind, k in report["by_kind"].items()} == {
+        "timeline": (1, 1, 0), "wide": (1, 1, 0)}
     demo_alerts = [json.loads(line) for line in (run_dir / "alerts.jsonl").read_text().splitlines()]
     assert report["latency_s"]["max"] == pytest.approx(max(
-        a["raised_s"] - truth[a["video"].removesuffix(".mp4")]["fight_intervals"][0][0] for a in demo_alerts), abs=1e-3)
+        a["raised_s"] - truth[a["camera"].removesuffix(".mp4")]["fight_intervals"][0][0] for a in demo_alerts), abs=1e-3)
     _, (run,) = mlflow_runs(tmp_path)
     assert run.data.params["data_source"] == "untrimmed" and run.data.params["consecutive"] == "2"
     assert (run.data.metrics["caught"], run.data.metrics["false_alerts"]) == (2, 0)

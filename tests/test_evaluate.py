@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.commands.evaluate import (evaluate_job, evaluation_metrics, fight_width, folder_videos, listed_videos,
+from cluster.commands.evaluate import (by_kind, evaluate_job, untrimmed_by_kind, evaluation_metrics, fight_width, folder_videos, listed_videos,
                                        log_evaluation, size_sweep)
 from cluster.config import load_config
 from data.errors import InputError
@@ -53,7 +53,7 @@ def test_averaging_probabilities_or_logits():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    for cls, n in (("fights", 4), ("nonfights", 4)):
+    for cls, n in (("fights", 4), ("nonfights", 4), ("nonfights/crowd", 2)):
         (root / cls).mkdir()
         for i in range(n):
             write_video(root / cls / f"{i}.mp4", 20 + 3 * i, size=(48, 32))
@@ -73,8 +73,11 @@ def test_video_level_figures_equal_a_hand_computation_from_the_dump(dataset, tmp
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result))
     with open(tmp_path / "p.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and {r["video"] for r in rows} == {f"{c}/{i}.mp4" for c in ("fights", "nonfights")
-                                                             for i in range(4)}
+    assert len(rows) == 10 and {r["video"] for r in rows} == {f"{c}/{i}.mp4" for c in ("fights", "nonfights")
+                                                              for i in range(4)} | {"nonfights/crowd/0.mp4",
+                                                                                    "nonfights/crowd/1.mp4"}
+    assert {r["video"]: r["kind"] for r in rows if r["kind"] == "crowd"}.keys() == {"nonfights/crowd/0.mp4",
+                                                                                    "nonfights/crowd/1.mp4"}
     labels = [int(r["label"]) for r in rows]
     probs = [float(r["fight_prob"]) for r in rows]
     views = [[float(p) for p in r["view_probs"].split()] for r in rows]
@@ -83,11 +86,20 @@ def test_video_level_figures_equal_a_hand_computation_from_the_dump(dataset, tmp
     hand = np.mean([(p >= 0.5) == y for p, y in zip(probs, labels)])
     assert result["video"]["accuracy"] == pytest.approx(hand)
     assert result["video"]["roc_auc"] == pytest.approx(roc_auc(labels, probs))
-    assert result["view"]["count"] == 72 and result["video"]["count"] == 8
-    assert sum(map(sum, result["video"]["confusion"]["matrix"])) == 8
+    assert result["view"]["count"] == 90 and result["video"]["count"] == 10
+    assert sum(map(sum, result["video"]["confusion"]["matrix"])) == 10
+    called = {kind: sum(float(r["fight_prob"]) >= 0.5 for r in rows if r["kind"] == kind)
+              for kind in ("fight", "nonfight", "crowd")}
+    assert result["by_kind"] == {
+        "fight": {"label": "fight", "videos": 4, "called_fight": called["fight"], "recall": called["fight"] / 4},
+        "crowd": {"label": "nonfight", "videos": 2, "called_fight": called["crowd"],
+                  "false_alarm_rate": called["crowd"] / 2},
+        "nonfight": {"label": "nonfight", "videos": 4, "called_fight": called["nonfight"],
+                     "false_alarm_rate": called["nonfight"] / 4}}
     assert [s["threshold"] for s in result["video"]["threshold_sweep"]][0] == 0.1
     metrics = evaluation_metrics(result)  # what MLflow gets: the scalars, by level
-    assert metrics["video_accuracy"] == result["video"]["accuracy"] and metrics["view_count"] == 72
+    assert metrics["video_accuracy"] == result["video"]["accuracy"] and metrics["view_count"] == 90
+    assert metrics["false_alarm_rate_crowd"] == called["crowd"] / 2 and metrics["recall_fight"] == called["fight"] / 4
     assert metrics["video_roc_auc"] == result["video"]["roc_auc"] and metrics["unreadable_videos"] == 0
     assert metrics["videos_per_s"] == result["throughput"]["videos_per_s"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
@@ -102,14 +114,33 @@ def test_one_view_is_the_centre_window_of_the_video(dataset):
 def test_bad_lists_name_the_file_and_line(tmp_path, dataset):
     root, _ = dataset
     (tmp_path / "a.csv").write_text(f"{root}/fights/0.mp4,fight\n{root}/nonfights/0.mp4,calm\n")
-    with pytest.raises(InputError, match=r"a\.csv:2: expected 'path,label'"):
+    with pytest.raises(InputError, match=r"a\.csv:2: expected 'path,label\[,kind\]'"):
         listed_videos(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text("nope.mp4,1\n")
     with pytest.raises(InputError, match=r"b\.csv:1: .*nope\.mp4: no such video file"):
         listed_videos(tmp_path / "b.csv")
-    (tmp_path / "c.csv").write_text(f"# path,label\n{root}/fights/1.mp4,1\n{root}/nonfights/1.mp4,0\n")
-    assert [(name.endswith("1.mp4"), label) for name, _, label in listed_videos(tmp_path / "c.csv")] == [
-        (True, 1), (True, 0)]
+    (tmp_path / "c.csv").write_text(f"# path,label\n{root}/fights/1.mp4,1\n{root}/nonfights/1.mp4,0\n"
+                                    f"{root}/nonfights/crowd/1.mp4,nonfight, dance floor \n")
+    assert [(name.endswith("1.mp4"), label, kind) for name, _, label, kind in listed_videos(tmp_path / "c.csv")] == [
+        (True, 1, "fight"), (True, 0, "nonfight"), (True, 0, "dance floor")]
+    (tmp_path / "d.csv").write_text(f"{root}/fights/1.mp4,1,\n")
+    with pytest.raises(InputError, match=r"d\.csv:1: expected 'path,label\[,kind\]'"):
+        listed_videos(tmp_path / "d.csv")
+
+
+def test_untrimmed_false_alerts_per_hour_by_scene_kind():
+    per_video = [{"kind": "wide", "seconds": 1800, "fights": 1, "caught": 1, "false_alerts": 1},
+                 {"kind": "crowd", "seconds": 360, "fights": 0, "caught": 0, "false_alerts": 2},
+                 {"kind": "wide", "seconds": 1800, "fights": 2, "caught": 1, "false_alerts": 0}]
+    assert untrimmed_by_kind(per_video) == {
+        "crowd": {"videos": 1, "hours": 0.1, "fights": 0, "caught": 0, "false_alerts": 2, "false_alerts_per_hour": 20.0},
+        "wide": {"videos": 2, "hours": 1.0, "fights": 3, "caught": 2, "false_alerts": 1, "false_alerts_per_hour": 1.0}}
+
+
+def test_a_kind_is_of_one_class():
+    rows = [{"kind": "crowd", "label": 0, "fight_prob": 0.7}, {"kind": "crowd", "label": 1, "fight_prob": 0.7}]
+    with pytest.raises(InputError, match="kind 'crowd' holds both fights and non-fights"):
+        by_kind(rows, 0.5)
 
 
 def test_an_evaluation_run_is_a_child_of_its_training_run_with_its_fold(dataset, tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from data.errors import InputError
-from data.folders import KFold, extra_manifest, folder_manifest, kfold_split
+from data.folders import KFold, extra_manifest, folder_manifest, kfold_split, video_kind
 from tests.support.videos import write_video
 
 
@@ -121,3 +123,10 @@ def test_an_extra_folder_may_hold_one_class_and_keeps_its_ids_apart(tmp_path):
     assert extra_manifest(tmp_path / "empty") == []
     with pytest.raises(InputError, match="nope: extra video folder does not exist"):
         extra_manifest(tmp_path / "nope")
+
+
+def test_a_sub_folder_of_a_class_folder_names_the_kind():
+    assert video_kind(Path("nonfights/crowd/a.mp4"), "nonfight") == "crowd"
+    assert video_kind(Path("val/NonFight/sport/night/b.avi"), "nonfight") == "sport"
+    assert video_kind(Path("fights/c.mp4"), "fight") == "fight"
+    assert video_kind(Path("feedback/nonfights/d.mp4"), "nonfight") == "nonfight"

@@ -9,6 +9,7 @@ import pytest
 
 from data import synthetic
 from data.errors import InputError
+from data.folders import folder_manifest
 from data.synthetic import (LABELS, SCENES, generate_dataset, render_clip, render_timeline, render_wide, write_timeline,
                             write_video, write_wide)
 
@@ -131,6 +132,17 @@ def test_generate_dataset_is_idempotent(tmp_path):
     assert {e["path"]: (tmp_path / e["path"]).stat().st_mtime_ns for e in entries} == mtimes
 
 
+def test_a_share_of_the_calm_videos_are_crowds_in_their_own_folder_and_the_folders_hold_only_the_plan(tmp_path):
+    generate_dataset(tmp_path, videos_per_class=3, seconds=0.4, seed=5, width=W, height=H)
+    entries = generate_dataset(tmp_path, videos_per_class=3, seconds=0.4, seed=5, width=W, height=H, crowd_share=0.34)
+    assert [(e["label"], e["scene"]) for e in entries] == [("calm", "calm")] * 2 + [("calm", "crowd")] + [
+        ("fight", "fight")] * 3
+    assert entries[2]["path"] == str(tmp_path / "calm" / "crowd" / "crowd_002.mp4")
+    # calm_002.mp4 of the first plan is gone: a folder listing gives exactly this set
+    assert sorted(map(str, tmp_path.rglob("*.mp4"))) == sorted(e["path"] for e in entries)
+    assert {r["kind"] for r in folder_manifest(tmp_path, 0.0, 0)} == {"nonfight", "crowd", "fight"}
+
+
 WIDE = dict(width=320, height=180, calm_before=1.0, fight=2.0, calm_after=0.6)  # 16:9; the fight is frames 25-74
 
 
@@ -140,7 +152,7 @@ def test_wide_truth_has_a_box_for_each_fight_frame(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.json", "wide.mp4"]  # no temp files left behind
     assert {k: v for k, v in truth.items() if k != "boxes"} == {
         "fps": 25, "frames": 90, "seconds": 3.6, "width": 320, "height": 180, "fight_intervals": [[1.0, 3.0]],
-        "fight_width": 0.125, "seed": 4}
+        "fight_width": 0.125, "seed": 4, "kind": "wide"}
     assert len(read_video(tmp_path / "wide.mp4")[2]) == 90
     assert [b["frame"] for b in truth["boxes"]] == list(range(25, 75))
     for b in truth["boxes"]:

@@ -61,7 +61,7 @@ def run_demo(cfg: Config, train_args: list[str]) -> dict:
         write_alerts(run_dir / "alerts.jsonl", alerts)
         for name in ("output.json", "alerts.jsonl", "timeline_probs.png", "wide_probs.png"):
             tracker.log_artifact(run_dir / name, "heldout")
-        wide_report = timeline_report(entries[1]["clips"], [a for a in alerts if a["video"] == wide.name],
+        wide_report = timeline_report(entries[1]["clips"], [a for a in alerts if a["camera"] == wide.name],
                                       wide_truth["fight_intervals"], wide_truth["boxes"], wide_truth["fps"])
         tracker.log_metrics({"heldout_alerts": len(alerts), "heldout_wide_caught": wide_report["caught"],
                              "heldout_wide_located": sum(bool(x) for x in wide_report["located"]),
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
     for alert in summary["alerts"]:
         print(json.dumps(alert))
     truth, wide, report = summary["truth"], summary["wide_truth"], summary["wide_report"]
-    on = {name: sum(a["video"] == name for a in summary["alerts"]) for name in ("timeline.mp4", "wide.mp4")}
+    on = {name: sum(a["camera"] == name for a in summary["alerts"]) for name in ("timeline.mp4", "wide.mp4")}
     print(f"\nval accuracy {summary['val'].get('accuracy', float('nan')):.3f}, "
           f"{on['timeline.mp4']} alert(s) on the held-out timeline (true fight at {truth['fight_intervals']}); "
           f"{on['wide.mp4']} on the wide view ({wide['width']}x{wide['height']}, a fight "

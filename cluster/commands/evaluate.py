@@ -1,10 +1,11 @@
 """`fightwatch evaluate`: a model measured on labelled videos, video-level first, as published results are.
 
 Videos come from a folder per class (data/folders.py: Hockey Fights, RWF-2000, the demo's `videos/`) or a CSV
-of `path,label` lines (label fight/nonfight or 1/0; paths relative to the CSV's folder). Each video is scored on
-several views (trainer/eval_views.py); the report (JSON) has video-level accuracy (the headline), mean class
+of `path,label[,kind]` lines (label fight/nonfight or 1/0; paths relative to the CSV's folder). Each video is scored
+on several views (trainer/eval_views.py); the report (JSON) has video-level accuracy (the headline), mean class
 accuracy, precision/recall/F1 of fight, ROC-AUC, PR-AP, the confusion matrix and a threshold sweep, the same
-view-level (each view on its own), and throughput. `--dump` writes one CSV row per video with its views'
+view-level (each view on its own), throughput, and by kind (a class folder's sub-folder, `nonfights/crowd/`, or the
+CSV's third column): each non-fight kind's false alarm rate, each fight kind's recall (`by_kind`). `--dump` writes one CSV row per video with its views'
 probabilities, from which every video-level figure can be recomputed. `untrimmed_job` measures what an operator
 sees instead: fights caught, alert latency and false alerts per hour on long videos with ground-truth intervals.
 
@@ -21,8 +22,10 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -53,32 +56,43 @@ KIND_TAG = "fightwatch.kind"  # "evaluation" on the runs log_evaluation makes
 TRAINING_PARAMS = ("seed", "data.split.folds", "data.split.fold")  # copied from the training run: what groups folds
 
 
+class Video(NamedTuple):
+    """A labelled video to evaluate: its name in the report, its file, its label (1: fight) and its kind."""
+
+    name: str
+    path: Path
+    label: int
+    kind: str
+
+
 def folder_videos(root: Path, subset: str | None, val_fraction: float = 0.0, seed: int = 0,
-                  split: KFold | None = None) -> list[tuple[str, Path, int]]:
-    """(name, path, label) of every video in a folder-per-class layout, or of one subset: RWF-2000's own, or the
-    side of the split that `fightwatch prepare` makes of the same folder from `val_fraction` or `split`, and `seed`."""
+                  split: KFold | None = None) -> list[Video]:
+    """Every video in a folder-per-class layout, or of one subset: RWF-2000's own, or the side of the split that
+    `fightwatch prepare` makes of the same folder from `val_fraction` or `split`, and `seed`."""
     rows = [r for r in folder_manifest(root, val_fraction, seed, split if subset else None)
             if subset is None or r["subset"] == subset]
     if not rows:
         raise InputError(f"{root}: no videos in subset {subset!r}")
-    return [(Path(r["path"]).relative_to(root).as_posix(), Path(r["path"]), r["label_id"]) for r in rows]
+    return [Video(Path(r["path"]).relative_to(root).as_posix(), Path(r["path"]), r["label_id"], r["kind"])
+            for r in rows]
 
 
-def listed_videos(list_file: Path) -> list[tuple[str, Path, int]]:
-    """(name, path, label) from `path,label` lines; InputError naming the file and line of a bad one."""
+def listed_videos(list_file: Path) -> list[Video]:
+    """The videos of `path,label[,kind]` lines (kind: the label's name when absent); InputError naming the file and
+    line of a bad one."""
     if not list_file.is_file():
         raise InputError(f"{list_file}: video list not found")
     out = []
     for number, row in enumerate(csv.reader(io.StringIO(list_file.read_text())), 1):
         if not row or not "".join(row).strip() or row[0].startswith("#"):
             continue
-        if len(row) != 2 or row[1].strip().lower() not in LABELS:
-            raise InputError(f"{list_file}:{number}: expected 'path,label' with label fight or nonfight (1 or 0), "
-                             f"got {','.join(row)!r}")
-        name, path = row[0].strip(), list_file.parent / row[0].strip()
+        if len(row) not in (2, 3) or row[1].strip().lower() not in LABELS or (len(row) == 3 and not row[2].strip()):
+            raise InputError(f"{list_file}:{number}: expected 'path,label[,kind]' with label fight or nonfight (1 or "
+                             f"0), got {','.join(row)!r}")
+        name, path, label = row[0].strip(), list_file.parent / row[0].strip(), LABELS[row[1].strip().lower()]
         if not path.is_file():
             raise InputError(f"{list_file}:{number}: {path}: no such video file")
-        out.append((name, path, LABELS[row[1].strip().lower()]))
+        out.append(Video(name, path, label, row[2].strip() if len(row) == 3 else ("fight", "nonfight")[1 - label]))
     if not out:
         raise InputError(f"{list_file}: lists no videos")
     return out
@@ -96,12 +110,28 @@ def report(labels, probs, threshold: float) -> dict:
             "threshold_sweep": threshold_sweep(labels, probs, SWEEP)}
 
 
-def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str, Path, int]], cfg: EvalConfig,
+def by_kind(rows: list[dict], threshold: float) -> dict[str, dict]:
+    """Per kind of video ({"kind", "label", "fight_prob"} rows): videos, how many were called fight, and for a
+    non-fight kind the false alarm rate, for a fight kind the recall. Pure."""
+    out: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: (-r["label"], r["kind"])):
+        kind = out.setdefault(row["kind"], {"label": ("nonfight", "fight")[row["label"]], "videos": 0,
+                                            "called_fight": 0})
+        if kind["label"] != ("nonfight", "fight")[row["label"]]:
+            raise InputError(f"kind {row['kind']!r} holds both fights and non-fights: name their kinds apart")
+        kind["videos"] += 1
+        kind["called_fight"] += row["fight_prob"] >= threshold
+    for kind in out.values():
+        kind["recall" if kind["label"] == "fight" else "false_alarm_rate"] = kind["called_fight"] / kind["videos"]
+    return out
+
+
+def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], cfg: EvalConfig,
                  plan: AccelPlan, threshold: float, out: Path, dump: Path | None = None) -> dict:
     """Score every video's views, write the report to `out` (and the per-video rows to `dump`); returns it."""
     rows, view_labels, view_probs, errors, frames = [], [], [], [], 0
     started = time.perf_counter()
-    for name, path, label in tqdm(videos, desc="evaluating", unit="video"):
+    for name, path, label, kind in tqdm(videos, desc="evaluating", unit="video"):
         try:
             logits, n = view_logits(model, model_cfg, path, cfg, plan)
         except InputError as e:
@@ -109,8 +139,8 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str
             errors.append({"video": name, "error": str(e)})
             continue
         probs = torch.softmax(torch.from_numpy(logits), 1)[:, 1].tolist()
-        rows.append({"video": name, "label": label, "fight_prob": video_fight_prob(logits, cfg.average),
-                     "view_probs": probs})
+        rows.append({"video": name, "label": label, "kind": kind,
+                     "fight_prob": video_fight_prob(logits, cfg.average), "view_probs": probs})
         view_labels += [label] * len(probs)
         view_probs += probs
         frames += n
@@ -121,6 +151,7 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str
         "views": {"clips": cfg.clips, "crops": cfg.crops, "average": cfg.average, "threshold": threshold},
         "video": report([r["label"] for r in rows], [r["fight_prob"] for r in rows], threshold),
         "view": report(view_labels, view_probs, threshold),
+        "by_kind": by_kind(rows, threshold),
         "throughput": {"videos_per_s": len(rows) / seconds, "views_per_s": len(view_probs) / seconds,
                        "frames_decoded_per_s": frames / seconds, "seconds": seconds,
                        "precision": plan.precision, "threads": torch.get_num_threads()},
@@ -130,9 +161,9 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str
     if dump is not None:
         text = io.StringIO()
         writer = csv.writer(text)
-        writer.writerow(["video", "label", "fight_prob", "prediction", "view_probs"])
+        writer.writerow(["video", "label", "kind", "fight_prob", "prediction", "view_probs"])
         for r in rows:
-            writer.writerow([r["video"], r["label"], f"{r['fight_prob']:.6f}", int(r["fight_prob"] >= threshold),
+            writer.writerow([r["video"], r["label"], r["kind"], f"{r['fight_prob']:.6f}", int(r["fight_prob"] >= threshold),
                              " ".join(f"{p:.6f}" for p in r["view_probs"])])
         atomic_write(dump, lambda f: f.write(text.getvalue().encode()))
     return result
@@ -141,8 +172,9 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[tuple[str
 def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_cfg: ScoreConfig,
                   policy: AlertPolicy, plan: AccelPlan, out: Path) -> dict:
     """Untrimmed videos with ground truth (`<name>.mp4` beside `<name>.json` holding "fight_intervals", seconds,
-    as data/synthetic.py's timelines and wide scenes): each scored as `score` scores it and replayed through the
-    alert policy; the report (to `out`) counts fights caught, alert latency and false alerts per hour of video.
+    and optionally the scene's "kind", as data/synthetic.py's timelines and wide scenes): each scored as `score`
+    scores it and replayed through the alert policy; the report (to `out`) counts fights caught, alert latency and
+    false alerts per hour of video, overall and per scene kind (`by_kind`).
     Where the truth has the fighters' "boxes" (wide scenes), also fights located (the alert's box on the true one,
     trainer.metrics.LOCATED_IOU) and, by the fight's width as a fraction of the frame's ("fight_width", else the
     boxes' mean width), fights caught and located: the size sweep."""
@@ -155,7 +187,8 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
         entry = score_video(model, model_cfg, path, score_cfg, plan=plan)
         alerts = [dataclasses.asdict(a) for a in detect_alerts(policy, windows(entry), camera=path.name)]
         found = timeline_report(entry["clips"], alerts, truth["fight_intervals"], truth.get("boxes"), entry["fps"])
-        per_video.append({"video": path.name, "fights": len(truth["fight_intervals"]),
+        per_video.append({"video": path.name, "kind": truth.get("kind", "untrimmed"),
+                          "fights": len(truth["fight_intervals"]), "seconds": entry["frames"] / entry["fps"],
                           "fight_width": fight_width(truth), **found})
         latencies += [s for s in found["latency_s"] if s is not None]
         seconds += entry["frames"] / entry["fps"]
@@ -165,11 +198,25 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
               "latency_s": {"median": float(np.median(latencies)), "max": max(latencies)} if latencies else None,
               "false_alerts": false_alerts, "false_alerts_per_hour": false_alerts / (seconds / 3600),
               "located": sum(sum(bool(x) for x in v.get("located", [])) for v in per_video),
-              "by_fight_width": size_sweep(per_video),
+              "by_fight_width": size_sweep(per_video), "by_kind": untrimmed_by_kind(per_video),
               "policy": dataclasses.asdict(policy), "stride": score_cfg.stride,
               "regions": dataclasses.asdict(score_cfg.regions), "per_video": per_video}
     atomic_write(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
     return result
+
+
+def untrimmed_by_kind(per_video: list[dict]) -> dict[str, dict]:
+    """Per scene kind (the truth's "kind"): videos, hours, fights, caught, false alerts and their rate per hour. Pure."""
+    out: dict[str, dict] = {}
+    for video in per_video:
+        kind = out.setdefault(video["kind"], {"videos": 0, "hours": 0.0, "fights": 0, "caught": 0, "false_alerts": 0})
+        kind["videos"] += 1
+        kind["hours"] += video["seconds"] / 3600
+        for key in ("fights", "caught", "false_alerts"):
+            kind[key] += video[key]
+    for kind in out.values():
+        kind["false_alerts_per_hour"] = kind["false_alerts"] / kind["hours"] if kind["hours"] else 0.0
+    return dict(sorted(out.items()))
 
 
 def fight_width(truth: dict) -> float | None:
@@ -193,6 +240,11 @@ def size_sweep(per_video: list[dict]) -> dict[str, dict]:
     return sweep
 
 
+def mlflow_key(name: str) -> str:
+    """`name` as part of an MLflow metric key (letters, digits, _ - . / and spaces only)."""
+    return re.sub(r"[^\w\-. /]", "_", name)
+
+
 def evaluation_metrics(result: dict) -> dict[str, float]:
     """A report's scalar figures, as MLflow metrics. Pure. Labelled videos: `video_<figure>` (the headline) and
     `view_<figure>` (accuracy, mean_class_accuracy, precision, recall, f1, roc_auc, pr_ap, count), the throughput
@@ -202,6 +254,8 @@ def evaluation_metrics(result: dict) -> dict[str, float]:
                if isinstance(value, (int, float))}
         speed = result["throughput"]
         out.update({name: speed[name] for name in ("videos_per_s", "views_per_s", "frames_decoded_per_s", "seconds")})
+        out.update({f"{'recall' if k['label'] == 'fight' else 'false_alarm_rate'}_{mlflow_key(name)}":
+                    k.get("recall", k.get("false_alarm_rate")) for name, k in result["by_kind"].items()})
         return {**out, "unreadable_videos": len(result["errors"])}
     out = {name: result[name] for name in ("videos", "hours", "fights", "caught", "located", "false_alerts",
                                             "false_alerts_per_hour")}
@@ -260,9 +314,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     videos = parser.add_mutually_exclusive_group(required=True)
     videos.add_argument("--data", type=Path, metavar="DIR",
                         help="a folder per class: fights/ and nonfights/ (Hockey Fights), or RWF-2000's "
-                             "train|val/Fight|NonFight")
+                             "train|val/Fight|NonFight; a class folder's sub-folders are kinds (nonfights/crowd/)")
     videos.add_argument("--list", type=Path, metavar="CSV",
-                        help="path,label lines (label fight/nonfight or 1/0), paths relative to the CSV's folder")
+                        help="path,label[,kind] lines (label fight/nonfight or 1/0; kind, e.g. crowd, for the "
+                             "false alarms by kind), paths relative to the CSV's folder")
     videos.add_argument("--untrimmed", type=Path, metavar="DIR",
                         help="long videos, each <name>.mp4 beside <name>.json with its fight_intervals (seconds): "
                              "scored as `score` does, the config's alert policy replayed; reports fights caught, "
@@ -313,6 +368,9 @@ def run(args: argparse.Namespace) -> None:
               f"{latency['median'] if latency else float('nan'):.2f} s, {result['located']} located), "
               f"{result['false_alerts']} false alert(s), {result['false_alerts_per_hour']:.2f} per hour over "
               f"{result['hours'] * 60:.1f} min -> {args.out}")
+        for name, kind in result["by_kind"].items():
+            print(f"  {name}: {kind['videos']} video(s), caught {kind['caught']} of {kind['fights']} fights, "
+                  f"{kind['false_alerts']} false alert(s) ({kind['false_alerts_per_hour']:.2f} per hour)")
         for width, row in result["by_fight_width"].items():
             print(f"  fights {width} of the frame wide: caught {row['caught']} of {row['fights']}, "
                   f"located {row['located']}")
@@ -326,6 +384,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
               f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "
               f"accuracy {view['accuracy']:.4f}; {len(result['errors'])} unreadable -> {args.out}")
+        for name, kind in result["by_kind"].items():
+            print(f"  {name} ({kind['label']}): {kind['called_fight']} of {kind['videos']} called fight")
         params = {"data_source": "list" if args.list else "folders", "data": (args.list or args.data).resolve(),
                   "subset": args.subset, "clips": cfg.clips, "crops": cfg.crops, "average": cfg.average,
                   "threshold": threshold}

@@ -1,8 +1,9 @@
 """The operator's loop, timed: false alarms marked in the review app, a new model trained from them, checked.
 
 On a demo run (`fightwatch demo`, or any run of configs/demo.yaml), with real fightwatch commands:
-  1. watch   N cameras of harmless crowds (data/synthetic.py's `crowd`: runners and dancers) with the run's model,
-             into an alert store; the model, which learnt "fast motion is a fight", alarms on them
+  1. watch   N cameras of a harmless ball game (data/synthetic.py's `ballgame`: players who sprint after a ball and
+             scramble for it, a scene the demo never trains on) with the run's model, into an alert store; the
+             model, which has seen fast, bunched, flailing people only in fights, alarms on most of them
   2. mark    every alert false positive through the review app's REST API, with its token
   3. export  `fightwatch review --export`: their review clips into a folder-per-class set
   4. retrain a new run dir holding hard links to the run's videos and clip store (nothing regenerated or
@@ -14,8 +15,8 @@ On a demo run (`fightwatch demo`, or any run of configs/demo.yaml), with real fi
     python scripts/bench/bench_feedback_loop.py --base runs/demo --cameras 6 --out loop.json
     python scripts/bench/bench_feedback_loop.py --base runs/demo --set train.epochs=40   # retraining overrides
 
-The last line is the headline: marked-to-new-model seconds (export + prepare + train), the crowd cameras that
-alarmed before and after, and whether the held-out fight still raised an alert.
+The last line is the headline: marked-to-new-model seconds (export + prepare + train), the ball-game cameras
+that alarmed before and after, and whether the held-out fight still raised an alert.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def caught(alerts: list[dict], camera: str, intervals: list[list[float]]) -> boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, default=ROOT / "runs" / "demo", help="a demo run dir (default: runs/demo)")
-    parser.add_argument("--cameras", type=int, default=20, help="crowd cameras, one flagged clip each (default: 20)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each crowd video (default: 8)")
+    parser.add_argument("--cameras", type=int, default=20, help="ball-game cameras, one flagged clip each (default: 20)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each ball-game video (default: 8)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_feedback_loop", help="where it all goes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="more retraining overrides, e.g. train.epochs=40")
@@ -103,9 +104,9 @@ def main() -> None:
 
     cameras = {}
     for i in range(args.cameras):
-        cameras[f"crowd{i}"] = work / "crowds" / f"crowd{i}.mp4"
-        if not cameras[f"crowd{i}"].is_file():
-            write_video(cameras[f"crowd{i}"], render_clip("crowd", args.seconds, seed=1000 + i), 25)
+        cameras[f"ballgame{i}"] = work / "ballgames" / f"ballgame{i}.mp4"
+        if not cameras[f"ballgame{i}"].is_file():
+            write_video(cameras[f"ballgame{i}"], render_clip("ballgame", args.seconds, seed=1000 + i), 25)
     before = watch(base / "model.pth", cameras, work / "alerts.db", work / "watch-before")
     flagged = mark_false_positives(work / "alerts.db")
 
@@ -126,8 +127,8 @@ def main() -> None:
     result = {
         "cameras": args.cameras, "seconds": args.seconds, "flagged": flagged,
         "flagged_clips": len(list((feedback / "nonfights").glob("*.mp4"))),
-        "crowd_cameras_alarming_before": len({a["camera"] for a in before}),
-        "crowd_cameras_alarming_after": len({a["camera"] for a in after if a["camera"] != "timeline"}),
+        "cameras_alarming_before": len({a["camera"] for a in before}),
+        "cameras_alarming_after": len({a["camera"] for a in after if a["camera"] != "timeline"}),
         "fight_caught_after": caught(after, "timeline", truth),
         # the demo's own validation clips: what the new model gave up for it, if anything
         "val_accuracy_before": _val_accuracy(base), "val_accuracy_after": _val_accuracy(retrain),
@@ -139,8 +140,8 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"marked to new model: {result['marked_to_model_s']} s (export {result['export_s']} + prepare "
-          f"{result['prepare_s']} + train {result['train_s']}) for {result['flagged_clips']} flagged clips; crowd "
-          f"cameras alarming {result['crowd_cameras_alarming_before']} -> {result['crowd_cameras_alarming_after']} "
+          f"{result['prepare_s']} + train {result['train_s']}) for {result['flagged_clips']} flagged clips; "
+          f"ball-game cameras alarming {result['cameras_alarming_before']} -> {result['cameras_alarming_after']} "
           f"of {args.cameras}; held-out fight {'caught' if result['fight_caught_after'] else 'MISSED'}; val accuracy "
           f"{result['val_accuracy_before']} -> {result['val_accuracy_after']}")
 

@@ -167,7 +167,7 @@ def test_cameras_from_the_store_or_a_live_view(store, tmp_path):
     assert [(c["id"], c["status"], c["detail"]) for c in api.get("/api/cameras").json()] == [
         ("door", "online", None), ("gate", "offline", "stream lost")]
     assert api.get("/api/cameras/gate/frame.jpg").status_code == 404  # the store has no pictures
-    assert api.get("/api/config").json() == {"writes_need_token": False, "live_frames": False}
+    assert api.get("/api/config").json() == {"writes_need_token": False, "live_frames": False, "zones": []}
     events = api.get("/api/camera-events?day=2024-05-21").json()
     assert [(e["camera"], e["kind"]) for e in events] == [("door", "online"), ("gate", "offline")]
     assert [e["kind"] for e in api.get("/api/camera-events?camera=gate&limit=1").json()] == ["offline"]

@@ -24,6 +24,7 @@ from tests.support.models import fixed_output_model
 from tests.support.review_fixtures import FixedLiveView, add_alert, jpeg_bytes
 from tests.support.videos import write_video
 from trainer.serve.alerting.store import AlertStore
+from trainer.serve.alerting.zones import Zone
 from trainer.serve.review.app import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -51,6 +52,10 @@ def browser():
     driver.quit()
 
 
+ZONES = (Zone("gate", "entrance", ((0.1, 0.5), (0.5, 0.5), (0.5, 1.0), (0.1, 1.0)), True),
+         Zone("lobby", "desk", ((0.6, 0.1), (0.9, 0.1), (0.9, 0.4)), False))
+
+
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     monkeypatch.setenv("FW_BROWSER_TOKEN", TOKEN)
@@ -65,7 +70,7 @@ def served(tmp_path, monkeypatch):
     live = FixedLiveView()
     live.set_camera("gate", fps=25.0, lag_s=0.12, jpeg=jpeg_bytes(tmp_path, 5))
     live.set_camera("lobby", fps=15.0, lag_s=0.3, jpeg=jpeg_bytes(tmp_path, 9))
-    server = serve_in_thread(store, live, "127.0.0.1", free_port(), token_env="FW_BROWSER_TOKEN")
+    server = serve_in_thread(store, live, "127.0.0.1", free_port(), token_env="FW_BROWSER_TOKEN", zones=ZONES)
     yield server, store, live, now
     server.stop()
     store.close()
@@ -203,6 +208,14 @@ def test_an_alerts_page_plays_its_clip_draws_why_it_fired_and_keeps_reviews(brow
     where = wait(browser, lambda b: outline_in_picture(b), 2.0, "the outline over the loaded snapshot")
     assert where == pytest.approx(BOX, abs=0.02), where
     assert text(browser, "#snapshot-frame .box") == "fight 90%"
+    # the camera's zones over the same picture: gate's entrance, not lobby's desk
+    zone = browser.execute_script("""
+        const img = document.getElementById('snapshot'), zones = document.querySelectorAll('.zones polygon');
+        const i = img.getBoundingClientRect(), z = zones[0].getBoundingClientRect();
+        return [zones.length, zones[0].dataset.zone, (z.left - i.left) / i.width, (z.top - i.top) / i.height,
+                (z.right - i.left) / i.width, (z.bottom - i.top) / i.height];""")
+    assert zone[:2] == [1, "entrance"] and zone[2:] == pytest.approx([0.1, 0.5, 0.5, 1.0], abs=0.02), zone
+    assert "blue: the camera's zones" in text(browser, "#snapshot-caption")
 
     browser.find_element(By.CSS_SELECTOR, "[data-verdict='true_positive']").click()
     wait(browser, lambda b: "true positive by desk-ana" in text(b, "#history"), 2.0, "the review")

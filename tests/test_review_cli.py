@@ -48,14 +48,19 @@ def test_the_app_serves_a_store_and_stops_on_sigterm(tmp_path):
         add_alert(store, tmp_path, "a1", media=False)
         store.record_camera_event("gate", "offline", "stream lost")
     port = free_port()
+    zone = "{camera: gate, name: door, polygon: [[0, 0], [0.5, 0], [0.5, 0.5]], required: true}"
     process = subprocess.Popen([str(FIGHTWATCH), "review", "--ui", f"127.0.0.1:{port}", "--store",
-                                str(tmp_path / "alerts.db")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                                str(tmp_path / "alerts.db"), "--set", f"watch.zones=[{zone}]"], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
     try:
         assert f"review app at http://127.0.0.1:{port}/ (no token: this machine only)" in process.stderr.readline()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/alerts") as response:
             assert [a["id"] for a in json.load(response)] == ["a1"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/cameras") as response:
             assert [(c["id"], c["status"]) for c in json.load(response)] == [("gate", "offline")]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/config") as response:  # the config's zones
+            assert json.load(response)["zones"] == [{"camera": "gate", "name": "door", "required": True,
+                                                     "polygon": [[0, 0], [0.5, 0], [0.5, 0.5]]}]
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0 and time.monotonic() - started < 5

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from cluster.commands.args import add_token_env_arg
+from cluster.commands.args import add_config_args, add_token_env_arg, overrides
 from data.errors import InputError
 
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a token); until Ctrl-C")
     action.add_argument("--export", type=Path, metavar="DIR",
                         help="copy the reviewed clips into DIR/fights/ and DIR/nonfights/")
+    add_config_args(parser, what="experiment YAML whose watch.zones the app draws over each camera's snapshots")
     add_token_env_arg(parser)
 
 
@@ -46,7 +47,10 @@ def run(args: argparse.Namespace) -> None:
         if args.export:
             print(f"{export_reviewed(store, args.export).line()} -> {args.export}")
             return
-        server = serve_in_thread(store, None, *address, token_env=args.token_env)
+        from cluster.config import load_config
+
+        zones = load_config(args.config, overrides(args)).watch.zones
+        server = serve_in_thread(store, None, *address, token_env=args.token_env, zones=zones)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())

@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     server = None
     if address is not None:
         try:
-            server = serve_in_thread(stored[0].store, MonitorLiveView(monitor), *address, token_env=args.token_env)
+            server = serve_in_thread(stored[0].store, MonitorLiveView(monitor), *address, token_env=args.token_env,
+                                     zones=cfg.zones)
         except BaseException:
             sink.close()
             raise

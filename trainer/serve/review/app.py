@@ -51,6 +51,7 @@ from pydantic import BaseModel, Field
 
 from data.errors import InputError
 from trainer.serve.alerting.store import AlertRecord, AlertStore, Review, UnknownAlert
+from trainer.serve.alerting.zones import Zone
 from trainer.serve.review.live_view import LiveView, StoreLiveView
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,17 @@ class CameraEventOut(BaseModel):
     detail: str | None
 
 
+class ZoneOut(BaseModel):
+    camera: str
+    name: str
+    polygon: list[list[float]] = Field(description="corners [x, y], normalised to the frame")
+    required: bool
+
+
 class ConfigOut(BaseModel):
     writes_need_token: bool
     live_frames: bool = Field(description="whether the cameras' frames are served (watch --ui), or only statuses")
+    zones: list[ZoneOut] = Field(default=[], description="watch.zones: drawn over each camera's snapshots")
 
 
 def _media_url(alert_id: str, name: str) -> str:
@@ -218,9 +227,10 @@ class _Auth:
         self._check(request, cookie_too=False)  # a cookie would let any page the browser opens post reviews
 
 
-def create_app(store: AlertStore, live_view: LiveView | None = None, token: str | None = None) -> FastAPI:
+def create_app(store: AlertStore, live_view: LiveView | None = None, token: str | None = None,
+               zones: tuple[Zone, ...] = ()) -> FastAPI:
     """The app over `store`; `live_view` None: the store's camera statuses (StoreLiveView). `token`: see the
-    module doc (None: loopback clients only)."""
+    module doc (None: loopback clients only). `zones`: the cameras' zones (watch.zones), drawn over snapshots."""
     live = live_view if live_view is not None else StoreLiveView(store)
     auth = _Auth(token)
     app = FastAPI(title="fightwatch review", version="1", docs_url=None, redoc_url=None,
@@ -253,7 +263,9 @@ def create_app(store: AlertStore, live_view: LiveView | None = None, token: str 
 
     @app.get("/api/config", response_model=ConfigOut)
     def config() -> dict:
-        return {"writes_need_token": token is not None, "live_frames": live_view is not None}
+        return {"writes_need_token": token is not None, "live_frames": live_view is not None,
+                "zones": [{"camera": z.camera, "name": z.name, "polygon": [list(p) for p in z.polygon],
+                           "required": z.required} for z in zones]}
 
     @app.get("/api/alerts", response_model=list[AlertOut], dependencies=reader)
     def list_alerts(response: Response, camera: str | None = None, day: date | None = None,
@@ -397,7 +409,7 @@ class ReviewServer:
 
 
 def serve_in_thread(store: AlertStore, live_view: LiveView | None, host: str, port: int,
-                    token_env: str) -> ReviewServer:
+                    token_env: str, zones: tuple[Zone, ...] = ()) -> ReviewServer:
     """Serve the review app on host:port (0: a free port) from a daemon thread; returns once it listens.
     InputError when the address cannot be bound, or is not loopback and $token_env holds no token."""
     import uvicorn
@@ -411,7 +423,7 @@ def serve_in_thread(store: AlertStore, live_view: LiveView | None, host: str, po
         sock = socket.create_server((host, port), family=family)
     except OSError as e:
         raise InputError(f"cannot serve the review app on {host}:{port}: {e.strerror or e}") from None
-    app = create_app(store, live_view, token)
+    app = create_app(store, live_view, token, zones)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="review-app", daemon=True)

@@ -40,6 +40,26 @@ function boxOutline(box, label) {
   return outline;
 }
 
+// A camera's zones (watch.zones), drawn over its snapshot's frame: polygons in 0-1 of the picture, in an SVG whose
+// viewBox is the unit square stretched over the frame, so they scale with it; required zones are drawn solid.
+function zonesOverlay(zones) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "zones");
+  svg.setAttribute("viewBox", "0 0 1 1");
+  svg.setAttribute("preserveAspectRatio", "none");
+  for (const zone of zones) {
+    const polygon = document.createElementNS(ns, "polygon");
+    polygon.setAttribute("points", zone.polygon.map(([x, y]) => `${x},${y}`).join(" "));
+    polygon.setAttribute("class", zone.required ? "zone required" : "zone");
+    polygon.setAttribute("data-zone", zone.name);
+    polygon.append(Object.assign(document.createElementNS(ns, "title"),
+                                 {textContent: `zone ${zone.name}${zone.required ? " (alerts need a fight in it)" : ""}`}));
+    svg.append(polygon);
+  }
+  return svg;
+}
+
 const aspects = new Map();  // a snapshot's url -> "width / height": a re-rendered thumbnail has its shape at once
 
 // Gives `frame` the aspect ratio of `img` (its picture) once that has loaded; the style sheet fits the frame into
@@ -322,15 +342,18 @@ function renderAlert(alert, first) {
     else { clip.hidden = true; document.getElementById("clip-caption").textContent = "No clip (not written, or deleted)"; }
     if (alert.snapshot_url) {
       snapshot.src = alert.snapshot_url;
-      fitFrame(document.getElementById("snapshot-frame"), snapshot);
+      const frame = document.getElementById("snapshot-frame");
+      fitFrame(frame, snapshot);
+      const zones = window.zones.filter(zone => zone.camera === alert.camera);
+      if (zones.length) frame.append(zonesOverlay(zones));
     } else snapshot.alt = "no snapshot";
   }
   const frame = document.getElementById("snapshot-frame");
   frame.querySelector(".box")?.remove();  // the label's peak may have grown
   if (alert.snapshot_url && alert.box) {
     frame.append(boxOutline(alert.box, `fight ${percent(alert.peak_prob)}`));
-    document.getElementById("snapshot-caption").textContent =
-      "Snapshot: the hottest frame; outlined: where the fight is";
+    document.getElementById("snapshot-caption").textContent = "Snapshot: the hottest frame; outlined: where the " +
+      "fight is" + (frame.querySelector(".zones") ? "; blue: the camera's zones (solid: required)" : "");
   }
   document.getElementById("chart").replaceChildren(probabilityChart(alert));
   document.getElementById("review-state").replaceChildren(badge(alert));
@@ -371,6 +394,7 @@ function setupAlert() {
 (async () => {
   const {data: config} = await api("/api/config");
   window.liveFrames = config.live_frames;
+  window.zones = config.zones || [];
   setupIdentity(config);
   if (document.body.dataset.page === "queue") setupQueue(); else setupAlert();
 })();

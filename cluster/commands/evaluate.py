@@ -5,9 +5,9 @@ of `path,label[,kind]` lines (label fight/nonfight or 1/0; paths relative to the
 on several views (trainer/eval_views.py); the report (JSON) has video-level accuracy (the headline), mean class
 accuracy, precision/recall/F1 of fight, ROC-AUC, PR-AP, the confusion matrix and a threshold sweep, the same
 view-level (each view on its own), throughput, and by kind (a class folder's sub-folder, `nonfights/crowd/`, or the
-CSV's third column): each non-fight kind's false alarm rate, each fight kind's recall (`by_kind`). `--dump` writes one CSV row per video with its views'
-probabilities, from which every video-level figure can be recomputed. `untrimmed_job` measures what an operator
-sees instead: fights caught, alert latency and false alerts per hour on long videos with ground-truth intervals.
+CSV's third column): each non-fight kind's false alarm rate, each fight kind's recall (`by_kind`). `--dump` writes
+one CSV row per video with its views' probabilities, from which every video-level figure can be recomputed.
+`untrimmed_job` measures what an operator sees instead: fights caught, alert latency and false alerts per hour on long videos with ground-truth intervals.
 
 `log_evaluation` records either as an MLflow run (tag fightwatch.kind=evaluation): its settings as params, the
 report's figures as metrics (`evaluation_metrics`), the report and the dump as artifacts; a child of the training
@@ -163,7 +163,8 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], c
         writer = csv.writer(text)
         writer.writerow(["video", "label", "kind", "fight_prob", "prediction", "view_probs"])
         for r in rows:
-            writer.writerow([r["video"], r["label"], r["kind"], f"{r['fight_prob']:.6f}", int(r["fight_prob"] >= threshold),
+            writer.writerow([r["video"], r["label"], r["kind"], f"{r['fight_prob']:.6f}",
+                             int(r["fight_prob"] >= threshold),
                              " ".join(f"{p:.6f}" for p in r["view_probs"])])
         atomic_write(dump, lambda f: f.write(text.getvalue().encode()))
     return result
@@ -206,7 +207,8 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
 
 
 def untrimmed_by_kind(per_video: list[dict]) -> dict[str, dict]:
-    """Per scene kind (the truth's "kind"): videos, hours, fights, caught, false alerts and their rate per hour. Pure."""
+    """Per scene kind (the truth's "kind"): videos, hours, fights, caught, false alerts and their rate per hour.
+    Pure."""
     out: dict[str, dict] = {}
     for video in per_video:
         kind = out.setdefault(video["kind"], {"videos": 0, "hours": 0.0, "fights": 0, "caught": 0, "false_alerts": 0})

@@ -137,7 +137,8 @@ def main() -> None:
                 rows.append(row)
                 latency = "missed" if row["latency_s"] is None else f"{row['latency_s']:.2f}"
                 print(f"{seed:>4} {precision:>9} {ranks:>5} {row['val_acc']:>7.3f} {row['false']:>5} {latency:>9} "
-                      f"{row['fight_p']:>7.3f} {row['calm_p']:>6.3f} {row['crowd_fa']:>5}/{CROWD_CLIPS} {row['wide']:>6} "
+                      f"{row['fight_p']:>7.3f} {row['calm_p']:>6.3f} {row['crowd_fa']:>5}/{CROWD_CLIPS} "
+                      f"{row['wide']:>6} "
                       f"{row['train_s']:>7}", flush=True)
     (args.work / "results.json").write_text(json.dumps(rows, indent=1))
     good = sum(passed(r) for r in rows)

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("finished", "failed", "gave_up", "stopped")
 PRESENCE = {"running": "online", "reconnecting": "reconnecting", **{status: "offline" for status in TERMINAL}}
-COUNTERS = ("frames_in", "windows", "windows_dropped", "views_scored", "views_kept", "alerts", "reconnects", "drops", "open_failures")
+COUNTERS = ("frames_in", "windows", "windows_dropped", "views_scored", "views_kept", "alerts", "reconnects", "drops",
+            "open_failures")
 
 
 @dataclass

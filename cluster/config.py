@@ -53,13 +53,14 @@ class SyntheticConfig:
     timeline_fight: float
     timeline_calm_after: float
     crowd_share: float  # of the calm videos, this share are crowds (fast, harmless: motion is not violence)
+    wide_share: float  # and this share wide views of calm people (small, as regions' whole frame shows them)
     wide_width: int  # the held-out wide view's size: CCTV's, where people are small
     wide_height: int
     wide_fight_width: float  # its fight's width as a fraction of the frame's
 
     def __post_init__(self):
-        if not 0 <= self.crowd_share <= 1:
-            raise ValueError("crowd_share must be between 0 and 1")
+        if not (0 <= self.crowd_share and 0 <= self.wide_share and self.crowd_share + self.wide_share <= 1):
+            raise ValueError("crowd_share and wide_share must be >= 0 and together at most 1")
         if not 0 < self.wide_fight_width <= 1:
             raise ValueError("wide_fight_width must be a fraction of the frame's width, > 0 and <= 1")
         if self.videos_per_class < 2:

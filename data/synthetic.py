@@ -39,7 +39,8 @@ from tqdm import tqdm
 from data.errors import InputError
 
 LABELS = ("calm", "fight")  # index = class id; 1 is fight
-SCENES = {"calm": "calm", "fight": "fight", "crowd": "calm", "ballgame": "calm"}  # scene -> its label
+# scene -> its label; `wide`: render_wide's calm view (small people far from the camera) as a clip
+SCENES = {"calm": "calm", "fight": "fight", "crowd": "calm", "ballgame": "calm", "wide": "calm"}
 
 # People and their speeds are drawn this much larger than the lengths below: close to the camera, so that
 # their motion covers enough pixels for a small network trained from scratch to learn it in the demo's minutes.
@@ -436,12 +437,19 @@ def _render(scene: _Scene, fight_per_frame: list[bool], fps: int) -> tuple[np.nd
 
 def render_clip(scene_kind: str, seconds: float, seed: int,
                 width: int = 320, height: int = 240, fps: int = 25) -> np.ndarray:
-    """Frames (n, height, width, 3) uint8 RGB of one clip of a scene in SCENES (a label, `crowd` or `ballgame`)."""
+    """Frames (n, height, width, 3) uint8 RGB of one clip of a scene in SCENES (a label, `crowd`, `ballgame` or
+    `wide`)."""
     if scene_kind not in SCENES:
         raise InputError(f"scene {scene_kind!r}: expected one of {', '.join(SCENES)}")
     _check_size(width, height, fps)
     n = _frame_count(seconds, fps, "clip")
     rng = np.random.default_rng(seed)
+    if scene_kind == "wide":  # a group walks up and stands among bystanders, people a fraction of the frame wide
+        if n < 3:
+            raise InputError(f"a wide clip needs 3 frames or more, {seconds} s at {fps} fps is {n}")
+        before, group = n // 2, n // 4
+        return render_wide(seed, width, height, fight_width=float(rng.uniform(0.1, 0.25)), calm_before=before / fps,
+                           fight=group / fps, calm_after=(n - before - group) / fps, fps=fps, calm=True)[0]
     scene = _Scene(rng, height, width)
     if scene_kind == "fight":
         centre = scene.random_pos()
@@ -600,23 +608,27 @@ def write_scene_clips(out_dir, scene: str, count: int, seed: int, seconds: float
 
 
 def generate_dataset(out_dir, videos_per_class: int, seconds: float, seed: int,
-                     width: int = 320, height: int = 240, fps: int = 25, crowd_share: float = 0.0) -> list[dict]:
-    """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there; `crowd_share` of
-    the calm ones are `crowd` scenes instead (fast, harmless), in `calm/crowd/crowd_<i:03d>.mp4`: a sub-folder,
-    so evaluation reports their false alarms apart (data/folders.py's kinds). Other videos under the label folders
-    (an earlier run's plan) are removed: the folders hold exactly this set."""
+                     width: int = 320, height: int = 240, fps: int = 25, crowd_share: float = 0.0,
+                     wide_share: float = 0.0) -> list[dict]:
+    """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there. Of the calm ones,
+    `crowd_share` are `crowd` scenes instead (fast, harmless) and `wide_share` `wide` ones (small people), each in
+    a sub-folder (`calm/crowd/crowd_<i:03d>.mp4`, `calm/wide/...`), so evaluation reports their false alarms apart
+    (data/folders.py's kinds). Other videos under the label folders (an earlier run's plan) are removed: the folders
+    hold exactly this set."""
     _check_size(width, height, fps)
     _frame_count(seconds, fps, "clip")
-    if not 0 <= crowd_share <= 1:
-        raise InputError(f"crowd_share {crowd_share}: must be between 0 and 1")
-    crowds = round(videos_per_class * crowd_share)
+    if not (0 <= crowd_share and 0 <= wide_share and crowd_share + wide_share <= 1):
+        raise InputError(f"crowd_share {crowd_share} and wide_share {wide_share}: each >= 0, together at most 1")
+    crowds, wides = round(videos_per_class * crowd_share), round(videos_per_class * wide_share)
     jobs = [(label_id, label, i) for label_id, label in enumerate(LABELS) for i in range(videos_per_class)]
     entries = []
     for label_id, label, i in tqdm(jobs, desc="synthetic videos", unit="video"):
         # SeedSequence mixes (seed, class, index) into an independent, reproducible stream per video
         video_seed = int(np.random.SeedSequence([seed, label_id, i]).generate_state(1)[0])
-        scene = "crowd" if label == "calm" and i >= videos_per_class - crowds else label
-        path = Path(out_dir) / label / (f"crowd/crowd_{i:03d}.mp4" if scene == "crowd" else f"{label}_{i:03d}.mp4")
+        scene = label
+        if label == "calm" and i >= videos_per_class - crowds - wides:
+            scene = "crowd" if i >= videos_per_class - crowds else "wide"
+        path = Path(out_dir) / label / (f"{scene}/{scene}_{i:03d}.mp4" if scene != label else f"{label}_{i:03d}.mp4")
         if not path.exists():
             write_video(path, render_clip(scene, seconds, video_seed, width, height, fps), fps)
         entries.append({"path": str(path), "label": label, "label_id": label_id, "scene": scene, "seed": video_seed})

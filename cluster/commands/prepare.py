@@ -109,7 +109,8 @@ def _main_rows(cfg: Config, run_dir: Path) -> tuple[list[dict], list[str]]:
     if data.source == "synthetic":
         syn = data.synthetic
         generate_dataset(run_dir / "videos", syn.videos_per_class, syn.seconds, cfg.seed,
-                         width=syn.width, height=syn.height, fps=syn.fps, crowd_share=syn.crowd_share)
+                         width=syn.width, height=syn.height, fps=syn.fps, crowd_share=syn.crowd_share,
+                         wide_share=syn.wide_share)
         return folder_manifest(run_dir / "videos", data.val_fraction, cfg.seed, data.split), []
     if data.source == "folders":
         return folder_manifest(data.folders_root, data.val_fraction, cfg.seed, data.split), []

@@ -118,7 +118,7 @@ def test_hard_negatives_are_calm_but_move_like_a_fight(scene):
     assert SCENES[scene] == "calm"
     assert np.array_equal(render_clip(scene, 0.4, seed=3, width=W, height=H),
                           render_clip(scene, 0.4, seed=3, width=W, height=H))
-    with pytest.raises(InputError, match="scene 'riot': expected one of calm, fight, crowd, ballgame"):
+    with pytest.raises(InputError, match="scene 'riot': expected one of calm, fight, crowd, ballgame, wide"):
         render_clip("riot", 0.4, seed=3)
 
 
@@ -134,15 +134,19 @@ def test_generate_dataset_is_idempotent(tmp_path):
     assert {e["path"]: (tmp_path / e["path"]).stat().st_mtime_ns for e in entries} == mtimes
 
 
-def test_a_share_of_the_calm_videos_are_crowds_in_their_own_folder_and_the_folders_hold_only_the_plan(tmp_path):
-    generate_dataset(tmp_path, videos_per_class=3, seconds=0.4, seed=5, width=W, height=H)
-    entries = generate_dataset(tmp_path, videos_per_class=3, seconds=0.4, seed=5, width=W, height=H, crowd_share=0.34)
-    assert [(e["label"], e["scene"]) for e in entries] == [("calm", "calm")] * 2 + [("calm", "crowd")] + [
-        ("fight", "fight")] * 3
-    assert entries[2]["path"] == str(tmp_path / "calm" / "crowd" / "crowd_002.mp4")
-    # calm_002.mp4 of the first plan is gone: a folder listing gives exactly this set
+def test_shares_of_the_calm_videos_are_crowds_and_wide_views_in_their_own_folders(tmp_path):
+    generate_dataset(tmp_path, videos_per_class=4, seconds=0.4, seed=5, width=W, height=H)
+    entries = generate_dataset(tmp_path, videos_per_class=4, seconds=0.4, seed=5, width=W, height=H, crowd_share=0.25,
+                               wide_share=0.25)
+    assert [(e["label"], e["scene"]) for e in entries] == [
+        ("calm", "calm"), ("calm", "calm"), ("calm", "wide"), ("calm", "crowd"), *[("fight", "fight")] * 4]
+    assert entries[2]["path"] == str(tmp_path / "calm" / "wide" / "wide_002.mp4")
+    assert entries[3]["path"] == str(tmp_path / "calm" / "crowd" / "crowd_003.mp4")
+    # calm_002 and calm_003 of the first plan are gone: a folder listing gives exactly this set
     assert sorted(map(str, tmp_path.rglob("*.mp4"))) == sorted(e["path"] for e in entries)
-    assert {r["kind"] for r in folder_manifest(tmp_path, 0.0, 0)} == {"nonfight", "crowd", "fight"}
+    assert {r["kind"] for r in folder_manifest(tmp_path, 0.0, 0)} == {"nonfight", "crowd", "wide", "fight"}
+    with pytest.raises(InputError, match="together at most 1"):
+        generate_dataset(tmp_path, videos_per_class=4, seconds=0.4, seed=5, crowd_share=0.6, wide_share=0.5)
 
 
 WIDE = dict(width=320, height=180, calm_before=1.0, fight=2.0, calm_after=0.6)  # 16:9; the fight is frames 25-74

@@ -37,10 +37,12 @@ import numpy as np
 from tqdm import tqdm
 
 from data.errors import InputError
+from data.views import actor_square
 
 LABELS = ("calm", "fight")  # index = class id; 1 is fight
-# scene -> its label; `wide`: render_wide's calm view (small people far from the camera) as a clip
-SCENES = {"calm": "calm", "fight": "fight", "crowd": "calm", "ballgame": "calm", "wide": "calm"}
+# scene -> its label; `wide`: render_wide's calm view (small people far from the camera) as a clip; `wide fight`:
+# a small fight of a wide view as region scoring shows it to the model (the square around the fighters, data.views)
+SCENES = {"calm": "calm", "fight": "fight", "crowd": "calm", "ballgame": "calm", "wide": "calm", "wide fight": "fight"}
 
 # People and their speeds are drawn this much larger than the lengths below: close to the camera, so that
 # their motion covers enough pixels for a small network trained from scratch to learn it in the demo's minutes.
@@ -450,6 +452,8 @@ def render_clip(scene_kind: str, seconds: float, seed: int,
         before, group = n // 2, n // 4
         return render_wide(seed, width, height, fight_width=float(rng.uniform(0.1, 0.25)), calm_before=before / fps,
                            fight=group / fps, calm_after=(n - before - group) / fps, fps=fps, calm=True)[0]
+    if scene_kind == "wide fight":  # square: the model's view of a region
+        return _wide_fight_view(seed, n, min(width, height), fps, float(rng.uniform(0.1, 0.2)))
     scene = _Scene(rng, height, width)
     if scene_kind == "fight":
         centre = scene.random_pos()
@@ -466,6 +470,18 @@ def render_clip(scene_kind: str, seconds: float, seed: int,
         for _ in range(rng.integers(1, 4)):
             scene.add(scene.random_pos(), rng.choice(["walk", "curve", "stand", "sit"]))
     return _render(scene, [scene_kind == "fight"] * n, fps)[0]
+
+
+def _wide_fight_view(seed: int, n: int, side: int, fps: int, fight_width: float) -> np.ndarray:
+    """(n, side, side, 3): a fight `fight_width` of a 960x540 wide view (bystanders around it), cut at one place to
+    the square around the fighters over the clip (data.views.actor_square, the squaring regions use) and resized,
+    as region scoring shows a small fight to the model."""
+    lead = max(1, round(0.5 * fps))  # the fighters walk up for half a second; the clip is their fight
+    frames, truth = render_wide(seed, 960, 540, fight_width, calm_before=lead / fps, fight=n / fps,
+                                calm_after=1 / fps, fps=fps)
+    left, top, right, bottom = actor_square([b["box"] for b in truth["boxes"]], 960, 540)
+    return np.stack([av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[top:bottom, left:right]), format="rgb24")
+                     .reformat(side, side, interpolation="AREA").to_ndarray() for frame in frames[lead:lead + n]])
 
 
 def _temp_beside(path: Path) -> Path:
@@ -611,8 +627,9 @@ def generate_dataset(out_dir, videos_per_class: int, seconds: float, seed: int,
                      width: int = 320, height: int = 240, fps: int = 25, crowd_share: float = 0.0,
                      wide_share: float = 0.0) -> list[dict]:
     """Write `out_dir/<label>/<label>_<i:03d>.mp4` for both labels, skipping files already there. Of the calm ones,
-    `crowd_share` are `crowd` scenes instead (fast, harmless) and `wide_share` `wide` ones (small people), each in
-    a sub-folder (`calm/crowd/crowd_<i:03d>.mp4`, `calm/wide/...`), so evaluation reports their false alarms apart
+    `crowd_share` are `crowd` scenes instead (fast, harmless) and `wide_share` `wide` ones (small people); of the
+    fights, `wide_share` are `wide fight`s (a small fight as a region shows it), each in a sub-folder
+    (`calm/crowd/crowd_<i:03d>.mp4`, `calm/wide/...`, `fight/wide_fight/...`), so evaluation reports them apart
     (data/folders.py's kinds). Other videos under the label folders (an earlier run's plan) are removed: the folders
     hold exactly this set."""
     _check_size(width, height, fps)
@@ -628,7 +645,10 @@ def generate_dataset(out_dir, videos_per_class: int, seconds: float, seed: int,
         scene = label
         if label == "calm" and i >= videos_per_class - crowds - wides:
             scene = "crowd" if i >= videos_per_class - crowds else "wide"
-        path = Path(out_dir) / label / (f"{scene}/{scene}_{i:03d}.mp4" if scene != label else f"{label}_{i:03d}.mp4")
+        elif label == "fight" and i >= videos_per_class - wides:
+            scene = "wide fight"
+        folder = scene.replace(" ", "_")
+        path = Path(out_dir) / label / (f"{folder}/{folder}_{i:03d}.mp4" if scene != label else f"{label}_{i:03d}.mp4")
         if not path.exists():
             write_video(path, render_clip(scene, seconds, video_seed, width, height, fps), fps)
         entries.append({"path": str(path), "label": label, "label_id": label_id, "scene": scene, "seed": video_seed})

@@ -44,7 +44,7 @@ def test_missing_key_is_an_error(tmp_path):
     ("model.depth=19", r"depth 19 is not one of"),
     ("train.nope=1", r"unknown key 'train.nope'"),
     ("train.epochs", r"expected key=value"),
-    ("train.warmup_epochs=60", r"warmup_epochs must be >= 0 and below epochs \(60\)"),
+    ("train.warmup_epochs=30", r"warmup_epochs must be >= 0 and below epochs \(30\)"),
     ("train.lr_schedule=plateau", r"warmup_epochs needs lr_schedule: cosine"),
 ])
 def test_bad_values_are_named(override, message):

@@ -118,7 +118,7 @@ def test_hard_negatives_are_calm_but_move_like_a_fight(scene):
     assert SCENES[scene] == "calm"
     assert np.array_equal(render_clip(scene, 0.4, seed=3, width=W, height=H),
                           render_clip(scene, 0.4, seed=3, width=W, height=H))
-    with pytest.raises(InputError, match="scene 'riot': expected one of calm, fight, crowd, ballgame, wide"):
+    with pytest.raises(InputError, match="scene 'riot': expected one of calm, fight, crowd, ballgame, wide, wide fight"):
         render_clip("riot", 0.4, seed=3)
 
 
@@ -139,12 +139,16 @@ def test_shares_of_the_calm_videos_are_crowds_and_wide_views_in_their_own_folder
     entries = generate_dataset(tmp_path, videos_per_class=4, seconds=0.4, seed=5, width=W, height=H, crowd_share=0.25,
                                wide_share=0.25)
     assert [(e["label"], e["scene"]) for e in entries] == [
-        ("calm", "calm"), ("calm", "calm"), ("calm", "wide"), ("calm", "crowd"), *[("fight", "fight")] * 4]
+        ("calm", "calm"), ("calm", "calm"), ("calm", "wide"), ("calm", "crowd"), *[("fight", "fight")] * 3,
+        ("fight", "wide fight")]
     assert entries[2]["path"] == str(tmp_path / "calm" / "wide" / "wide_002.mp4")
     assert entries[3]["path"] == str(tmp_path / "calm" / "crowd" / "crowd_003.mp4")
+    assert entries[7]["path"] == str(tmp_path / "fight" / "wide_fight" / "wide_fight_003.mp4")
+    assert read_video(entries[7]["path"])[2].shape[1:3] == (H, H)  # a region's square view
     # calm_002 and calm_003 of the first plan are gone: a folder listing gives exactly this set
     assert sorted(map(str, tmp_path.rglob("*.mp4"))) == sorted(e["path"] for e in entries)
-    assert {r["kind"] for r in folder_manifest(tmp_path, 0.0, 0)} == {"nonfight", "crowd", "wide", "fight"}
+    assert {r["kind"] for r in folder_manifest(tmp_path, 0.0, 0)} == {"nonfight", "crowd", "wide", "fight",
+                                                                    "wide_fight"}
     with pytest.raises(InputError, match="together at most 1"):
         generate_dataset(tmp_path, videos_per_class=4, seconds=0.4, seed=5, crowd_share=0.6, wide_share=0.5)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Sequence
 
 VIEWS = ("frame", "actor")
-# The defaults of scoring's regions (RegionConfig's context and min_side): a box grows by half its size, a
-# square is at least a fifth of the short side.
-CONTEXT = 0.5
+# The defaults of scoring's regions (RegionConfig's context and min_side): a box grows by a quarter of its size,
+# a square is at least a fifth of the short side.
+CONTEXT = 0.25
 MIN_SIDE = 0.2
 
 

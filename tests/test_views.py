@@ -21,7 +21,7 @@ AVA_ROWS = Path(__file__).parents[2] / "shared" / "fixtures" / "ava" / "ava_val_
 
 
 def test_square_around_grows_squares_and_stays_inside():
-    assert square_around(100, 100, 140, 180, 640, 360) == (60, 80, 180, 200)  # 80 tall x 1.5 = 120
+    assert square_around(100, 100, 140, 180, 640, 360) == (70, 90, 170, 190)  # 80 tall x 1.25 = 100
     assert square_around(0, 0, 10, 10, 640, 360) == (0, 0, 72, 72)  # at least a fifth of 360, shifted inside
     assert square_around(0, 0, 640, 360, 640, 360) == (140, 0, 500, 360)  # at most the short side
 

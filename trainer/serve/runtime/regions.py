@@ -71,12 +71,16 @@ class RegionConfig:
     threshold 10: the grey-level change that counts as motion at the least. The floor under the noise's own
         threshold (NOISE_MULTIPLE median differences): above a compressed stream's flicker on a small copy (a
         few levels), below a person against the background (tens).
-    context 0.5: a motion box grows by half its size (a quarter each side) before squaring: moving limbs
-        find the whole people and some surroundings, as fights fill the training clips, not to the edges.
+    context 0.25: a motion box grows by a quarter of its size (an eighth each side) before squaring: the
+        moving limbs already span the people, and fights fill the training clips; at 0.5 a fight 1/8 of a 720p
+        view came out a third smaller in the model's input and scored 0.2-0.5 where at 0.25 it scored 0.6-0.9
+        (the demo's held-out wide view, seed 0's model).
     min_side 0.2: regions are at least a fifth of the short side (144 px of 720p for the model's 112): a
         smaller cut would be upsampled from too few pixels, and a small motion (a hand) needs its body.
-    merge 0.1: moving pixels at most a tenth of the short side apart (about a standing person's width in a
-        wide view) are one mover: the arms and legs of one fight; separate groups further apart keep theirs.
+    merge 0.05: moving pixels at most a twentieth of the short side apart (3 pixels of the 64-row copy, half a
+        standing person's width in a wide view) are one mover: the arms and legs of one fight. At 0.1 a
+        bystander walking past a small fight joined it into one box near the whole frame's size, dropped as its
+        near-duplicate: the fight went unseen.
     decode_side 448: with regions on, frames are decoded at this short side (never above the video's own) and
         the regions cut from them: 4x the model's 112, so the smallest region (min_side) is ~90 px, near the
         model's input, while a 1080p or 4K frame is not decoded and resized at full size.
@@ -87,7 +91,7 @@ class RegionConfig:
     threshold: float = 10.0  # grey levels (0-255) a pixel must change by more than, at least, to count as moving
     context: float = CONTEXT  # a motion box grows by this fraction of its size before it is made square
     min_side: float = MIN_SIDE  # smallest region side, as a fraction of the frame's short side
-    merge: float = 0.1  # moving pixels at most this far apart (fraction of the short side) are one mover
+    merge: float = 0.05  # moving pixels at most this far apart (fraction of the short side) are one mover
     decode_side: int = 448  # short side (px) frames are decoded at to cut regions from (budget > 0)
 
     def __post_init__(self):

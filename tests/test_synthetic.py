@@ -10,8 +10,8 @@ import pytest
 from data import synthetic
 from data.errors import InputError
 from data.folders import folder_manifest
-from data.synthetic import (LABELS, SCENES, generate_dataset, render_clip, render_timeline, render_wide, write_timeline,
-                            write_video, write_wide)
+from data.synthetic import (LABELS, SCENES, generate_dataset, render_clip, render_timeline, render_wide,
+                            write_scene_clips, write_timeline, write_video, write_wide)
 
 W, H = 160, 120  # half size keeps the tests fast; all motion scales with the frame height
 
@@ -132,6 +132,17 @@ def test_generate_dataset_is_idempotent(tmp_path):
 
     assert generate_dataset(tmp_path, videos_per_class=2, seconds=0.4, seed=5, width=W, height=H) == entries
     assert {e["path"]: (tmp_path / e["path"]).stat().st_mtime_ns for e in entries} == mtimes
+
+
+def test_held_out_scene_clips_are_kept_and_never_a_training_clip(tmp_path):
+    paths = write_scene_clips(tmp_path / "crowd", "crowd", 2, seed=5, seconds=0.4, width=W, height=H)
+    assert [p.name for p in paths] == ["crowd_000.mp4", "crowd_001.mp4"]
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+    assert write_scene_clips(tmp_path / "crowd", "crowd", 2, seed=5, seconds=0.4, width=W, height=H) == paths
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes  # kept, not written again
+    training = generate_dataset(tmp_path / "train", 2, 0.4, seed=5, width=W, height=H, crowd_share=1.0)
+    held_out = {read_video(p)[2].tobytes() for p in paths}
+    assert not held_out & {read_video(e["path"])[2].tobytes() for e in training if e["scene"] == "crowd"}
 
 
 def test_shares_of_the_calm_videos_are_crowds_and_wide_views_in_their_own_folders(tmp_path):

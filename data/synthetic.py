@@ -9,9 +9,9 @@ and overlap; calm people walk, curve, stand or sit at well under a pixel per fra
 
 A third scene, ``crowd`` (labelled calm), is fast but harmless: people who run straight across the room and
 people who dance on the spot, swinging their arms. A model that has only learnt "fast motion means fight" false-
-alarms on it; the demo trains on it as calm. A fourth, ``ballgame`` (calm, never trained on by the demo), is harder:
-players who sprint after a ball, swerve when it is kicked away and bunch up where it goes, arms up near it. It is
-what the operator's feedback loop (mark false positives, retrain) has left to fix.
+alarms on it; the demo can train on it as calm (`crowd_share`). A fourth, ``ballgame`` (calm, never trained on by
+the demo), is harder: players who sprint after a ball, swerve when it is kicked away and bunch up where it goes,
+arms up near it. It is what the operator's feedback loop (mark false positives, retrain) has left to fix.
 
 Wide views (``render_wide``) are what CCTV sees: small people, a fight a fraction of the frame wide among calm
 bystanders, anywhere in the frame, with the fight's box in each frame as ground truth for region scoring.
@@ -439,8 +439,8 @@ def _render(scene: _Scene, fight_per_frame: list[bool], fps: int) -> tuple[np.nd
 
 def render_clip(scene_kind: str, seconds: float, seed: int,
                 width: int = 320, height: int = 240, fps: int = 25) -> np.ndarray:
-    """Frames (n, height, width, 3) uint8 RGB of one clip of a scene in SCENES (a label, `crowd`, `ballgame` or
-    `wide`)."""
+    """Frames (n, height, width, 3) uint8 RGB of one clip of a scene in SCENES (a label, `crowd`, `ballgame`, `wide`
+    or `wide fight`, the last a square of min(width, height))."""
     if scene_kind not in SCENES:
         raise InputError(f"scene {scene_kind!r}: expected one of {', '.join(SCENES)}")
     _check_size(width, height, fps)

@@ -7,7 +7,8 @@ accuracy, precision/recall/F1 of fight, ROC-AUC, PR-AP, the confusion matrix and
 view-level (each view on its own), throughput, and by kind (a class folder's sub-folder, `nonfights/crowd/`, or the
 CSV's third column): each non-fight kind's false alarm rate, each fight kind's recall (`by_kind`). `--dump` writes
 one CSV row per video with its views' probabilities, from which every video-level figure can be recomputed.
-`untrimmed_job` measures what an operator sees instead: fights caught, alert latency and false alerts per hour on long videos with ground-truth intervals.
+`untrimmed_job` measures what an operator sees instead: fights caught, alert latency and false alerts per hour on
+long videos with ground-truth intervals.
 
 `log_evaluation` records either as an MLflow run (tag fightwatch.kind=evaluation): its settings as params, the
 report's figures as metrics (`evaluation_metrics`), the report and the dump as artifacts; a child of the training
@@ -51,6 +52,7 @@ from trainer.tracking import ensure_experiment, ensure_local_store, git_commit, 
 log = logging.getLogger(__name__)
 
 LABELS = {"fight": 1, "1": 1, "nonfight": 0, "non-fight": 0, "0": 0}
+LABEL_NAMES = ("nonfight", "fight")  # by label: a kind's default name, and by_kind's "label"
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 KIND_TAG = "fightwatch.kind"  # "evaluation" on the runs log_evaluation makes
 TRAINING_PARAMS = ("seed", "data.split.folds", "data.split.fold")  # copied from the training run: what groups folds
@@ -92,7 +94,7 @@ def listed_videos(list_file: Path) -> list[Video]:
         name, path, label = row[0].strip(), list_file.parent / row[0].strip(), LABELS[row[1].strip().lower()]
         if not path.is_file():
             raise InputError(f"{list_file}:{number}: {path}: no such video file")
-        out.append(Video(name, path, label, row[2].strip() if len(row) == 3 else ("fight", "nonfight")[1 - label]))
+        out.append(Video(name, path, label, row[2].strip() if len(row) == 3 else LABEL_NAMES[label]))
     if not out:
         raise InputError(f"{list_file}: lists no videos")
     return out
@@ -115,9 +117,8 @@ def by_kind(rows: list[dict], threshold: float) -> dict[str, dict]:
     non-fight kind the false alarm rate, for a fight kind the recall. Pure."""
     out: dict[str, dict] = {}
     for row in sorted(rows, key=lambda r: (-r["label"], r["kind"])):
-        kind = out.setdefault(row["kind"], {"label": ("nonfight", "fight")[row["label"]], "videos": 0,
-                                            "called_fight": 0})
-        if kind["label"] != ("nonfight", "fight")[row["label"]]:
+        kind = out.setdefault(row["kind"], {"label": LABEL_NAMES[row["label"]], "videos": 0, "called_fight": 0})
+        if kind["label"] != LABEL_NAMES[row["label"]]:
             raise InputError(f"kind {row['kind']!r} holds both fights and non-fights: name their kinds apart")
         kind["videos"] += 1
         kind["called_fight"] += row["fight_prob"] >= threshold

@@ -144,7 +144,8 @@ def main() -> None:
     wide = [tuple(map(int, r["wide"].split("/"))) for r in rows]
     print(f"demo robustness: {good}/{len(rows)} runs with val >= 0.95, no false alert and the fight caught within "
           f"2 s; worst val {min(r['val_acc'] for r in rows):.3f}, worst calm_p {max(r['calm_p'] for r in rows):.3f}, "
-          f"worst fight_p {min(r['fight_p'] for r in rows):.3f}; wide view caught {sum(w[0] for w in wide)}/{len(rows)}, "
+          f"worst fight_p {min(r['fight_p'] for r in rows):.3f}; "
+          f"wide view caught {sum(w[0] for w in wide)}/{len(rows)}, "
           f"located {sum(w[1] for w in wide)}, false alerts {sum(w[2] for w in wide)}; crowd clips called fight: worst "
           f"{max(r['crowd_fa'] for r in rows)}/{CROWD_CLIPS}")
 

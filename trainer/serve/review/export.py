@@ -2,7 +2,9 @@
 
 An alert reviewed false_positive gives its clip to DIR/nonfights/, true_positive to DIR/fights/, as
 <alert id>.mp4 (percent-encoded where the id has characters a file name should not); DIR/reviewed.jsonl says which
-file came from which alert (camera, verdict, who, when, peak probability, the clip it was copied from).
+file came from which alert (camera, verdict, who, when, peak probability, the clip it was copied from). A false
+positive's clip also gives the motion regions watch scored in it, each a clip of its own beside it
+(`<alert id>.view<k>.mp4`, view_clips.py): what the retrained model must learn is calm at the scale it saw it.
 
 Re-running brings DIR up to date with the store and copies only what is new: an alert whose verdict changed
 between the two classes has its file moved; one reviewed otherwise since (acknowledged, or its review undone)
@@ -25,6 +27,8 @@ from urllib.parse import quote
 from data.errors import InputError
 from data.files import atomic_path
 from trainer.serve.alerting.store import AlertRecord, AlertStore
+from trainer.serve.review.view_clips import write_view_clips
+from trainer.serve.runtime.regions import RegionConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class ExportEntry:
     reviewed_by: str | None
     reviewed_at: str | None
     clip: str  # where it was copied from
+    views: tuple[str, ...] = ()  # a false positive's view clips, relative to the export folder (view_clips.py)
 
 
 @dataclass
@@ -81,7 +86,7 @@ def plan_export(alerts: Iterable[AlertRecord], exported: Iterable[ExportEntry],
             continue
         new = ExportEntry(alert.id, f"{folder}/{export_file_name(alert.id)}", alert.review, alert.camera,
                           alert.start_time, alert.peak_prob, alert.reviewed_by, alert.reviewed_at,
-                          old.clip if old is not None else (alert.clip or ""))
+                          old.clip if old is not None else (alert.clip or ""), old.views if old is not None else ())
         if old is None:
             if alert.clip is not None and not alert.clip_gone and clip_on_disk(alert.clip):
                 plan.copy.append(new)
@@ -102,9 +107,11 @@ class ExportReport:
     removed: int
     kept: int
     no_clip: int
+    views: int = 0  # view clips written (of false positives' clips)
 
     def line(self) -> str:
         return (f"{self.copied} clip(s) copied, {self.moved} moved, {self.removed} removed, {self.kept} already there"
+                + (f", {self.views} view clip(s) of false alarms written" if self.views else "")
                 + (f"; {self.no_clip} reviewed alert(s) without a clip" if self.no_clip else ""))
 
 
@@ -113,13 +120,16 @@ def read_manifest(folder: Path) -> list[ExportEntry]:
     if not path.exists():
         return []
     try:
-        return [ExportEntry(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        return [ExportEntry(**{**entry, "views": tuple(entry.get("views", ()))})
+                for entry in (json.loads(line) for line in path.read_text().splitlines() if line.strip())]
     except (ValueError, TypeError) as e:
         raise InputError(f"{path}: not an export manifest ({e}); move it away to export afresh") from None
 
 
-def export_reviewed(store: AlertStore, folder: str | os.PathLike) -> ExportReport:
-    """Bring `folder` up to date with the store's reviews (see the module doc)."""
+def export_reviewed(store: AlertStore, folder: str | os.PathLike, regions: RegionConfig = RegionConfig()
+                    ) -> ExportReport:
+    """Bring `folder` up to date with the store's reviews (see the module doc); `regions` finds a false
+    positive's view clips as watch found them (budget 0: none)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: the export folder is a file")
@@ -137,10 +147,29 @@ def export_reviewed(store: AlertStore, folder: str | os.PathLike) -> ExportRepor
             unmoved.append(new)
             log.warning("%s: exported before, now missing; not moved to %s", folder / old.file, new.file)
     for entry in plan.remove:
-        (folder / entry.file).unlink(missing_ok=True)
-    manifest = [e for e in plan.manifest() if e not in unmoved]
+        for file in (entry.file, *entry.views):
+            (folder / file).unlink(missing_ok=True)
+    manifest, views = [], 0
+    for entry in (e for e in plan.manifest() if e not in unmoved):
+        entry, written = _follow_views(entry, folder, regions)
+        manifest.append(entry)
+        views += written
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / MANIFEST) as tmp:
         tmp.write_text("".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in manifest))
     return ExportReport(len(plan.copy), len(plan.move) - len(unmoved), len(plan.remove), len(plan.keep),
-                        len(plan.no_clip))
+                        len(plan.no_clip), views)
+
+
+def _follow_views(entry: ExportEntry, folder: Path, regions: RegionConfig) -> tuple[ExportEntry, int]:
+    """The entry with the view clips its verdict calls for (a false positive's, once; none of a true positive's,
+    e.g. one moved out of nonfights/), and how many were written."""
+    if entry.verdict != "false_positive":
+        for file in entry.views:
+            (folder / file).unlink(missing_ok=True)
+        return dataclasses.replace(entry, views=()), 0
+    clip = folder / entry.file
+    if entry.views or regions.budget == 0 or not clip.is_file():
+        return entry, 0
+    written = write_view_clips(clip, clip.with_suffix(""), regions)
+    return dataclasses.replace(entry, views=tuple(p.relative_to(folder).as_posix() for p in written)), len(written)

@@ -33,15 +33,15 @@ import av
 import numpy as np
 
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
-from data.dataset import crop_box
+from data.dataset import crop_box, temporal_indices
 from trainer.serve.alerting.policy import AlertState
 from trainer.serve.runtime.region_memory import Remembered
-from trainer.serve.runtime.regions import decode_side, window_views
+from trainer.serve.runtime.regions import decode_side, region_boxes, window_regions
 from trainer.serve.runtime.snapshots import Frame
 from trainer.serve.runtime.sources import Source
 from trainer.serve.runtime.watch_config import WatchConfig
 from trainer.serve.runtime.window_queue import WindowQueue
-from trainer.serve.runtime.windows import Cut, WindowCutter, loop_padded
+from trainer.serve.runtime.windows import Cut, WindowCutter
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,12 @@ class CameraWindow:
     camera: str
     start_s: float
     end_s: float
-    views: np.ndarray  # (R, duration, size, size, 3) uint8: the centre square, then where the window moves
-    boxes: tuple | None  # the views' boxes normalised to the frame; None: the centre square alone (no regions)
-    regions: tuple | None  # the views as regions.Region in the decoded frame's pixels; None without regions
+    # `duration` (H, W, 3) uint8 frames: without regions the centre square at the model's size, the view itself;
+    # with them the frames at the regions' decode side, which the inference thread cuts only the views it scores
+    # from (a view that keeps a calm score is never cut: region_memory.py)
+    frames: list[np.ndarray]
+    boxes: tuple | None  # the regions' boxes normalised to the frame; None: the centre square alone (no regions)
+    regions: tuple | None  # regions.Region in the decoded frame's pixels, the centre square first; None without
     key: Frame  # the middle frame: the snapshot when this window is the hottest
     last: Frame  # the newest frame: anchors stream time to the wall clock
 
@@ -365,9 +368,13 @@ class CameraReader:
 
     def _emit(self, cut: Cut[tuple[Frame, np.ndarray]], fps: float, live: bool) -> None:
         kept = [frame for frame, _ in cut.items]
-        # the regions are found and cut here, in the camera's thread: inference only batches the views
-        views = window_views(loop_padded(np.stack([crop for _, crop in cut.items]), self.duration), self.size,
-                             self.cfg.regions)
-        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, *views, kept[len(kept) // 2], kept[-1])
+        crops = [crop for _, crop in cut.items]
+        crops = [crops[i] for i in temporal_indices(len(crops), self.duration, 0)]  # a short window loops
+        found = boxes = None
+        if self.cfg.regions.budget > 0:  # found here, in the camera's thread; cut in inference's (see CameraWindow)
+            found = window_regions(crops, self.cfg.regions)
+            boxes = region_boxes(found, crops[0].shape[1], crops[0].shape[0])
+        window = CameraWindow(self.cam.id, kept[0].t, kept[-1].t + 1 / fps, crops, boxes, found,
+                              kept[len(kept) // 2], kept[-1])
         if self.queue.put(self.cam.id, window, block=not live, stop=self.stop):
             self.cam.stats.windows_dropped += 1

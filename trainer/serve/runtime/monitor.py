@@ -1,10 +1,11 @@
 """`fightwatch watch`: cameras (video files, RTSP/HTTP streams, capture devices) scored by one model, alerts out.
 
 Threads
-    decode, one per camera (trainer/serve/runtime/cameras.py): windows of the camera's frames into the WindowQueue,
-        reconnecting live sources with backoff.
+    decode, one per camera (trainer/serve/runtime/cameras.py): windows of the camera's frames, their regions found,
+        into the WindowQueue, reconnecting live sources with backoff.
     inference, the thread that calls Monitor.run: takes what is ready (round robin over the cameras, up to
-        `batch_size` windows), scores it in one forward pass under the accel plan, advances each camera's
+        `batch_size` windows), cuts the views it scores (not those that keep a calm score: region_memory.py) and
+        scores them in one forward pass under the accel plan, advances each camera's
         alert state with trainer.serve.alerting.policy.step and sends start/end events to the sink (non-blocking).
     writer, one (trainer/serve/runtime/snapshots.py): the JPEG snapshot (the hottest frame) and the mp4 clip (H.264)
         of each alert, so encoding never delays scoring.
@@ -53,6 +54,7 @@ from trainer.serve.alerting.sinks.base import CameraPresence
 from trainer.serve.alerting.zones import counting
 from trainer.serve.runtime.cameras import COUNTERS, PRESENCE, TERMINAL, ActiveAlert, Camera, CameraReader, CameraWindow
 from trainer.serve.runtime.region_memory import Score, plan_views
+from trainer.serve.runtime.regions import crop_regions
 from trainer.serve.runtime.snapshots import Frame, SnapshotWriter, write_jpeg, write_mp4
 from trainer.serve.runtime.sources import Source
 from trainer.serve.runtime.watch_config import WatchConfig
@@ -212,7 +214,7 @@ class Monitor:
                 cam.stats.views_scored += len(to_score)
                 cam.stats.views_kept += len(scores) - len(to_score)
                 window_scores[k] = scores
-                batch += [(scores[i], window.views[i]) for i in to_score]
+                batch += zip([scores[i] for i in to_score], self._cut(window, to_score))
             self._forward(batch)
         now = time.time()
         for k, window in enumerate(items):
@@ -239,6 +241,12 @@ class Monitor:
                                                "end_s": round(window.end_s, 4), "fight_prob": prob,
                                                **({"box": list(box)} if box is not None else {})}) + "\n")
             self._advance(cam, window, prob, box)
+
+    def _cut(self, window: CameraWindow, indices: list[int]) -> np.ndarray:
+        """The window's views `indices` (of its regions; [0] without), (len(indices), T, size, size, 3) uint8."""
+        if window.regions is None:  # the frames are the centre square already
+            return np.stack(window.frames)[None]
+        return crop_regions(window.frames, [window.regions[i].view for i in indices], self.model_cfg.sample_size)
 
     def _forward(self, batch: list[tuple[Score, np.ndarray]]) -> None:
         """The model's fight probability of each (score, view) into its score, in one forward pass."""

@@ -135,19 +135,20 @@ def centre_square(width: int, height: int) -> Box:
     return Box(x1, y1, x1 + side, y1 + side)
 
 
-def small_grey(frames: np.ndarray, motion_side: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB -> (T, h, w) uint8 luma with short side `motion_side` (the frame's, if smaller).
+def small_grey(frames: Sequence[np.ndarray], motion_side: int) -> np.ndarray:
+    """T frames (H, W, 3) uint8 RGB (an array or a list) -> (T, h, w) uint8 luma with short side `motion_side` (the
+    frame's, if smaller).
 
     Each small pixel is the frame's pixel at its block's centre, sampled, not averaged: a fixed camera's pixels
     stay put, so sampling only misses movers thinner than the spacing, and `motion_mask`'s threshold adapts to
     the noise averaging would have removed; it costs 1-2 ms on 16 frames of 720p where averaging costs 120.
     """
-    _, height, width, _ = frames.shape
+    height, width = frames[0].shape[:2]
     scale = min(1.0, motion_side / min(height, width))
     rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
     ys = ((np.arange(rows) + 0.5) * height / rows).astype(np.intp)
     xs = ((np.arange(cols) + 0.5) * width / cols).astype(np.intp)
-    rgb = frames[:, ys[:, None], xs[None, :]].astype(np.uint16)
+    rgb = np.stack([frame[ys[:, None], xs[None, :]] for frame in frames]).astype(np.uint16)
     luma = rgb[..., 0] * LUMA_WEIGHTS[0] + rgb[..., 1] * LUMA_WEIGHTS[1] + rgb[..., 2] * LUMA_WEIGHTS[2]
     return ((luma + 128) >> 8).astype(np.uint8)
 
@@ -291,21 +292,21 @@ def regions(grey_small: np.ndarray, frame_width: int, frame_height: int, cfg: Re
     return found
 
 
-def crop_regions(frames: np.ndarray, boxes: Sequence[Box], size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames -> (R, T, size, size, 3) uint8: each box cut at its place from every frame and
-    resized to size x size, bilinear with antialiasing (as data/dataset.py's to_input resizes), ready for
-    to_input. A box that is not square is squeezed; regions() gives only squares."""
+def crop_regions(frames: Sequence[np.ndarray], boxes: Sequence[Box], size: int) -> np.ndarray:
+    """T frames (H, W, 3) uint8 (an array or a list) -> (R, T, size, size, 3) uint8: each box cut at its place from
+    every frame and resized to size x size, bilinear with antialiasing (as data/dataset.py's to_input resizes),
+    ready for to_input. A box that is not square is squeezed; regions() gives only squares."""
     import torch  # the box functions above stay importable without torch
     import torch.nn.functional as F
 
     out = np.empty((len(boxes), len(frames), size, size, 3), np.uint8)
     for i, box in enumerate(boxes):
-        cut = frames[:, box.y1 : box.y2, box.x1 : box.x2]
+        cut = np.stack([frame[box.y1 : box.y2, box.x1 : box.x2] for frame in frames])
         if cut.shape[1:3] == (size, size):
             out[i] = cut
             continue
         # (T, 3, h, w) over NHWC memory: torch's uint8 channels-last resize, ~6x faster than in float
-        pixels = torch.from_numpy(np.ascontiguousarray(cut)).permute(0, 3, 1, 2)
+        pixels = torch.from_numpy(cut).permute(0, 3, 1, 2)
         resized = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out[i] = resized.permute(0, 2, 3, 1).numpy()
     return out
@@ -321,17 +322,28 @@ class WindowViews(NamedTuple):
     regions: tuple[Region, ...] | None
 
 
+def window_regions(frames: Sequence[np.ndarray], cfg: RegionConfig) -> tuple[Region, ...]:
+    """One window's regions (its frames decoded at cfg.decode_side, an array or a list; budget > 0)."""
+    height, width = frames[0].shape[:2]
+    return tuple(regions(small_grey(frames, cfg.motion_side), width, height, cfg))
+
+
+def region_boxes(found: Sequence[Region], width: int, height: int) -> tuple[tuple[float, float, float, float], ...]:
+    """Each region's `moving` box normalised to the width x height frame: what outputs say."""
+    return tuple(normalised(region.moving, width, height) for region in found)
+
+
 def window_views(frames: np.ndarray, size: int, cfg: RegionConfig) -> WindowViews:
-    """One window's views. Budget 0: the frames' centre square (already cut when the frames are size x size),
-    the input of scoring before regions. Otherwise regions() of the frames (decoded at cfg.decode_side)."""
+    """One window's views, every one cut. Budget 0: the frames' centre square (already cut when the frames are
+    size x size), the input of scoring before regions. Otherwise window_regions() of the frames."""
     height, width = frames.shape[1:3]
     if cfg.budget == 0:
         if (height, width) == (size, size):  # the decode loops cut the centre square per frame: no copy of it then
             return WindowViews(frames[None], None, None)
         return WindowViews(crop_regions(frames, [centre_square(width, height)], size), None, None)
-    found = regions(small_grey(frames, cfg.motion_side), width, height, cfg)
+    found = window_regions(frames, cfg)
     return WindowViews(crop_regions(frames, [region.view for region in found], size),
-                       tuple(normalised(region.moving, width, height) for region in found), tuple(found))
+                       region_boxes(found, width, height), found)
 
 
 def decode_side(size: int, cfg: RegionConfig) -> int:

@@ -154,7 +154,8 @@ def main() -> None:
     print(f"marked to new model: {result['marked_to_model_s']} s (export {result['export_s']} + prepare "
           f"{result['prepare_s']} + train {result['train_s']}) for {result['flagged_clips']} flagged clips; "
           f"{args.scene} cameras alarming {result['cameras_alarming_before']} -> {result['cameras_alarming_after']} "
-          f"of {args.cameras} (peak {result['scene_peak_before']} -> {result['scene_peak_after']}); held-out fight {'caught' if result['fight_caught_after'] else 'MISSED'}; val accuracy "
+          f"of {args.cameras} (peak {result['scene_peak_before']} -> {result['scene_peak_after']}); held-out fight "
+          f"{'caught' if result['fight_caught_after'] else 'MISSED'}; val accuracy "
           f"{result['val_accuracy_before']} -> {result['val_accuracy_after']}")
 
 

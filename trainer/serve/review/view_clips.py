@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from data.clips import iter_frames
-from trainer.serve.runtime.regions import DUPLICATE_IOU, Region, RegionConfig, iou, regions, small_grey
+from trainer.serve.runtime.regions import DUPLICATE_IOU, Region, RegionConfig, iou, window_regions
 from trainer.serve.runtime.snapshots import Frame, write_mp4
 
 WINDOW = 16  # frames per view clip: one scored segment, what the model takes in
@@ -50,22 +50,21 @@ def pick_views(candidates: list[Candidate], max_views: int = MAX_VIEWS) -> list[
 
 def write_view_clips(clip: Path, out_stem: Path, cfg: RegionConfig) -> list[Path]:
     """Write `clip`'s picked views next to `out_stem` as `<out_stem>.view<k>.mp4`; their paths."""
-    windows, candidates = [], []
+    windows: list[list[np.ndarray] | None] = []
+    candidates: list[Candidate] = []
     chunk: list[np.ndarray] = []
     for frame in iter_frames(clip):  # InputError names the clip when it cannot be decoded
         chunk.append(frame)
         if len(chunk) == WINDOW:
-            frames = np.stack(chunk)
-            height, width = frames.shape[1:3]
-            found = regions(small_grey(frames, cfg.motion_side), width, height, cfg)[1:]  # [0]: the centre square
+            found = window_regions(chunk, cfg)[1:]  # [0]: the centre square, which the whole clip shows
             candidates += [Candidate(len(windows), region) for region in found]
-            windows.append(frames if found else None)  # only windows with regions are cut from
+            windows.append(chunk if found else None)  # only windows with regions are cut from
             chunk = []
     paths = []
     for k, (window, region) in enumerate(sorted(pick_views(candidates), key=lambda c: c.window)):
         view = region.view
         side = view.width // 2 * 2  # H.264's 4:2:0 wants even sides
-        cut = windows[window][:, view.y1:view.y1 + side, view.x1:view.x1 + side]
+        cut = [frame[view.y1:view.y1 + side, view.x1:view.x1 + side] for frame in windows[window]]
         path = out_stem.with_name(f"{out_stem.name}.view{k}.mp4")
         write_mp4([Frame(i / FPS, 0.0, _yuv(rgb)) for i, rgb in enumerate(cut)], path, FPS)
         paths.append(path)

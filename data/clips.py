@@ -1,4 +1,5 @@
-"""Decoding video into RGB frame arrays with PyAV, resized so the short side is fixed."""
+"""Decoding video files into RGB frame arrays with PyAV (through damage: data/decode.py), resized so the short
+side is fixed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from data.decode import DecodeConfig, DecodeLog, declared_frames, decoded_frames
 from data.errors import InputError
 
 # The largest picture the H.264 and HEVC levels allow (8K: 8192x4320, 35.4 MP). A header that claims more is a
@@ -32,6 +34,7 @@ def limit_picture_size(stream) -> str | None:
 class ClipConfig:
     fps: float  # clips are resampled to this rate by timestamps
     short_side: int  # and resized so their short side is this
+    decode: DecodeConfig = DecodeConfig()  # how far damaged video is read through (data/decode.py)
 
     def __post_init__(self):
         if self.short_side < 16 or self.fps <= 0:
@@ -102,25 +105,43 @@ def probe(path: str | Path) -> VideoInfo:
     with _open(path) as container:
         stream = container.streams.video[0]
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
-        frames = stream.frames or sum(1 for _ in iter_frames(path))
+        frames = stream.frames or sum(1 for _ in VideoFrames(path))
         return VideoInfo(Fraction(fps), frames, stream.codec_context.width, stream.codec_context.height)
 
 
-def iter_frames(path: str | Path, short_side: int | None = None, upscale: bool = True) -> Iterator[np.ndarray]:
-    """Yield every frame as an RGB uint8 array (H, W, 3), optionally resized (swscale, area) to `short_side`; with
-    upscale=False a video smaller than that keeps its size."""
-    path = Path(path)
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        size, to_rgb = None, Resizer()
-        try:
-            for frame in container.decode(stream):
-                if short_side and size is None:
-                    side = short_side if upscale else min(short_side, frame.width, frame.height)
+class VideoFrames:
+    """A video file's frames as RGB uint8 arrays (H, W, 3), optionally resized (swscale, area) to `short_side`
+    (with upscale=False a video smaller than that keeps its size).
+
+    Iterating yields (frames lost just before it, frame), read through damage as data/decode.py reads; `log` then
+    says what was lost. At the end, InputError naming the file when nothing decoded or damage took more than
+    `decode.max_loss_share` of it."""
+
+    def __init__(self, path: str | Path, short_side: int | None = None, upscale: bool = True,
+                 decode: DecodeConfig = DecodeConfig()):
+        self.path, self.short_side, self.upscale, self.decode = Path(path), short_side, upscale, decode
+        self.log: DecodeLog | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        with _open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self.log = DecodeLog(float(stream.average_rate or stream.guessed_rate or 25),
+                                 declared_frames(container, stream))
+            size, to_rgb = None, Resizer()
+            for lost, frame in decoded_frames(container, stream, self.log):
+                if self.short_side and size is None:
+                    side = self.short_side if self.upscale else min(self.short_side, frame.width, frame.height)
                     size = resized(frame.width, frame.height, side)
                 width, height = size or (frame.width, frame.height)
-                yield to_rgb(frame, width, height)
-        except av.error.FFmpegError as e:
-            raise InputError(f"{path}: cannot decode video: {e}") from None
+                try:
+                    picture = to_rgb(frame, width, height)
+                except av.error.FFmpegError as e:  # swscale refuses the frame's size or format (damaged headers)
+                    raise InputError(f"{self.path}: a {frame.width}x{frame.height} {frame.format.name} frame "
+                                     f"cannot be converted to RGB ({e})") from None
+                yield lost, picture
+        self.log.check(str(self.path), self.decode)
 
+    def arrays(self) -> list[np.ndarray]:
+        """Every frame, as decoded (gaps closed up)."""
+        return [frame for _, frame in self]

@@ -7,6 +7,10 @@ them. Where audio starts before the video, times shift by that lead (usually a f
 
 Rotation comes from the display matrix that PyAV (14 or later) reads into VideoFrame.rotation: quarter
 turns are applied, mirroring is not.
+
+Damaged video is read through as data/decode.py reads it: the frame before a short gap stays on screen across it
+(the timestamps do that), and a clip across a gap of more than `max_gap_frames` lost frames fails as `damaged`
+(training on a frozen picture teaches nothing); `log` says what the read lost.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import av
 import numpy as np
 
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
+from data.decode import DecodeConfig, DecodeLog, decoded_frames
 from data.errors import InputError
 from data.views import actor_square
 
 REASONS = ("missing", "empty", "corrupt", "truncated", "too_short", "no_video_stream", "unsupported_codec",
-           "too_large")
+           "too_large", "damaged")
 
 # Output instants are float sums (start_s + k/fps), frame times exact fractions: without the slack a
 # frame at exactly an instant could lose to float rounding and the previous frame be shown instead.
@@ -56,10 +61,12 @@ class WindowBuffer:
 
 
 def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_side: int = 128,
-                   buffer: WindowBuffer | None = None, actors: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+                   buffer: WindowBuffer | None = None, actors: Sequence[Sequence[float]] | None = None,
+                   decode: DecodeConfig = DecodeConfig(), log: list[DecodeLog] | None = None) -> np.ndarray:
     """RGB uint8 frames (T, H, W, 3), T = round((end_s - start_s) * fps), upright, short side `short_side`; in
     `buffer`'s memory when given. With `actors` (boxes normalised to the upright frame, AVA's), the frames are
-    their actor view (data/views.py), short_side x short_side, at one place for the whole window.
+    their actor view (data/views.py), short_side x short_side, at one place for the whole window. `log`, when
+    given, gets the DecodeLog of the read (its warnings: what damage lost), also when the window fails.
 
     Frame k is the source frame on screen at start_s + k / fps: the latest one whose time is at or before
     that instant, so variable frame rates come out right. Raises ClipError for any bad file.
@@ -101,17 +108,23 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
             except av.error.FFmpegError as e:  # swscale refuses the frame's size or format (damaged headers)
                 raise fail("corrupt", f"a {frame.width}x{frame.height} {frame.format.name} frame cannot be "
                                       f"converted to RGB ({e})") from None
-        frames, shown, decoded, error = [], None, False, None
+        frames, shown, decoded, error, reads = [], None, False, None, [] if log is None else log
         try:
-            for t, frame in _timed_frames(container, stream, start_s):
+            for t, lost, frame in _timed_frames(container, stream, start_s, reads):
                 decoded = True
+                # instants of the window fall in the gap before this frame
+                if lost > decode.max_gap_frames and len(frames) < count and instants[len(frames)] < t - _EPS:
+                    raise fail("damaged", f"{lost} frames lost before {t:.3f} s, over decode.max_gap_frames "
+                                          f"{decode.max_gap_frames}")
                 while len(frames) < count and instants[len(frames)] < t - _EPS:
                     frames.append(picture(frame if shown is None else shown))  # before the first: the first
                 if len(frames) == count:
                     break
                 shown, shown_t = frame, t
         except av.error.FFmpegError as e:
-            error = e  # damaged or cut-off data: decoding ends there, as at the end of the file
+            error = e  # a seek into damaged or cut-off data
+        # what the read met: the demuxer's error that ended it, else the packets the decoder rejected
+        error = error or reads[-1].stopped or "; ".join(reads[-1].warnings()) or None
         if shown is not None:
             # the last frame stays on screen for its duration (its rate's frame time where it has none)
             shown_until = shown_t + (float(shown.duration * stream.time_base) if shown.duration
@@ -123,22 +136,25 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
         return np.stack(frames, out=buffer.array((count, *frames[0].shape)) if buffer else None)
 
 
-def _timed_frames(container, stream, start_s: float):
-    """(seconds, frame) in presentation order, from the last frame at or before start_s onwards.
+def _timed_frames(container, stream, start_s: float, reads: list[DecodeLog]):
+    """(seconds, frames lost just before it, frame) in presentation order, from the last frame at or before start_s
+    onwards; each seek's read gets a DecodeLog appended to `reads` (the last one is the read that counts).
 
     The seek goes to the keyframe at or before start_s by the demuxer's index. An index by decode
     timestamps, a sparse or missing one (MPEG-TS has none) or a file cut short can land later than that,
     nowhere or on broken data: then seek further back, down to the start, which then has no frame at all.
     """
     origin, time_base = stream.start_time or 0, stream.time_base
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
     back = 0.0
     while True:
         target = max(start_s - back, 0.0)
+        reads.append(DecodeLog(rate))
         try:
             container.seek(origin + int(target / time_base), stream=stream, backward=True, any_frame=False)
             # a frame without a timestamp cannot be placed in time
-            timed = ((float((frame.pts - origin) * time_base), frame)
-                     for frame in container.decode(stream) if frame.pts is not None)
+            timed = ((float((frame.pts - origin) * time_base), lost, frame)
+                     for lost, frame in decoded_frames(container, stream, reads[-1]) if frame.pts is not None)
             first = next(timed, None)
         except av.error.FFmpegError:
             if target == 0:

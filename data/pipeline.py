@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 import ray
 from tqdm import tqdm
 
-from data.extract import ClipError, WindowBuffer, extract_window
+from data.clips import ClipConfig
+from data.decode import DecodeLog
 from data.errors import InputError
-from data.store import ClipStore
+from data.extract import ClipError, WindowBuffer, extract_window
 from data.files import NoSpaceError
+from data.store import ClipStore
 from data.views import VIEWS
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,13 @@ class ExtractionSummary:
     skipped: int = 0  # already in the store
     failed: Counter = field(default_factory=Counter)  # reason -> clips
     failures: list[dict] = field(default_factory=list)  # {"clip_id", "reason", "error"}
+    warnings: list[dict] = field(default_factory=list)  # {"clip_id", "warnings"}: extracted through damage
     nodes: Counter = field(default_factory=Counter)  # Ray node id -> clips extracted there
 
     def line(self) -> str:
         failed = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failed.items())) or "none"
-        return f"clips ok: {self.ok} new + {self.skipped} already stored; failed: {failed}"
+        damaged = f" ({len(self.warnings)} read through damage)" if self.warnings else ""
+        return f"clips ok: {self.ok} new{damaged} + {self.skipped} already stored; failed: {failed}"
 
 
 def group_by_video(rows: list[dict], view: str = "frame") -> list[dict]:
@@ -65,36 +69,40 @@ def group_by_video(rows: list[dict], view: str = "frame") -> list[dict]:
     return list(groups.values())
 
 
-def extract_shard(item: dict, store: ClipStore, fps: float, short_side: int) -> tuple[list[str], list[dict]]:
-    """Extract one video's clips (a group_by_video item) into its shard: (clip ids stored, failures). Each clip
-    goes into the shard as it is cut, so one clip's frames are held at a time, in the same memory (WindowBuffer).
-    NoSpaceError when the disk fills."""
-    failures, buffer = [], WindowBuffer()
+def extract_shard(item: dict, store: ClipStore, clips: ClipConfig) -> tuple[list[str], list[dict], list[dict]]:
+    """Extract one video's clips (a group_by_video item) into its shard: (clip ids stored, failures, warnings of
+    the clips read through damage). Each clip goes into the shard as it is cut, so one clip's frames are held at a
+    time, in the same memory (WindowBuffer). NoSpaceError when the disk fills."""
+    failures, warnings, buffer = [], [], WindowBuffer()
 
     def cut():
         for clip in item["clips"]:
+            reads: list[DecodeLog] = []
             try:
-                yield clip["clip_id"], extract_window(item["path"], clip["start_s"], clip["end_s"], fps, short_side,
-                                                      buffer, clip.get("actors"))
+                frames = extract_window(item["path"], clip["start_s"], clip["end_s"], clips.fps, clips.short_side,
+                                        buffer, clip.get("actors"), clips.decode, reads)
             except ClipError as e:
                 failures.append({"clip_id": clip["clip_id"], "reason": e.reason, "error": str(e)})
+                continue
+            if reads[-1].warnings():
+                warnings.append({"clip_id": clip["clip_id"], "warnings": reads[-1].warnings()})
+            yield clip["clip_id"], frames
 
-    return store.write_shard(item["video_id"], cut()), failures
+    return store.write_shard(item["video_id"], cut()), failures, warnings
 
 
-def _extract_video(item: dict, store_root: str, fps: float, short_side: int) -> dict:
+def _extract_video(item: dict, store_root: str, clips: ClipConfig) -> dict:
     no_space = None
     try:
-        ok, failures = extract_shard(item, ClipStore(store_root), fps, short_side)
+        ok, failures, warnings = extract_shard(item, ClipStore(store_root), clips)
     except NoSpaceError as e:  # raised here it would reach the driver as Ray's many-line wrapper
-        ok, failures, no_space = [], [], str(e)
-    return {"video_id": item["video_id"], "ok": ok, "failures": failures,
+        ok, failures, warnings, no_space = [], [], [], str(e)
+    return {"video_id": item["video_id"], "ok": ok, "failures": failures, "warnings": warnings,
             "node": ray.get_runtime_context().get_node_id(), "no_space": no_space}
 
 
-def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: int,
-                    summary: ExtractionSummary) -> None:
-    kwargs = {"store_root": str(store.root.resolve()), "fps": fps, "short_side": short_side}
+def _run_extraction(todo: list[dict], store: ClipStore, clips: ClipConfig, summary: ExtractionSummary) -> None:
+    kwargs = {"store_root": str(store.root.resolve()), "clips": clips}
     # One video per block, so Ray Data can spread videos over every node's CPUs; our own progress bar instead
     # of Ray Data's (which, off a terminal, logs a status block every 10 s).
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -109,20 +117,23 @@ def _run_extraction(todo: list[dict], store: ClipStore, fps: float, short_side: 
             summary.failed[failure["reason"]] += 1
             summary.failures.append(failure)
             log.warning("clip %s failed (%s): %s", failure["clip_id"], failure["reason"], failure["error"])
+        for damaged in result["warnings"]:
+            summary.warnings.append(damaged)
+            log.warning("clip %s read through damage: %s", damaged["clip_id"], "; ".join(damaged["warnings"]))
     # which nodes did the work: on a cluster, a node that extracted nothing is worth knowing about
     addresses = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
     log.info("clips extracted per Ray node: %s", ", ".join(
         f"{addresses.get(node, '?')} ({node[:8]}) {clips}" for node, clips in sorted(summary.nodes.items())))
 
 
-def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: int,
-                  ray_address: str | None = None, view: str = "frame") -> ExtractionSummary:
+def extract_clips(rows: list[dict], store: ClipStore, clips: ClipConfig, ray_address: str | None = None,
+                  view: str = "frame") -> ExtractionSummary:
     """Extract every manifest row's clip ({"clip_id", "video_id", "path", "start_s", "end_s", "boxes"}) into
-    `store`, as the whole frame or, with `view` "actor", around its boxes (data/views.py)."""
+    `store`, as the whole frame or, with `view` "actor", around its boxes (data/views.py), cut as `clips` says."""
     summary = ExtractionSummary()
     todo = []
     items = group_by_video(rows, view)
-    store.check_cut({"fps": fps, "short_side": short_side, "view": view})
+    store.check_cut({"fps": clips.fps, "short_side": clips.short_side, "view": view})
     for item in items:
         if store.shard_done(item["video_id"]):
             summary.skipped += len(item["clips"])
@@ -132,7 +143,7 @@ def extract_clips(rows: list[dict], store: ClipStore, fps: float, short_side: in
         started = not ray.is_initialized()
         init_ray(ray_address)
         try:
-            _run_extraction(todo, store, fps, short_side, summary)
+            _run_extraction(todo, store, clips, summary)
         finally:
             if started:  # an embedded Ray would sit beside the training ranks on the same cores
                 ray.shutdown()

@@ -107,7 +107,7 @@ def test_video_level_figures_equal_a_hand_computation_from_the_dump(dataset, tmp
 
 def test_one_view_is_the_centre_window_of_the_video(dataset):
     root, model = dataset
-    logits, frames = view_logits(model, MODEL_CFG, root / "fights" / "0.mp4", EvalConfig(1, 1, "prob", 8), FP32)
+    logits, frames, _ = view_logits(model, MODEL_CFG, root / "fights" / "0.mp4", EvalConfig(1, 1, "prob", 8), FP32)
     assert logits.shape == (1, 2) and frames == 20
 
 

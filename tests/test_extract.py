@@ -64,7 +64,7 @@ def test_windows_of_one_shape_are_cut_into_the_same_memory(tmp_path):
 def test_seeks_to_the_keyframe_before_the_window(tmp_path, name, kwargs):
     path = write_video(tmp_path / name, 40, **kwargs)
     with av.open(str(path)) as container:
-        first_time, _ = next(_timed_frames(container, container.streams.video[0], 0.7))
+        first_time, _, _ = next(_timed_frames(container, container.streams.video[0], 0.7, []))
     assert first_time <= 0.7 + 1e-9
     if not name.endswith(".ts"):  # MPEG-TS has no index: its seek misses and backs off to the start
         assert first_time >= 0.4 - 1e-9  # from the keyframe at frame 10 (MJPEG: every frame), not from 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from data.clips import MAX_PIXELS, iter_frames
+from data.clips import MAX_PIXELS, VideoFrames
 from data.errors import InputError
 from data.extract import ClipError, extract_window
 from tests.support.commands import ROOT
@@ -74,4 +74,4 @@ def test_a_picture_over_8k_is_refused_before_decoding(tmp_path):
         extract_window(path, 0, 0.08)
     assert error.value.reason == "too_large"
     with pytest.raises(InputError, match=r"huge.mp4: video too large: 8704x4352"):
-        next(iter_frames(path))
+        next(iter(VideoFrames(path)))

@@ -7,6 +7,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from data.clips import ClipConfig
 from data.pipeline import extract_clips
 from data.store import ClipStore
 from tests.support.commands import FIGHTWATCH, ROOT
@@ -42,7 +43,7 @@ def test_two_nodes_share_the_extraction_and_lose_nothing(tmp_path, two_node_clus
     rows.append({"clip_id": "broken_0", "video_id": "broken", "path": str(tmp_path / "absent.mp4"),
                  "start_s": 0.0, "end_s": 0.64})
     store = ClipStore(tmp_path / "clips")
-    summary = extract_clips(rows, store, fps=25.0, short_side=32, ray_address=two_node_cluster.address)
+    summary = extract_clips(rows, store, ClipConfig(25.0, 32), ray_address=two_node_cluster.address)
 
     assert len(summary.nodes) == 2 and all(n > 0 for n in summary.nodes.values()), summary.nodes
     assert summary.ok == 24 and dict(summary.failed) == {"missing": 1}
@@ -53,7 +54,8 @@ def test_two_nodes_share_the_extraction_and_lose_nothing(tmp_path, two_node_clus
     assert clip.shape == (16, 32, 43, 3)
     assert [decode_index(f) for f in clip] == list(range(50, 66))  # frames of [2.0 s, 2.64 s)
 
-    again = extract_clips(rows, ClipStore(tmp_path / "clips"), 25.0, 32, ray_address=two_node_cluster.address)
+    again = extract_clips(rows, ClipStore(tmp_path / "clips"), ClipConfig(25.0, 32),
+                          ray_address=two_node_cluster.address)
     assert (again.ok, again.skipped) == (0, 24)  # a re-run skips what is stored; the broken video is tried again
     assert dict(again.failed) == {"missing": 1}
 

@@ -56,7 +56,8 @@ def test_score_writes_the_seed_layout_annotated_video_with_audio_gif_and_plot(jo
     entries = json.loads(output.read_text())
     assert [e["video"] for e in entries] == ["talk.mp4", "quiet.mp4"]
     for entry, n in zip(entries, (40, 37)):
-        assert set(entry) == {"video", "fps", "frames", "clips"} and entry["frames"] == n and entry["fps"] == 25
+        assert set(entry) == {"video", "fps", "frames", "clips", "warnings"} and entry["frames"] == n and entry["fps"] == 25
+        assert entry["warnings"] == []  # a clean read
         assert covered(entry) == list(range(1, n + 1))  # 1-based, every frame, the tail included
         for clip in entry["clips"]:
             # the config's regions are on: each segment also lists them, the centre square first (docs/scoring.md)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from data.dataset import ClipDataset, Normalization, center_view, random_view
+from data.clips import ClipConfig
 from data.pipeline import extract_shard
 from data.store import ClipStore
 from tests.support.videos import decode_index, write_video
@@ -122,7 +123,7 @@ def test_a_videos_whole_windows_are_stored_and_the_rest_reported(tmp_path):
     video = write_video(tmp_path / "v.mp4", 25, size=(64, 48), fps=25)  # 1 s
     item = {"video_id": "v", "path": str(video), "clips": [
         {"clip_id": "late", "start_s": 0.8, "end_s": 1.44}, {"clip_id": "whole", "start_s": 0.2, "end_s": 0.84}]}
-    stored, failures = extract_shard(item, ClipStore(tmp_path / "clips"), fps=25.0, short_side=32)
+    stored, failures, _ = extract_shard(item, ClipStore(tmp_path / "clips"), ClipConfig(25.0, 32))
     assert stored == ["whole"]
     assert [(f["clip_id"], f["reason"]) for f in failures] == [("late", "too_short")]
     assert [decode_index(f) for f in ClipStore(tmp_path / "clips").read("whole")] == list(range(5, 21))

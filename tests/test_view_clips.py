@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from data.clips import iter_frames
+from data.clips import VideoFrames
 from data.synthetic import write_video
 from tests.support.review_fixtures import add_alert
 from trainer.serve.alerting.store import AlertStore
@@ -53,7 +53,7 @@ def test_each_place_that_moves_becomes_one_square_clip_of_a_window(tmp_path):
     assert [p.name for p in written] == ["alarm.view0.mp4", "alarm.view1.mp4"]
     centres = []
     for path in written:
-        frames = np.stack(list(iter_frames(path)))
+        frames = np.stack(VideoFrames(path).arrays())
         assert frames.shape[:3] == (WINDOW, frames.shape[1], frames.shape[1]) and frames.shape[1] % 2 == 0
         assert frames.shape[1] >= RegionConfig().min_side * HEIGHT - 2  # at least min_side, less the even cut
         white = np.argwhere(frames.min(axis=-1) > 235)[:, 1:]  # the mover's pixels, (y, x) in the view

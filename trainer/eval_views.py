@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from data.clips import iter_frames
+from data.clips import VideoFrames
 from data.dataset import to_input
-from data.errors import InputError
+from data.decode import DecodeConfig
 from trainer.accel import AccelPlan
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.runtime.windows import loop_padded
@@ -55,14 +55,19 @@ def crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[i
     return [(0, centre[1]), centre, (height - size, centre[1])]
 
 
+class VideoViews(NamedTuple):
+    logits: np.ndarray  # of every view (clips x crops, 2)
+    frames: int  # decoded
+    warnings: list[str]  # what damage lost (data/decode.py); empty for a clean read
+
+
 def view_logits(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: EvalConfig,
-                plan: AccelPlan) -> tuple[np.ndarray, int]:
-    """(logits of every view (clips x crops, 2), frames decoded) of one video; `model` prepared for `plan`."""
+                plan: AccelPlan, decode: DecodeConfig = DecodeConfig()) -> VideoViews:
+    """One video's views scored; `model` prepared for `plan`. InputError for a missing or unreadable file. Frames
+    lost to damage are closed up: a clip is short, and its views spread over what decodes."""
     size, duration = model_cfg.sample_size, model_cfg.sample_duration
-    decoded = list(iter_frames(path, short_side=size))  # InputError for a missing or unreadable file
-    if not decoded:
-        raise InputError(f"{path}: no frames could be decoded")
-    frames = np.stack(decoded)
+    video = VideoFrames(path, short_side=size, decode=decode)
+    frames = np.stack(video.arrays())
     views = []
     for start in clip_starts(len(frames), duration, cfg.clips):
         window = loop_padded(frames[start:start + duration], duration)
@@ -72,7 +77,7 @@ def view_logits(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
     for i in range(0, len(views), cfg.batch_size):
         with torch.inference_mode(), plan.autocast():
             logits.append(model(plan.input(torch.stack(views[i:i + cfg.batch_size]))).float())
-    return torch.cat(logits).numpy(), len(frames)
+    return VideoViews(torch.cat(logits).numpy(), len(frames), video.log.warnings())
 
 
 def video_fight_prob(logits: np.ndarray, average: str) -> float:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from cluster.commands.args import add_accel_args, add_config_args, overrides
 from cluster.config import Config, load_config
+from data.decode import DecodeConfig
 from data.errors import InputError
 from data.files import atomic_write, make_run_dir
 from data.folders import KFold, folder_manifest
@@ -128,20 +129,26 @@ def by_kind(rows: list[dict], threshold: float) -> dict[str, dict]:
 
 
 def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], cfg: EvalConfig,
-                 plan: AccelPlan, threshold: float, out: Path, dump: Path | None = None) -> dict:
-    """Score every video's views, write the report to `out` (and the per-video rows to `dump`); returns it."""
-    rows, view_labels, view_probs, errors, frames = [], [], [], [], 0
+                 plan: AccelPlan, threshold: float, out: Path, dump: Path | None = None,
+                 decode: DecodeConfig = DecodeConfig()) -> dict:
+    """Score every video's views, write the report to `out` (and the per-video rows to `dump`); returns it. A video
+    read through damage (data/decode.py) is scored on what decodes, its loss in the report's `warnings` and the
+    dump's `warnings` column."""
+    rows, view_labels, view_probs, errors, damaged, frames = [], [], [], [], [], 0
     started = time.perf_counter()
     for name, path, label, kind in tqdm(videos, desc="evaluating", unit="video"):
         try:
-            logits, n = view_logits(model, model_cfg, path, cfg, plan)
+            logits, n, warnings = view_logits(model, model_cfg, path, cfg, plan, decode)
         except InputError as e:
             log.error("%s", e)
             errors.append({"video": name, "error": str(e)})
             continue
         probs = torch.softmax(torch.from_numpy(logits), 1)[:, 1].tolist()
         rows.append({"video": name, "label": label, "kind": kind,
-                     "fight_prob": video_fight_prob(logits, cfg.average), "view_probs": probs})
+                     "fight_prob": video_fight_prob(logits, cfg.average), "view_probs": probs, "warnings": warnings})
+        if warnings:
+            log.warning("%s: %s", name, "; ".join(warnings))
+            damaged.append({"video": name, "warnings": warnings})
         view_labels += [label] * len(probs)
         view_probs += probs
         frames += n
@@ -157,16 +164,17 @@ def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], c
                        "frames_decoded_per_s": frames / seconds, "seconds": seconds,
                        "precision": plan.precision, "threads": torch.get_num_threads()},
         "errors": errors,
+        "warnings": damaged,
     }
     atomic_write(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
     if dump is not None:
         text = io.StringIO()
         writer = csv.writer(text)
-        writer.writerow(["video", "label", "kind", "fight_prob", "prediction", "view_probs"])
+        writer.writerow(["video", "label", "kind", "fight_prob", "prediction", "view_probs", "warnings"])
         for r in rows:
             writer.writerow([r["video"], r["label"], r["kind"], f"{r['fight_prob']:.6f}",
                              int(r["fight_prob"] >= threshold),
-                             " ".join(f"{p:.6f}" for p in r["view_probs"])])
+                             " ".join(f"{p:.6f}" for p in r["view_probs"]), "; ".join(r["warnings"])])
         atomic_write(dump, lambda f: f.write(text.getvalue().encode()))
     return result
 
@@ -191,7 +199,7 @@ def untrimmed_job(model: ResNet3D, model_cfg: ModelConfig, folder: Path, score_c
         found = timeline_report(entry["clips"], alerts, truth["fight_intervals"], truth.get("boxes"), entry["fps"])
         per_video.append({"video": path.name, "kind": truth.get("kind", "untrimmed"),
                           "fights": len(truth["fight_intervals"]), "seconds": entry["frames"] / entry["fps"],
-                          "fight_width": fight_width(truth), **found})
+                          "fight_width": fight_width(truth), "warnings": entry["warnings"], **found})
         latencies += [s for s in found["latency_s"] if s is not None]
         seconds += entry["frames"] / entry["fps"]
     false_alerts = sum(v["false_alerts"] for v in per_video)
@@ -382,7 +390,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         videos = (listed_videos(args.list) if args.list else
                   folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split))
-        result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump)
+        result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump,
+                              config.score.decode)
         video, view = result["video"], result["view"]
         print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "
               f"{video['mean_class_accuracy']:.4f}, F1 {video['f1']:.4f}, ROC-AUC {video['roc_auc']:.4f}); view-level "

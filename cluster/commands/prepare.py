@@ -3,7 +3,8 @@
 AVA: select balanced fight/non-fight samples, find the videos locally (`data.video_root`) or download them with
 yt-dlp (`data.cache_dir`), extract the clips with Ray Data. Writes under run_dir: `clips/` (the store),
 `manifest.jsonl` (the clips that landed), `annotation.json` (3D-ResNets-PyTorch's format),
-`extract_failures.jsonl` (clip, reason, error), `unavailable_videos.json`, AVA's `selection.json` (the classes
+`extract_failures.jsonl` (clip, reason, error), `extract_warnings.jsonl` (clip, what damage lost in the clips read
+through it: data/decode.py), `unavailable_videos.json`, AVA's `selection.json` (the classes
 drawn: available, asked, taken) and `split.json` (the data.split the
 manifest was made for: `check_split` keeps one run dir to one split, so the folds of a k-fold never share a
 manifest, checkpoints, trunk cache or model).
@@ -129,8 +130,7 @@ def run_prepare(cfg: Config) -> PrepareResult:
     check_split(run_dir, cfg.data.split)
     rows, unavailable = source_rows(cfg, run_dir)
     store = ClipStore(run_dir / "clips")
-    extraction = extract_clips(rows, store, cfg.clips.fps, cfg.clips.short_side, cfg.data.ray_address,
-                               cfg.data.view)
+    extraction = extract_clips(rows, store, cfg.clips, cfg.data.ray_address, cfg.data.view)
     kept = [row for row in rows if store.has(row["clip_id"])]
     split = dataclasses.asdict(cfg.data.split) if cfg.data.split else None
     # first, so a manifest on disk never stands beside another split's record
@@ -138,6 +138,7 @@ def run_prepare(cfg: Config) -> PrepareResult:
     write_manifest(run_dir / "manifest.jsonl", kept)
     ava.write_resnets_annotation(run_dir / "annotation.json", kept)
     write_manifest(run_dir / "extract_failures.jsonl", extraction.failures)
+    write_manifest(run_dir / "extract_warnings.jsonl", extraction.warnings)
     atomic_write(run_dir / "unavailable_videos.json", lambda f: f.write(json.dumps(unavailable).encode()))
     result = PrepareResult(kept, store.root, extraction, unavailable)
     log.info("%s", result.line())

@@ -36,6 +36,7 @@ from PIL import Image
 
 from common import describe_cpu  # scripts/bench/common.py
 from data.extract import WindowBuffer, _timed_frames, extract_window
+from data.clips import ClipConfig
 from data.pipeline import extract_shard
 from data.store import ClipStore
 from data.synthetic import render_clip, write_video
@@ -57,7 +58,7 @@ def decode_only(video: Path, start: float, end: float) -> int:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         frames = 0
-        for t, _ in _timed_frames(container, stream, start):
+        for t, _, _ in _timed_frames(container, stream, start, []):
             frames += 1
             if t >= end:
                 break
@@ -96,7 +97,7 @@ def main():
                 extract_window(video, s, s + CLIP_S, FPS, SHORT_SIDE, buffer)
 
         def extract_into_store():
-            stored, _ = extract_shard(item, ClipStore(tmp / "store"), FPS, SHORT_SIDE)
+            stored, _, _ = extract_shard(item, ClipStore(tmp / "store"), ClipConfig(FPS, SHORT_SIDE))
             assert len(stored) == args.clips, "every window of the source is whole"
 
         runs = {"decode only": decode_windows, "frames alone": frames_alone, "fightwatch": extract_into_store}

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from data.clips import iter_frames
+from data.clips import VideoFrames
 from trainer.serve.runtime.regions import DUPLICATE_IOU, Region, RegionConfig, iou, window_regions
 from trainer.serve.runtime.snapshots import Frame, write_mp4
 
@@ -53,7 +53,7 @@ def write_view_clips(clip: Path, out_stem: Path, cfg: RegionConfig) -> list[Path
     windows: list[list[np.ndarray] | None] = []
     candidates: list[Candidate] = []
     chunk: list[np.ndarray] = []
-    for frame in iter_frames(clip):  # InputError names the clip when it cannot be decoded
+    for frame in VideoFrames(clip).arrays():  # InputError names the clip when it cannot be decoded
         chunk.append(frame)
         if len(chunk) == WINDOW:
             found = window_regions(chunk, cfg)[1:]  # [0]: the centre square, which the whole clip shows

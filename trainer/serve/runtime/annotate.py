@@ -28,6 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from data.decode import frames_by_number
 from data.files import atomic_path
 
 # Audio codecs copied into the MP4 untouched; every common player decodes them. Others become AAC.
@@ -53,8 +54,9 @@ def annotate_video(
     ``frame_boxes[i]``, when given, is where frame i is hottest (x1, y1, x2, y2 normalised to the frame, or
     None): outlined in red when the frame is at or above the threshold.
 
-    ``frame_probs[i]`` is the fight probability of the i-th decoded frame of the first video
-    stream; ``labels`` are (below threshold, at or above threshold). The output is H.264 (libx264,
+    ``frame_probs[i]`` is the fight probability of frame i of the first video stream, numbered as
+    ``score`` numbers them (data.decode.frames_by_number: a frame lost to damage shows the one before
+    it); ``labels`` are (below threshold, at or above threshold). The output is H.264 (libx264,
     yuv420p) MP4 with exactly one frame per source frame, timed at the source's average frame
     rate, so frame i of the output is frame i of the source. yuv420p needs even dimensions: an
     odd width or height is padded by one edge-replicated pixel (never scaled or cropped). Display
@@ -87,18 +89,14 @@ def annotate_video(
             overlay = _Overlay(vin.height, labels)
 
             n_frames = 0
-            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
-                if packet.stream is ain:
-                    audio.relay(packet)
-                    continue
-                for frame in packet.decode():
-                    # Past the end of probs, only count: the error below reports the true length.
-                    if n_frames < len(probs):
-                        image = frame.to_image()
-                        box = frame_boxes[n_frames] if frame_boxes is not None else None
-                        overlay.draw(image, probs[n_frames], threshold, box)
-                        out.mux(vout.encode(_to_frame(image, vout.width, vout.height, n_frames)))
-                    n_frames += 1
+            for frame in frames_by_number(inp, vin, (ain, audio.relay) if audio is not None else None):
+                # Past the end of probs, only count: the error below reports the true length.
+                if n_frames < len(probs):
+                    image = frame.to_image()
+                    box = frame_boxes[n_frames] if frame_boxes is not None else None
+                    overlay.draw(image, probs[n_frames], threshold, box)
+                    out.mux(vout.encode(_to_frame(image, vout.width, vout.height, n_frames)))
+                n_frames += 1
             if n_frames != len(probs):
                 raise ValueError(
                     f"frame_probs has {len(probs)} values but {src} has {n_frames} frames"
@@ -145,7 +143,7 @@ def fight_gif(
         step = max(1, round(rate / fps))
         overlay = _Overlay(vin.height, labels)
         images, n_frames = [], 0
-        for frame in inp.decode(vin):
+        for frame in frames_by_number(inp, vin):
             if first <= n_frames < end and (n_frames - first) % step == 0:
                 image = frame.to_image()
                 overlay.draw(image, probs[n_frames], threshold)

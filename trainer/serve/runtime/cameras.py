@@ -13,6 +13,12 @@ replays again and again: watch recordings as files.
 Time: a camera's stream time (`*_s` fields) is seconds since its first frame, from the frames' own timestamps,
 kept continuous across timestamp jumps and reconnects (a reconnect adds the wall time it took; `StreamClock`).
 
+Damage: packets the decoder rejects (a corrupt or lost RTP packet, a damaged recording) are skipped without a
+reconnect, as data/decode.py reads every video; windows across a short gap are scored on the frames around it,
+those across a longer one skipped (decode.max_gap_frames). What was lost is counted in the stats and reported as
+a camera event at most once a minute (`LOSS_REPORT_S`) and when a connection ends. A live stream whose decoder
+rejects every packet for `timeout_s` worth of frames is reconnected, as one that stalls.
+
 Backpressure: a live source (stream, device, or a file replayed in real time) never waits for scoring: when a
 camera already has `max_queued` windows waiting, its oldest is dropped and counted (windows_dropped). A file
 replayed as fast as possible waits instead, so every window is scored.
@@ -34,6 +40,7 @@ import numpy as np
 
 from data.clips import MAX_PIXELS, Resizer, limit_picture_size, resized
 from data.dataset import crop_box, temporal_indices
+from data.decode import DecodeLog, decoded_frames
 from trainer.serve.alerting.policy import AlertState
 from trainer.serve.runtime.region_memory import Remembered
 from trainer.serve.runtime.regions import decode_side, region_boxes, window_regions
@@ -48,7 +55,8 @@ log = logging.getLogger(__name__)
 TERMINAL = ("finished", "failed", "gave_up", "stopped")
 PRESENCE = {"running": "online", "reconnecting": "reconnecting", **{status: "offline" for status in TERMINAL}}
 COUNTERS = ("frames_in", "windows", "windows_dropped", "views_scored", "views_kept", "alerts", "reconnects", "drops",
-            "open_failures")
+            "open_failures", "frames_lost", "packets_rejected", "windows_skipped")
+LOSS_REPORT_S = 60.0  # a camera reading through damage reports what it lost at most this often
 
 
 @dataclass
@@ -62,6 +70,9 @@ class CameraStats:
     reconnects: int = 0  # reconnect attempts (streams and devices)
     drops: int = 0  # connections lost after opening
     open_failures: int = 0
+    frames_lost: int = 0  # frames lost to damaged or missing packets (data/decode.py)
+    packets_rejected: int = 0  # packets the decoder refused, skipped without a reconnect
+    windows_skipped: int = 0  # windows across a gap longer than decode.max_gap_frames
     lag_s: float = 0.0  # wall time from the newest frame of the last scored window arriving to its score
     max_lag_s: float = 0.0
 
@@ -125,13 +136,15 @@ class ActiveAlert:
 class Camera:
     """One camera's state: its decode thread's (status, ring buffer, clock) and the inference thread's (alerts).
 
-    `on_status(camera)` is called on each change of `status`, in the thread that changed it."""
+    `on_status(camera)` is called on each change of `status`, `on_loss(camera, what)` with what damage lost since
+    its last report (see the module doc), each in the thread that changed it."""
 
-    def __init__(self, source: Source, on_status: Callable[["Camera"], None] | None = None):
+    def __init__(self, source: Source, on_status: Callable[["Camera"], None] | None = None,
+                 on_loss: Callable[["Camera", str], None] | None = None):
         self.source, self.id = source, source.camera
         self.stats = CameraStats()
         self._status = "starting"  # running, reconnecting, then one of TERMINAL
-        self.on_status = on_status
+        self.on_status, self.on_loss = on_status, on_loss
         self.error: str | None = None
         self.fps: float | None = None
         self.ring: deque[Frame] = deque(maxlen=1)
@@ -163,6 +176,32 @@ class Camera:
 
 class _OpenFailed(Exception):
     pass
+
+
+class LossReport:
+    """What one connection's decode lost (its DecodeLog and its windows skipped), counted into the camera's stats
+    as it grows and put in words at most once per LOSS_REPORT_S, the first loss at once."""
+
+    def __init__(self, loss: DecodeLog, cutter: WindowCutter):
+        self.loss, self.cutter = loss, cutter
+        self.counted = self.reported = (0, 0, 0)
+        self.reported_at = -math.inf
+
+    def update(self, stats: CameraStats, now: float, final: bool) -> str | None:
+        """Count into `stats`; the words for what is new since the last report when one is due (always when
+        `final`), else None."""
+        counts = (self.loss.lost, self.loss.rejected, self.cutter.skipped)
+        new = [now_ - before for now_, before in zip(counts, self.counted)]
+        stats.frames_lost += new[0]
+        stats.packets_rejected += new[1]
+        stats.windows_skipped += new[2]
+        self.counted = counts
+        if counts == self.reported or not (final or now - self.reported_at >= LOSS_REPORT_S):
+            return None
+        lost, rejected, skipped = (now_ - before for now_, before in zip(counts, self.reported))
+        self.reported, self.reported_at = counts, now
+        return (f"read through damage: {lost} frame(s) lost, {rejected} packet(s) rejected by the decoder, "
+                f"{skipped} window(s) skipped across gaps over decode.max_gap_frames")
 
 
 class CameraReader:
@@ -295,43 +334,55 @@ class CameraReader:
         cam.clock.connect(1 / fps, 0.0 if last_wall is None else time.time() - last_wall)
         live = cam.source.kind != "file" or cfg.realtime
         pace = cam.source.kind == "file" and cfg.realtime
-        cutter: WindowCutter[tuple[Frame, np.ndarray]] = WindowCutter(self.duration, cfg.stride)
-        error, origin, stalled = None, None, False
+        cutter: WindowCutter[tuple[Frame, np.ndarray]] = WindowCutter(self.duration, cfg.stride,
+                                                                      cfg.decode.max_gap_frames)
+        loss = DecodeLog(fps)
+        report = LossReport(loss, cutter)
+        error, origin, stalled, failing = None, None, False, None
         try:
             asked = time.monotonic()
-            for packet in container.demux(stream):
+            for lost, frame in decoded_frames(container, stream, loss):
                 # A read that took the whole timeout was cut short by PyAV's timeout; FFmpeg's RTP demuxer then
                 # hands out the frame it was holding back (its end is only known from the next one) instead of
                 # failing, and only the next read fails, a second timeout later: the stall is now.
                 stalled = cam.source.kind != "file" and time.monotonic() - asked >= cfg.timeout_s
-                for frame in packet.decode():
-                    if self.stop.is_set():
+                if self.stop.is_set():
+                    break
+                t = cam.clock.time_of(frame.time)
+                if pace:
+                    if origin is None:
+                        origin = time.monotonic() - t
+                    delay = origin + t - time.monotonic()
+                    if delay > 0 and self.stop.wait(delay):
                         break
-                    t = cam.clock.time_of(frame.time)
-                    if pace:
-                        if origin is None:
-                            origin = time.monotonic() - t
-                        delay = origin + t - time.monotonic()
-                        if delay > 0 and self.stop.wait(delay):
-                            break
-                    cut = cutter.push((self._keep(frame, t), self._crop(frame)))
-                    cam.stats.frames_in += 1
+                item = (self._keep(frame, t), self._crop(frame))
+                for cut in [*cutter.gap(lost), cutter.push(item)]:
                     if cut is not None:
                         self._emit(cut, fps, live)
-                if self.stop.is_set() or stalled:
+                cam.stats.frames_in += 1
+                self._count_loss(report, final=False)
+                if stalled:
                     break
                 asked = time.monotonic()
+                if live and loss.rejected_in_a_row > cfg.timeout_s * fps:  # the decoder takes nothing any more
+                    failing = f"the decoder rejected {loss.rejected_in_a_row} packets in a row"
+                    break
         except (av.error.ExitError, av.error.TimeoutError):  # PyAV's read timeout interrupted FFmpeg
             stalled = True
-        except av.error.FFmpegError as e:
-            error = e.strerror or type(e).__name__
+        error = failing or loss.stopped  # the demuxer's error ends a connection, as ffmpeg's input ends
         if stalled:
             error = f"no data for {cfg.timeout_s:g} s"
         if cam.source.kind == "file" and not self.stop.is_set():
             tail = cutter.finish()  # the frames after the last window, or a file shorter than one
             if tail is not None:
                 self._emit(tail, fps, live)
-        return cutter.frames, error
+        self._count_loss(report, final=True)
+        return loss.decoded, error
+
+    def _count_loss(self, report: "LossReport", final: bool) -> None:
+        what = report.update(self.cam.stats, time.monotonic(), final)
+        if what and self.cam.on_loss is not None:
+            self.cam.on_loss(self.cam, what)
 
     def _set_fps(self, fps: float) -> None:
         cam, cfg = self.cam, self.cfg

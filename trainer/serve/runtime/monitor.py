@@ -84,7 +84,7 @@ class Monitor:
             raise InputError("no camera sources given")
         self.model, self.model_cfg, self.plan = model, model_cfg, plan
         self.policy, self.sink, self.cfg = policy, sink, cfg
-        self.cameras = {s.camera: Camera(s, on_status=self._camera_status) for s in sources}
+        self.cameras = {s.camera: Camera(s, on_status=self._camera_status, on_loss=self._camera_loss) for s in sources}
         if len(self.cameras) != len(sources):
             raise InputError("camera ids must be unique")
         for zone in cfg.zones:
@@ -366,6 +366,14 @@ class Monitor:
             detail = cam.status
         try:
             self.sink.camera_status(CameraPresence(cam.id, presence, detail, time.time()))
+        except Exception:  # the decode thread that called this goes on
+            log.exception("alert sink %r failed on camera %s's status", self.sink, cam.id)
+
+    def _camera_loss(self, cam: Camera, what: str) -> None:
+        """Damage read through (cameras.py): a camera event of the camera, still online, saying what was lost."""
+        log.warning("camera %s: %s", cam.id, what)
+        try:
+            self.sink.camera_status(CameraPresence(cam.id, "online", what, time.time()))
         except Exception:  # the decode thread that called this goes on
             log.exception("alert sink %r failed on camera %s's status", self.sink, cam.id)
 

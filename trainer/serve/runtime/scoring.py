@@ -19,6 +19,11 @@ The windows follow trainer/serve/runtime/windows.py (the one plan `watch` follow
 covered, the short tail by one overlapping last window, a video shorter than 16 frames by its frames
 loop-padded; with a stride larger than 16 the frames between segments are skipped, by request.
 
+Damaged video is read through (data/decode.py): frames keep their numbers across what was lost, a segment across
+a gap of at most `decode.max_gap_frames` is scored on the frames around it, segments across a longer one are
+skipped, and the entry's `warnings` say what was lost and skipped (empty for a clean read). A video is an error
+entry only when nothing decodes or damage took more than `decode.max_loss_share` of it.
+
 Precision: `score_video` takes an `AccelPlan` (trainer/accel.py). The model is
 prepared once with `prepare_model` (apply(plan, model), no optimizer), each
 batch goes through `plan.input` and the forward runs under `plan.autocast()`,
@@ -41,8 +46,9 @@ import av
 import numpy as np
 import torch
 
-from data.clips import iter_frames
+from data.clips import VideoFrames
 from data.dataset import crop_box, to_input
+from data.decode import DecodeConfig
 from data.errors import InputError
 from trainer.accel import AccelPlan, apply
 from trainer.model import ModelConfig, ResNet3D
@@ -64,6 +70,7 @@ class ScoreConfig:
     stride: int
     batch_size: int  # model inputs per forward pass (a window with regions is several)
     regions: RegionConfig = field(default=RegionConfig(budget=0))  # the whole frame only, unless a config says
+    decode: DecodeConfig = DecodeConfig()  # how far damaged video is read through (data/decode.py)
 
     def __post_init__(self):
         if self.stride < 1 or self.batch_size < 1:
@@ -113,7 +120,8 @@ class CutWindow(NamedTuple):
 
 class WindowBatches:
     """The video's windows (trainer/serve/runtime/windows.py's plan) as model views, in batches of about
-    `batch_size` views, the loop-padded tail last; `frames` is the count decoded, once iterated.
+    `batch_size` views, the loop-padded tail last. Once iterated, `frames` is the video's frame count (decoded and
+    lost) and `warnings` what was lost and skipped.
 
     With `regions.budget` 0 a window is its frames' centre square, decoded at the model's size. Otherwise frames
     are decoded at `regions.decode_side` and each window is cut into its regions (regions.py): the centre square
@@ -121,10 +129,11 @@ class WindowBatches:
     (`prefetched`)."""
 
     def __init__(self, path: Path, size: int, duration: int, stride: int, batch_size: int,
-                 region_cfg: RegionConfig = RegionConfig(budget=0)):
+                 region_cfg: RegionConfig = RegionConfig(budget=0), decode: DecodeConfig = DecodeConfig()):
         self.path, self.size, self.duration, self.stride, self.batch_size = path, size, duration, stride, batch_size
-        self.region_cfg = region_cfg
+        self.region_cfg, self.decode = region_cfg, decode
         self.frames = 0
+        self.warnings: list[str] = []
 
     def _cut(self, start: int, length: int, frames: np.ndarray) -> CutWindow:
         views, boxes, _ = window_views(loop_padded(frames, self.duration), self.size, self.region_cfg)
@@ -132,19 +141,24 @@ class WindowBatches:
 
     def __iter__(self) -> Iterator[list[CutWindow]]:
         whole_frame_only = self.region_cfg.budget == 0
-        cutter: WindowCutter[np.ndarray] = WindowCutter(self.duration, self.stride)
+        cutter: WindowCutter[np.ndarray] = WindowCutter(self.duration, self.stride, self.decode.max_gap_frames)
         batch: list[CutWindow] = []
-        for frame in iter_frames(self.path, decode_side(self.size, self.region_cfg), upscale=whole_frame_only):
+        video = VideoFrames(self.path, decode_side(self.size, self.region_cfg), whole_frame_only, self.decode)
+        for lost, frame in video:
             if whole_frame_only:  # the centre square now: a window holds 16 small crops, not 16 frames
                 y, x = crop_box(frame.shape[0], frame.shape[1], self.size, "c")
                 frame = frame[y : y + self.size, x : x + self.size]
-            cut = cutter.push(frame)
-            if cut is not None:
+            for cut in [*cutter.gap(lost), cutter.push(frame)]:
+                if cut is None:
+                    continue
                 batch.append(self._cut(cut.start, self.duration, np.stack(cut.items)))
                 if sum(len(w.views) for w in batch) >= self.batch_size:
                     yield batch
                     batch = []
         self.frames = cutter.frames
+        self.warnings = video.log.warnings() + (
+            [f"{cutter.skipped} segment{'s' * (cutter.skipped != 1)} skipped: they span a gap of more than "
+             f"{self.decode.max_gap_frames} lost frames (decode.max_gap_frames)"] if cutter.skipped else [])
         tail = cutter.finish()
         if tail is not None:
             batch.append(self._cut(tail.start, len(tail.items), np.stack(tail.items)))
@@ -214,7 +228,7 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
     model.eval()
     region_cfg = cfg.regions if fight else RegionConfig(budget=0)  # regions find fights: not labels, not features
     windows_ = WindowBatches(path, model_cfg.sample_size, model_cfg.sample_duration, cfg.stride, cfg.batch_size,
-                             region_cfg)
+                             region_cfg, cfg.decode)
     for batch in prefetched(windows_, decode_ahead):
         x = plan.input(torch.stack([to_input(view, model_cfg.sample_size, model_cfg.normalization)
                                     for window in batch for view in window.views]))
@@ -240,9 +254,7 @@ def score_video(model: ResNet3D, model_cfg: ModelConfig, path: str | Path, cfg: 
             if window.boxes is not None:
                 clip["regions"] = [{"box": list(box), "fight_prob": probs[i]} for box, i in zip(window.boxes, views)]
             clips.append(clip)
-    if windows_.frames == 0:
-        raise InputError(f"{path}: no frames could be decoded")
-    return {"video": path.name, "fps": fps, "frames": windows_.frames, "clips": clips}
+    return {"video": path.name, "fps": fps, "frames": windows_.frames, "clips": clips, "warnings": windows_.warnings}
 
 
 def _per_frame(entry: dict, n_frames: int, value, default=None) -> list:

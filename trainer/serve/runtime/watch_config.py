@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.decode import DecodeConfig
 from trainer.serve.alerting.retention import Retention
 from trainer.serve.alerting.zones import Zone
 from trainer.serve.runtime.regions import RegionConfig
@@ -35,6 +36,7 @@ class WatchConfig:
     store: Path | None = field(metadata={"path": True})  # the alert store (SQLite): alerts, reviews, camera events
     retention: Retention  # what the store keeps
     regions: RegionConfig  # where each window moves, scored besides the whole frame (regions.py)
+    decode: DecodeConfig  # how far damaged video is read through (data/decode.py)
     calm_recheck_s: float  # with regions: a view that scored calm keeps its score this long at most (region_memory.py)
     zones: tuple[Zone, ...]  # named polygons per camera; required ones limit where its alerts may be
 

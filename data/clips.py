@@ -83,8 +83,8 @@ def _open(path: Path):
     if not path.is_file():
         raise InputError(f"{path}: no such video file")
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.error.FFmpegError as e:
         raise InputError(f"{path}: cannot open video: {e}") from None
     if not container.streams.video:
         container.close()

@@ -6,25 +6,26 @@ past a packet its decoder refuses (damaged data, a packet lost on the network): 
 resumes on the next ones (from the next keyframe where the references are gone), and frames whose damage the
 decoder concealed are kept. So here: a rejected packet is counted and skipped, and concealed frames are output
 (FFmpeg's `output_corrupt` flag: PyAV's FFmpeg drops them otherwise; an HEVC file with 4 KB of noise gave 123
-frames without it, 145 with it, as ffmpeg's), except before a read's first clean frame: there (a seek or a live
-stream joined between keyframes) they are the decoder's guesses with no picture to start from, and are lost.
+frames without it, 145 with it, as ffmpeg's), except after a seek, before the first clean frame: a seek that
+lands between keyframes (MPEG-TS has no index) gives the decoder's guesses with no picture to start from.
 A demuxer error (a container that cannot be read further) ends the read, as in ffmpeg, and is recorded; PyAV's
 read timeouts are not caught (watch's reconnects need them).
 
 What was lost is found from the timestamps. Every packet read should come out as the frame of its timestamp, and
 frames come out in presentation order: when a frame comes out, the packets of earlier timestamps still waiting
 never will, and packets still waiting at the end never did. Data a demuxer skipped (Matroska resyncs past a
-damaged cluster) leaves no packet: a step between two frames of 3 frame times or more is counted as the frames
-it misses (a variable rate's slower stretches are not: they step 2 at most, as a rate of a third the average is
-rare). Each frame is yielded with the count lost just before it, so windows can tell a gap; what a header declares
-beyond the frames read is lost at the end (a file that ends early). Frames are numbered by time (1 + seconds x
-fps, as a player numbers them) for the warnings.
+damaged cluster) leaves no packet: a step between two frames of 3 frame times or more is counted as the frames it
+misses, a frame time being the median of the last 15 steps (a variable rate moves it; damaged headers that scale
+every timestamp do not make a loss), up to MAX_UNREAD_S. Each frame is yielded with the count lost just before
+it, so windows can tell a gap; what a header declares beyond the frames read is lost at the end (a file that
+ends early). Frames are numbered by time (1 + seconds x fps, as a player numbers them) for the warnings.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+import statistics
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -33,11 +34,12 @@ import av
 from data.errors import InputError
 
 MAX_SPANS = 1000  # lost spans kept for the warnings (a live stream runs forever); the counts stay exact
+MAX_UNREAD_S = 10.0  # a longer step between frames is a timestamp discontinuity (a splice, a wrap), not a loss
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_loss_share: float = 0.5  # a video with more of the frames it holds lost to damage is an error
+    max_loss_share: float = 0.5  # a video whose decoder failed on more of the frames read is an error
     max_gap_frames: int = 8  # a window across at most this many lost frames is scored on the frames around them
 
     def __post_init__(self):
@@ -56,7 +58,8 @@ class DecodeLog:
     concealed: int = 0  # frames output with damage the decoder concealed
     rejected: int = 0  # packets the decoder refused
     rejected_in_a_row: int = 0  # since the last packet it took (a live stream that keeps failing reconnects)
-    lost: int = 0  # packets read that never came out as a frame
+    lost: int = 0  # frames that never came out: read and not decoded, or missing from the data
+    undecoded: int = 0  # of those, read and not decoded (the rest left no packet: a gap in the timestamps)
     spans: list[tuple[int, int]] = field(default_factory=list)  # lost frame numbers, first and last, merged
     last_number: int = 0  # the number of the latest frame decoded
     stopped: str | None = None  # the demuxer's error that ended the read early
@@ -70,11 +73,13 @@ class DecodeLog:
 
     @property
     def damage_share(self) -> float:
-        """Of the frames the data holds, the share lost to damage (a file that ends early is not damaged)."""
-        return self.lost / (self.decoded + self.lost) if self.lost else 0.0
+        """Of the frames read, the share the decoder could not decode (a file cut short, a gap in the timestamps
+        are missing data, not damage that defeats the decoder: what there is, is scored)."""
+        return self.undecoded / (self.decoded + self.undecoded) if self.undecoded else 0.0
 
-    def mark_lost(self, number: int) -> None:
+    def mark_lost(self, number: int, read: bool = True) -> None:
         self.lost += 1
+        self.undecoded += read
         if self.spans and self.spans[-1][0] <= number <= self.spans[-1][1] + 1:
             self.spans[-1] = (self.spans[-1][0], max(number, self.spans[-1][1]))
         elif len(self.spans) < MAX_SPANS:
@@ -94,8 +99,8 @@ class DecodeLog:
         if self.concealed:
             out.append(f"{self.concealed} frame{'s' * (self.concealed != 1)} decoded with concealed damage")
         if self.missing_at_end:
-            out.append(f"decoded {self.decoded} frames of a declared {self.declared}: the file ends early "
-                       f"({self.missing_at_end} frames missing)")
+            out.append(f"decoded {self.decoded} frame{'s' * (self.decoded != 1)} of a declared {self.declared}: the "
+                       f"file ends early ({self.missing_at_end} frames missing)")
         if self.stopped:
             out.append(f"reading stopped at damaged data: {self.stopped}")
         return out
@@ -106,7 +111,7 @@ class DecodeLog:
             why = f"; {self.warnings()[0]}" if self.warnings() else ""
             raise InputError(f"{name}: no frame of the video decodes{why}")
         if self.damage_share > cfg.max_loss_share:
-            raise InputError(f"{name}: {self.damage_share:.0%} of its frames lost to damage, over "
+            raise InputError(f"{name}: the decoder failed on {self.damage_share:.0%} of its frames, over "
                              f"decode.max_loss_share {cfg.max_loss_share:g}; {self.warnings()[0]}")
 
 
@@ -122,29 +127,32 @@ def declared_frames(container, stream) -> int | None:
     return None
 
 
-def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Callable[[av.Packet], None]] | None = None
-                   ) -> Iterator[tuple[int, av.VideoFrame]]:
+def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Callable[[av.Packet], None]] | None = None,
+                   after_seek: bool = False) -> Iterator[tuple[int, av.VideoFrame]]:
     """(frames lost just before it, frame) for each frame of `stream` in presentation order, through the packets
     the decoder rejects; `log` counts as it goes. `relay`: (another stream, a callable), called with each of that
-    stream's packets as they are demuxed with the video's (an audio track copied beside it)."""
+    stream's packets as they are demuxed with the video's (an audio track copied beside it). `after_seek`: the
+    container was just seeked (concealed frames before the first clean one are dropped, as lost)."""
     context = stream.codec_context
     if not context.is_open:
         context.options = {**context.options, "flags": "+output_corrupt"}
     time_base = float(stream.time_base) if stream.time_base else None
     origin = stream.start_time
     waiting: list[int] = []  # timestamps of packets read, not yet out as frames (a heap)
-    unshown = 0  # frames lost since the last one yielded: guesses before the first clean frame
     waiting_count: Counter = Counter()
+    unshown = 0  # frames lost since the last one yielded: guesses before the first clean frame after a seek
+    last_pts: int | None = None
+    steps: deque[int] = deque(maxlen=15)  # the last steps between frames (pts)
 
     def number(pts: int) -> int:
         return round((pts - (origin or 0)) * time_base * log.fps) + 1
 
     def came_out(pts: int | None) -> int:
         """The frames lost before the frame of `pts` (None: it cannot be placed, nothing learnt)."""
+        nonlocal last_pts
         if pts is None or not time_base:
             return 0
-        lost, previous = 0, log.last_number
-        log.last_number = number(pts)
+        lost = 0
         if waiting_count[pts]:
             while waiting[0] < pts:
                 gone = heapq.heappop(waiting)
@@ -153,10 +161,18 @@ def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Calla
                 lost += 1
             heapq.heappop(waiting)
             waiting_count[pts] -= 1
-        unread = log.last_number - previous - 1 - lost if previous and log.decoded else 0
-        for missing in range(log.last_number - unread, log.last_number) if unread >= 2 else ():
-            log.mark_lost(missing)
-        return lost + (unread if unread >= 2 else 0)
+        unread = 0
+        if last_pts is not None and pts > last_pts:
+            step = pts - last_pts
+            if steps and step * time_base <= MAX_UNREAD_S:
+                unread = round(step / statistics.median(steps)) - 1 - lost
+            steps.append(step)
+        last_pts, log.last_number = pts, number(pts)
+        if unread < 2:
+            return lost
+        for missing in range(log.last_number - unread, log.last_number):
+            log.mark_lost(missing, read=False)
+        return lost + unread
 
     try:
         for packet in container.demux(*(stream, *relay[:1])) if relay else container.demux(stream):
@@ -178,7 +194,7 @@ def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Calla
             log.rejected_in_a_row = 0
             for frame in frames:
                 lost = unshown + came_out(frame.pts)
-                if frame.is_corrupt and not log.decoded:
+                if after_seek and frame.is_corrupt and not log.decoded:
                     unshown = lost + 1
                     log.mark_lost(log.last_number)
                     continue

@@ -84,8 +84,8 @@ def extract_window(path, start_s: float, end_s: float, fps: float = 25.0, short_
     if path.stat().st_size == 0:
         raise fail("empty", "the file is empty")
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.error.FFmpegError as e:
         raise fail("corrupt", f"not a readable media file ({e})") from None
     with container:
         if not container.streams.video:
@@ -154,7 +154,8 @@ def _timed_frames(container, stream, start_s: float, reads: list[DecodeLog]):
             container.seek(origin + int(target / time_base), stream=stream, backward=True, any_frame=False)
             # a frame without a timestamp cannot be placed in time
             timed = ((float((frame.pts - origin) * time_base), lost, frame)
-                     for lost, frame in decoded_frames(container, stream, reads[-1]) if frame.pts is not None)
+                     for lost, frame in decoded_frames(container, stream, reads[-1], after_seek=True)
+                     if frame.pts is not None)
             first = next(timed, None)
         except av.error.FFmpegError:
             if target == 0:

@@ -52,7 +52,8 @@ def test_the_watchdog_counts_a_stopped_worker_as_a_hang_and_a_killed_one_as_a_cr
     video = fuzzer.write_seeds(tmp_path / "seeds")[0]
     worker = fuzzer.Worker(tmp_path / "worker.log", memory_gb=4)
     try:
-        assert worker.check(video, timeout=30) == {"extract": {"ok": True}, "score": {"ok": True}}
+        assert worker.check(video, timeout=30) == {"extract": {"ok": True}, "score": {"ok": True},
+                                                   "decode": {"ok": True, "frames": 30}}
         os.kill(worker.proc.pid, signal.SIGSEGV)
         worker.proc.wait()
         assert worker.check(video, timeout=30) == {"died": "signal SIGSEGV", "step": None}

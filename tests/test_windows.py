@@ -41,3 +41,37 @@ def test_loop_padding_repeats_a_short_window_from_its_first_frame():
 def test_bad_plan():
     with pytest.raises(ValueError):
         WindowCutter(16, 0)
+
+
+def cut_with_gap(frames_before, lost, frames_after, stride, max_gap, duration=16):
+    """Windows of a stream that loses `lost` frames after its first `frames_before`; items are frame numbers."""
+    cutter = WindowCutter(duration, stride, max_gap)
+    cuts = [c for c in map(cutter.push, range(frames_before)) if c is not None]
+    cuts += cutter.gap(lost)
+    after = range(frames_before + lost, frames_before + lost + frames_after)
+    cuts += [c for c in map(cutter.push, after) if c is not None]
+    tail = cutter.finish()
+    return cuts + ([tail] if tail else []), cutter
+
+
+def test_a_short_gap_is_filled_with_the_frame_before_it():
+    cuts, cutter = cut_with_gap(20, 3, 25, stride=16, max_gap=3)
+    assert [(c.start, c.end) for c in cuts] == [(0, 16), (16, 32), (32, 48)] and cutter.skipped == 0
+    assert cuts[1].items == [16, 17, 18, 19, 19, 19, 19, 23, 24, 25, 26, 27, 28, 29, 30, 31]
+
+
+@pytest.mark.parametrize("before, stride, skipped, starts", [
+    (20, 16, 1, [0, 30, 46]),      # [16, 32) would span it: skipped; the next starts on the frame after the gap
+    (32, 16, 0, [0, 16, 42, 58]),  # the gap falls between windows: nothing spans it
+    (20, 8, 2, [0, 30, 38, 46]),   # [8, 24) and [16, 32) would span it
+])
+def test_windows_across_a_long_gap_are_skipped_and_counted(before, stride, skipped, starts):
+    cuts, cutter = cut_with_gap(before, 10, 32, stride=stride, max_gap=3)
+    assert [c.start for c in cuts] == starts and cutter.skipped == skipped
+    assert all(c.items == list(range(c.start, c.end)) for c in cuts)  # no window holds a frame from both sides
+    assert cutter.frames == before + 10 + 32  # frames keep their numbers across the gap
+
+
+def test_frames_lost_before_the_first_are_counted_in_its_number():
+    cuts, cutter = cut_with_gap(0, 5, 16, stride=16, max_gap=8)
+    assert [(c.start, c.end) for c in cuts] == [(5, 21)] and cutter.skipped == 0

@@ -1,4 +1,5 @@
-"""Mutated video files through clip extraction and `score`: 0 crashes, 0 hangs, every failure a one-line reason.
+"""Mutated video files through clip extraction and `score`: 0 crashes, 0 hangs, every failure a one-line reason,
+and the frames fightwatch decodes from them against what ffmpeg's own decoder gets through the same bytes.
 
 Seeds are small valid videos (mp4/h264 plain, fragmented and fast-start, webm vp8 and vp9, avi mjpeg, mkv h264
 and mpeg4, a rotated mp4, a variable-rate mkv) written with PyAV. File i is seed i mod seeds, mutated by 1-3
@@ -16,6 +17,11 @@ died (a signal, or an exit), or a step that raised anything but the product's ha
 extraction; score_one turns InputError into an `error` entry itself). A sample of the files (--cli-every) also
 goes through the installed `fightwatch score` command, --cli-batch files per run: it must exit 0 or 2 with one
 `fightwatch: error:` line and no traceback. Files that crashed or hung are kept under --out/findings/.
+
+The headline is the frames decoded: each file is also read through as `score` reads it (data.clips.VideoFrames,
+the frames before an error counted too) and decoded by Debian's ffmpeg (`ffmpeg -i FILE -f framecrc`, each frame
+as it comes), and the report gives fightwatch's frames over ffmpeg's, overall and per mutation, and the files
+where fightwatch got under 95% of ffmpeg's.
 
     flock /tmp/fw-cpu.lock .venv/bin/python scripts/faults/fuzz_videos.py --files 10000 --jobs 2 --out /tmp/fuzz
 """
@@ -43,6 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.support.damage import ffmpeg_frames  # noqa: E402  (after the checkout is on the path)
 
 FIGHTWATCH = Path(sys.executable).parent / "fightwatch"
 # The clips extracted from every file (seconds): from the start, one after a seek (the seeds' key frames are
@@ -249,6 +257,8 @@ def worker() -> None:
     import torch
 
     from cluster.commands.score import Video, score_one
+    from data.clips import VideoFrames
+    from data.errors import InputError
     from data.extract import ClipError, extract_window
     from trainer.model import ResNet3D
     from trainer.serve.alerting.policy import AlertPolicy
@@ -276,11 +286,21 @@ def worker() -> None:
             return {"ok": False, "reason": _message_class(entry["error"], path), "message": entry["error"]}
         return {"ok": True}
 
+    def decode(path):
+        """The frames fightwatch's reading gets through (data/decode.py), held against ffmpeg's by the parent."""
+        frames = 0
+        try:
+            for _ in VideoFrames(path):
+                frames += 1
+        except InputError as e:  # nothing decodes, or too much was lost: the frames before still count
+            return {"ok": False, "reason": _message_class(str(e), path), "message": str(e), "frames": frames}
+        return {"ok": True, "frames": frames}
+
     protocol.write(json.dumps({"ready": os.getpid()}) + "\n")
     for line in sys.stdin:
         path = Path(line.strip())
         results = {}
-        for step, run in (("extract", extract), ("score", score)):
+        for step, run in (("extract", extract), ("score", score), ("decode", decode)):
             protocol.write(json.dumps({"begin": step}) + "\n")
             try:
                 results[step] = run(path)
@@ -370,7 +390,21 @@ class Tally:
     one_line: int = 0  # of those, with a one-line message naming the file
     reasons: collections.Counter = field(default_factory=collections.Counter)  # "step: reason" -> steps
     mutations: collections.Counter = field(default_factory=collections.Counter)
+    # frames decoded per mutation: mutation -> [fightwatch's, ffmpeg's] over the files it was applied to
+    frames: dict = field(default_factory=lambda: collections.defaultdict(lambda: [0, 0]))
+    short: list = field(default_factory=list)  # files where fightwatch got under 95% of ffmpeg's frames
+    frames_total: list = field(default_factory=lambda: [0, 0])  # [fightwatch's, ffmpeg's] over every file
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_frames(self, path: Path, mutations: list[str], ours: int, ffmpeg: int) -> None:
+        with self.lock:
+            for mutation in set(mutations):
+                self.frames[mutation][0] += ours
+                self.frames[mutation][1] += ffmpeg
+            self.frames_total[0] += ours
+            self.frames_total[1] += ffmpeg
+            if ours < 0.95 * ffmpeg:
+                self.short.append((path.name, ours, ffmpeg))
 
     def add(self, path: Path, mutations: list[str], result: dict) -> bool:
         """Count one file; True when it crashed or hung (keep it)."""
@@ -423,7 +457,10 @@ def fuzz(files: int, seed: int, timeout: float, jobs: int, out: Path, memory_gb:
                 path = work / name
                 path.write_bytes(data)
                 result = worker.check(path, timeout)
-                kept = tally.add(path, names, result)
+                if "frames" in result.get("decode", {}):
+                    result["ffmpeg_frames"] = ffmpeg_frames(path, timeout) or 0
+                    tally.add_frames(path, names, result["decode"]["frames"], result["ffmpeg_frames"])
+                kept = tally.add(path, names, {k: v for k, v in result.items() if k != "ffmpeg_frames"})
                 results.write(json.dumps({"index": index, "file": name, "mutations": names, **result}) + "\n")
                 if kept:
                     shutil.move(path, findings / name)
@@ -510,8 +547,18 @@ def cli_sample(indexes: list[int], seed: int, timeout: float, batch: int, out: P
     return tally
 
 
+def ratio(ours: int, ffmpeg: int) -> str:
+    return f"{ours / ffmpeg:.3f}" if ffmpeg else "-"
+
+
 def report(tally: Tally, cli: CliTally | None, seconds: float, cli_seconds: float) -> list[str]:
-    lines = ["mutations applied: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.mutations.items())),
+    ours, ffmpeg = tally.frames_total
+    lines = [f"frames decoded, fightwatch / ffmpeg: {ratio(ours, ffmpeg)} ({ours} / {ffmpeg} frames of the same "
+             f"{tally.files} files); files under 0.95 of ffmpeg's frames: {len(tally.short)}",
+             "per mutation (fightwatch / ffmpeg frames of the files it was applied to): " + ", ".join(
+                 f"{m} {ratio(*counts)}" for m, counts in sorted(tally.frames.items()))]
+    lines += [f"short: {name} {got} of ffmpeg's {want} frames" for name, got, want in tally.short[:20]]
+    lines += ["mutations applied: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.mutations.items())),
              "outcomes per step (step: reason -> count):"]
     lines += [f"  {reason}: {count}" for reason, count in sorted(tally.reasons.items())]
     lines += [f"crash: {f} [{step}] {what}" for f, step, what in tally.crashes[:50]]

@@ -68,7 +68,7 @@ def annotate_video(
     """
     probs = _probabilities(frame_probs)
     dst = Path(dst)
-    with atomic_path(dst) as tmp, av.open(os.fspath(src)) as inp:
+    with atomic_path(dst) as tmp, av.open(os.fspath(src), metadata_errors="replace") as inp:
         if not inp.streams.video:
             raise ValueError(f"{src} has no video stream")
         vin = inp.streams.video[0]
@@ -130,7 +130,7 @@ def fight_gif(
     if seconds <= 0 or fps <= 0 or max_width < 16:
         raise ValueError("seconds and fps must be > 0 and max_width >= 16")
     probs = _probabilities(frame_probs)
-    with av.open(os.fspath(src)) as inp:
+    with av.open(os.fspath(src), metadata_errors="replace") as inp:
         if not inp.streams.video:
             raise ValueError(f"{src} has no video stream")
         vin = inp.streams.video[0]

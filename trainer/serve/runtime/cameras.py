@@ -292,19 +292,20 @@ class CameraReader:
             if source.kind == "file":
                 if not Path(source.url).is_file():
                     raise _OpenFailed("no such video file")
-                container = av.open(source.url)
+                container = av.open(source.url, metadata_errors="replace")
             else:
                 options = {"rtsp_transport": "tcp"} if source.url.lower().startswith(("rtsp://", "rtsps://")) else {}
                 options.update(self.cfg.demuxer_options)
                 container = av.open(source.url, format="v4l2" if source.kind == "device" else None,
-                                    container_options=options, timeout=(self.cfg.timeout_s, self.cfg.timeout_s))
+                                    container_options=options, timeout=(self.cfg.timeout_s, self.cfg.timeout_s),
+                                    metadata_errors="replace")
         except av.error.FFmpegError as e:  # its str() quotes the URL, credentials and all: not logged
             # PyAV's timeout cut it short (FFmpeg's RTSP client then reports the half-read answer as invalid data)
             timed_out = isinstance(e, (av.error.ExitError, av.error.TimeoutError)) or (
                 source.kind != "file" and time.monotonic() - started >= self.cfg.timeout_s)
             reason = f"no answer for {self.cfg.timeout_s:g} s" if timed_out else e.strerror or type(e).__name__
             raise _OpenFailed(f"cannot open: {reason}") from None
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+        except (OSError, ValueError) as e:
             raise _OpenFailed(f"cannot open: {str(e).replace(source.url, source.display)}") from None
         if not container.streams.video:
             container.close()

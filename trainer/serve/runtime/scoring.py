@@ -99,12 +99,12 @@ def frame_rate(path: str | Path) -> Fraction:
     if not path.is_file():
         raise InputError(f"{path}: no such video file")
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.video:
                 raise InputError(f"{path}: no video stream")
             stream = container.streams.video[0]
             return Fraction(stream.average_rate or stream.guessed_rate or 25)
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+    except av.error.FFmpegError as e:
         raise InputError(f"{path}: cannot open video: {e}") from None
 
 

@@ -57,7 +57,6 @@ class DecodeLog:
     decoded: int = 0
     concealed: int = 0  # frames output with damage the decoder concealed
     rejected: int = 0  # packets the decoder refused
-    rejected_in_a_row: int = 0  # since the last packet it took (a live stream that keeps failing reconnects)
     lost: int = 0  # frames that never came out: read and not decoded, or missing from the data
     undecoded: int = 0  # of those, read and not decoded (the rest left no packet: a gap in the timestamps)
     spans: list[tuple[int, int]] = field(default_factory=list)  # lost frame numbers, first and last, merged
@@ -128,11 +127,13 @@ def declared_frames(container, stream) -> int | None:
 
 
 def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Callable[[av.Packet], None]] | None = None,
-                   after_seek: bool = False) -> Iterator[tuple[int, av.VideoFrame]]:
+                   after_seek: bool = False, give_up_after: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """(frames lost just before it, frame) for each frame of `stream` in presentation order, through the packets
     the decoder rejects; `log` counts as it goes. `relay`: (another stream, a callable), called with each of that
     stream's packets as they are demuxed with the video's (an audio track copied beside it). `after_seek`: the
-    container was just seeked (concealed frames before the first clean one are dropped, as lost)."""
+    container was just seeked (concealed frames before the first clean one are dropped, as lost). `give_up_after`:
+    the read ends (`log.stopped` says why) after this many packets rejected in a row (a live stream that keeps
+    failing is reconnected; a file is read to its end)."""
     context = stream.codec_context
     if not context.is_open:
         context.options = {**context.options, "flags": "+output_corrupt"}
@@ -143,6 +144,7 @@ def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Calla
     unshown = 0  # frames lost since the last one yielded: guesses before the first clean frame after a seek
     last_pts: int | None = None
     steps: deque[int] = deque(maxlen=15)  # the last steps between frames (pts)
+    rejected_in_a_row = 0
 
     def number(pts: int) -> int:
         return round((pts - (origin or 0)) * time_base * log.fps) + 1
@@ -189,9 +191,12 @@ def decoded_frames(container, stream, log: DecodeLog, relay: tuple[object, Calla
                 raise
             except av.error.FFmpegError:
                 log.rejected += 1
-                log.rejected_in_a_row += 1
+                rejected_in_a_row += 1
+                if give_up_after is not None and rejected_in_a_row >= give_up_after:
+                    log.stopped = f"the decoder rejected {rejected_in_a_row} packets in a row"
+                    break
                 continue
-            log.rejected_in_a_row = 0
+            rejected_in_a_row = 0
             for frame in frames:
                 lost = unshown + came_out(frame.pts)
                 if after_seek and frame.is_corrupt and not log.decoded:

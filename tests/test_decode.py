@@ -5,15 +5,16 @@ watched to its end without a reconnect."""
 
 import json
 
+import av
 import pytest
 
 from data.clips import VideoFrames
-from data.decode import DecodeConfig, DecodeLog
+from data.decode import DecodeConfig, DecodeLog, decoded_frames
 from data.errors import InputError
 from data.extract import ClipError, extract_window
 from tests.support.damage import LossyUdpCamera, cut_short, ffmpeg_frames_or_skip, lose_keyframe, noise_into
 from tests.support.models import MODEL_CFG, fixed_output_model
-from tests.support.videos import decode_index, write_video
+from tests.support.videos import decode_index, scramble_frames, write_video
 from tests.support.watch import models, watch  # noqa: F401  (models is a fixture)
 from trainer.checkpoint import load_model
 from trainer.serve.alerting.store import AlertStore
@@ -151,6 +152,17 @@ def test_prepare_cuts_a_clip_across_a_short_gap_and_refuses_a_long_one(clean, tm
         extract_window(damaged, start, start + 2.0, 25.0, 64, decode=DecodeConfig(max_gap_frames=0))
     assert error.value.reason == "damaged"
     assert extract_window(damaged, 0.0, 1.0, 25.0, 64, decode=DecodeConfig(max_gap_frames=0)).shape[0] == 25
+
+
+def test_a_stream_whose_decoder_takes_nothing_gives_up_after_the_rejects_it_is_allowed(tmp_path):
+    """watch's reconnect for a live stream that keeps failing; a file is read to its end."""
+    garbage = scramble_frames(write_video(tmp_path / "garbage.mp4", 40, (160, 120)))
+    for give_up, rejected in ((None, 40), (5, 5)):
+        with av.open(str(garbage)) as container:
+            log = DecodeLog(25)
+            assert list(decoded_frames(container, container.streams.video[0], log, give_up_after=give_up)) == []
+        assert log.rejected == rejected and log.lost == rejected
+        assert log.stopped == (None if give_up is None else "the decoder rejected 5 packets in a row")
 
 
 @pytest.mark.slow  # a watch run

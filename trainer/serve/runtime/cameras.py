@@ -191,14 +191,12 @@ class LossReport:
         """Count into `stats`; the words for what is new since the last report when one is due (always when
         `final`), else None."""
         counts = (self.loss.lost, self.loss.rejected, self.cutter.skipped)
-        new = [now_ - before for now_, before in zip(counts, self.counted)]
-        stats.frames_lost += new[0]
-        stats.packets_rejected += new[1]
-        stats.windows_skipped += new[2]
+        for name, count, before in zip(("frames_lost", "packets_rejected", "windows_skipped"), counts, self.counted):
+            setattr(stats, name, getattr(stats, name) + count - before)
         self.counted = counts
         if counts == self.reported or not (final or now - self.reported_at >= LOSS_REPORT_S):
             return None
-        lost, rejected, skipped = (now_ - before for now_, before in zip(counts, self.reported))
+        lost, rejected, skipped = (count - before for count, before in zip(counts, self.reported))
         self.reported, self.reported_at = counts, now
         return (f"read through damage: {lost} frame(s) lost, {rejected} packet(s) rejected by the decoder, "
                 f"{skipped} window(s) skipped across gaps over decode.max_gap_frames")
@@ -339,10 +337,12 @@ class CameraReader:
                                                                       cfg.decode.max_gap_frames)
         loss = DecodeLog(fps)
         report = LossReport(loss, cutter)
-        error, origin, stalled, failing = None, None, False, None
+        error, origin, stalled = None, None, False
+        # a live stream whose decoder takes nothing for timeout_s worth of frames is lost, as one that stalls
+        give_up = math.ceil(cfg.timeout_s * fps) if cam.source.kind != "file" else None
         try:
             asked = time.monotonic()
-            for lost, frame in decoded_frames(container, stream, loss):
+            for lost, frame in decoded_frames(container, stream, loss, give_up_after=give_up):
                 # A read that took the whole timeout was cut short by PyAV's timeout; FFmpeg's RTP demuxer then
                 # hands out the frame it was holding back (its end is only known from the next one) instead of
                 # failing, and only the next read fails, a second timeout later: the stall is now.
@@ -365,12 +365,9 @@ class CameraReader:
                 if stalled:
                     break
                 asked = time.monotonic()
-                if live and loss.rejected_in_a_row > cfg.timeout_s * fps:  # the decoder takes nothing any more
-                    failing = f"the decoder rejected {loss.rejected_in_a_row} packets in a row"
-                    break
         except (av.error.ExitError, av.error.TimeoutError):  # PyAV's read timeout interrupted FFmpeg
             stalled = True
-        error = failing or loss.stopped  # the demuxer's error ends a connection, as ffmpeg's input ends
+        error = loss.stopped  # the demuxer's error, or a decoder that takes nothing, ends a connection
         if stalled:
             error = f"no data for {cfg.timeout_s:g} s"
         if cam.source.kind == "file" and not self.stop.is_set():

@@ -85,11 +85,14 @@ def test_a_decode_log_merges_lost_spans_and_says_what_was_lost():
 @pytest.mark.parametrize("name, codec", CODECS)
 def test_noise_in_the_middle_is_read_through_as_ffmpeg_does(clean, tmp_path, name, codec):
     damaged = noise_into(clean[name], tmp_path / name, nbytes=clean[name].stat().st_size // 50)
-    shown, log = read(damaged)
+    shown, log = read(damaged)  # as score and evaluate read
     assert len(shown) >= SHARE * ffmpeg_frames_or_skip(damaged) and len(shown) < FRAMES
     assert log.lost >= 1 and log.decoded + log.lost >= FRAMES - 1
     assert log.warnings()[0].startswith(f"decoded {len(shown)} of ") and "lost (frames " in log.warnings()[0]
     check_numbering(shown)
+    reads: list[DecodeLog] = []  # as prepare reads: one clip of the whole video, across the gap
+    clip = extract_window(damaged, 0, FRAMES / 25, 25.0, 64, decode=DecodeConfig(max_gap_frames=FRAMES), log=reads)
+    assert len(clip) == FRAMES and reads[-1].decoded == len(shown) and reads[-1].warnings()
 
 
 @pytest.mark.parametrize("name, codec", CODECS)

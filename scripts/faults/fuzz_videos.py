@@ -244,7 +244,8 @@ def _message_class(message: str, path: Path) -> str:
     """The reason of an error message without its file and variable details: 'cannot open video'."""
     text = message.replace(str(path), "").lstrip(": ")
     text = re.sub(r"^window \[[^)]*\): ", "", text)
-    return re.split(r": | \(|\[", text, maxsplit=1)[0].strip() or "?"
+    text = re.split(r": | \(|\[|; ", text, maxsplit=1)[0].strip() or "?"
+    return re.sub(r"\d+%", "N%", text)  # "the decoder failed on N% of its frames"
 
 
 def worker() -> None:

@@ -54,9 +54,14 @@ def add_token_env_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_accel_args(parser: argparse.ArgumentParser) -> None:
-    """--precision and --kernels: the AccelConfig of score, evaluate and watch (training reads accel.* from its config)."""
+    """--precision and --kernels, the AccelConfig of score, evaluate and watch (training reads accel.* from its
+    config), and --runtime, how their model runs (trainer/compiled.py)."""
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: bf16 where the CPU has avx512_bf16 or amx_bf16, else fp32 (default: auto)")
     parser.add_argument("--kernels", choices=["auto", "ipex", "torch"], default="auto",
                         help="auto: Intel Extension for PyTorch where it imports and has kernels of its own for this "
                              "CPU, else stock PyTorch (default: auto)")
+    parser.add_argument("--runtime", choices=["auto", "eager", "compile"], default="auto",
+                        help="compile: the model compiled ahead of time (AOTInductor, freezing), cached across runs "
+                             "under FIGHTWATCH_COMPILE_CACHE or ~/.cache/fightwatch/compiled; auto: compile models of "
+                             "10M parameters or more (the real ResNet-18/34), run smaller ones eager (default: auto)")

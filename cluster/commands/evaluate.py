@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> None:
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, args.kernels))
-    model = prepare_model(model, plan)
+    model = prepare_model(model, plan, model_cfg, args.runtime)
     if args.untrimmed:
         policy = dataclasses.replace(config.alerts, threshold=threshold)
         result = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)

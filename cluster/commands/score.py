@@ -177,14 +177,16 @@ def write_output(output: Path, entries: list[dict]) -> None:
 
 def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], output: Path, score_cfg: ScoreConfig,
               policy: AlertPolicy, annotated_dir: Path | None = None, *, plan: AccelPlan | None = None,
-              mode: str = "score", gif: bool = False,
-              names: tuple[str, ...] = FIGHT_CLASSES) -> tuple[list[dict], list[dict]]:
+              mode: str = "score", gif: bool = False, names: tuple[str, ...] = FIGHT_CLASSES,
+              runtime: str = "eager") -> tuple[list[dict], list[dict]]:
     """Score every video in this process; one that cannot be read gets an `error` entry and the rest go on.
 
-    The model is prepared for `plan` here (None: plain fp32). Writes `output` (JSON list, in the order
-    of `videos`) atomically and returns (entries, alerts).
+    The model is prepared for `plan` here (None: plain fp32) and runs as `runtime` says (trainer/compiled.py).
+    Writes `output` (JSON list, in the order of `videos`) atomically and returns (entries, alerts).
     """
-    model = prepare_model(model, plan) if plan is not None else model.eval()
+    # features are read off the eager model; compiled, the model gives logits only
+    model = (prepare_model(model, plan, model_cfg, runtime if mode == "score" else "eager") if plan is not None
+             else model.eval())
     entries, alerts = [], []
     for video in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
         entry, found = score_one(model, model_cfg, video, score_cfg, policy, plan=plan, mode=mode,
@@ -228,7 +230,7 @@ class _RayScorer:
 
     def __init__(self, model_path: str, release: ReleaseOptions, names_file: str | None, score_cfg: ScoreConfig,
                  policy: AlertPolicy, accel: AccelConfig, mode: str, annotated_dir: str | None, gif: bool,
-                 threads: int):
+                 threads: int, runtime: str):
         import torch
 
         from trainer.accel import plan_for
@@ -238,7 +240,7 @@ class _RayScorer:
         model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
                                                               Path(names_file) if names_file else None, mode)
         self.plan = plan_for(accel)
-        self.model = prepare_model(model, self.plan)
+        self.model = prepare_model(model, self.plan, self.model_cfg, runtime if mode == "score" else "eager")
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
         self.annotated_dir = Path(annotated_dir) if annotated_dir else None
         self.path_taken = (f"{self.plan.precision}{' channels_last_3d' if self.plan.channels_last else ''} "
@@ -260,7 +262,7 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
                   annotated_dir: Path | None = None, *, accel: AccelConfig = AccelConfig("auto", "auto"),
                   mode: str = "score",
                   gif: bool = False, ray_address: str | None = None, release: ReleaseOptions = ReleaseOptions(),
-                  names_file: Path | None = None) -> tuple[list[dict], list[dict]]:
+                  names_file: Path | None = None, runtime: str = "eager") -> tuple[list[dict], list[dict]]:
     """`score_job` on Ray Data (see the module doc): the same output.json, alerts and files, in input order.
 
     Joins `ray_address` (else RAY_ADDRESS, else starts an embedded local Ray, shut down at the end).
@@ -294,7 +296,7 @@ def score_job_ray(model_path: Path, videos: list[Video], output: Path, score_cfg
                 "model_path": str(Path(model_path).resolve()), "release": release,
                 "names_file": str(Path(names_file).resolve()) if names_file else None,
                 "score_cfg": score_cfg, "policy": policy,
-                "accel": accel, "mode": mode, "gif": gif, "threads": pool.threads,
+                "accel": accel, "mode": mode, "gif": gif, "threads": pool.threads, "runtime": runtime,
                 "annotated_dir": str(Path(annotated_dir).resolve()) if annotated_dir is not None else None})
         for row in dataset.iter_rows():
             result = json.loads(row["result"])
@@ -416,10 +418,11 @@ def run(args: argparse.Namespace) -> None:
         del model  # each Ray actor loads its own
         entries, alerts = score_job_ray(args.model, videos, args.output, score_cfg, policy, args.annotated_dir,
                                         accel=accel, mode=args.mode, gif=args.gif, ray_address=args.ray_address,
-                                        release=release, names_file=args.class_names)
+                                        release=release, names_file=args.class_names, runtime=args.runtime)
     else:
         entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
-                                    plan=plan_for(accel), mode=args.mode, gif=args.gif, names=names)
+                                    plan=plan_for(accel), mode=args.mode, gif=args.gif, names=names,
+                                    runtime=args.runtime)
     for alert in alerts:
         print(json.dumps(alert))
     if args.alerts:

@@ -122,7 +122,7 @@ SINK_FLAGS = {"alerts": "alerts", "webhook": "webhook", "webhook_secret_env": "w
 def run(args: argparse.Namespace) -> int:
     """Run `fightwatch watch`; 0 when every camera ended normally (or was stopped), 1 when one failed."""
     from cluster.config import is_override, load_config, with_flags
-    from trainer.accel import AccelConfig, apply, plan_for
+    from trainer.accel import AccelConfig, plan_for
     from trainer.checkpoint import load_model
     from trainer.serve.alerting.sinks.factory import build_sink
     from trainer.serve.alerting.sinks.store import StoreSink
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.serve.review.app import parse_address, serve_in_thread
     from trainer.serve.review.live_view import MonitorLiveView
     from trainer.serve.runtime.monitor import Monitor
-    from trainer.serve.runtime.scoring import check_fight_model
+    from trainer.serve.runtime.scoring import check_fight_model, prepare_model
     from trainer.serve.runtime.sources import parse_sources
 
     config = load_config(args.config, [*args.overrides, *filter(is_override, args.sources)])
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, args.kernels))
-    model, _ = apply(plan, model)
+    model = prepare_model(model, plan, model_cfg, args.runtime)
     if args.ui and cfg.store is None:
         raise InputError("--ui reviews the alert store: name one with --store (watch.store is null)")
     address = parse_address(args.ui) if args.ui else None  # a bad address fails before anything starts

@@ -13,9 +13,14 @@ bisects.
     python scripts/bench/bench_watch_capacity.py                    # stride 8 and 16, 20 s trials
     python scripts/bench/bench_watch_capacity.py --strides 16 --seconds 30
     python scripts/bench/bench_watch_capacity.py --strides 8 --regions 0 2 --scenes calm-wide busy-wide
+    python scripts/bench/bench_watch_capacity.py --strides 8 --runtimes eager auto   # compiled against eager
 
-The last line is the headline: cameras held per stride (and scene and regions budget) on this machine's cores, and
-with regions the ratio to the whole frame alone on the same scene, measured in the same run.
+`--runtimes` are watch's (trainer/compiled.py; auto compiles this real-size model); the compiled model is built
+once into a fresh cache before the trials, so a trial's start does not include the compile.
+
+The last line is the headline: cameras held per stride (and scene, regions budget and runtime) on this machine's
+cores, with regions the ratio to the whole frame alone on the same scene, and compiled the ratio to eager,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import torch
 
 from common import describe_cpu  # scripts/bench/common.py
 from data.synthetic import render_timeline, render_wide, write_video
-from trainer.checkpoint import save_checkpoint
+from trainer.accel import AccelConfig, plan_for
+from trainer.checkpoint import load_model, save_checkpoint
+from trainer.compiled import CACHE_ENV
 from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.runtime.scoring import prepare_model
 
 ROOT = Path(__file__).resolve().parents[2]
 FPS = 25
@@ -49,13 +57,13 @@ MODEL = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=1
                     pretrained=None, ft_begin="layer4", mean=None, std=None, value_scale=None)
 
 
-def trial(model: Path, video: Path, cameras: int, stride: int, budget: int, seconds: float, max_lag: float,
-          out: Path) -> dict:
+def trial(model: Path, video: Path, cameras: int, stride: int, budget: int, runtime: str, seconds: float,
+          max_lag: float, out: Path) -> dict:
     """One `fightwatch watch` run: its per-camera counters and whether every camera was held."""
     command = [sys.executable, "-m", "cluster.cli", "watch", "--config", "configs/ava_fight.yaml",
                "--model", str(model), "--stride", str(stride), "--max-seconds", str(seconds), "--stats-every", "0",
                "--out-dir", str(out), "--set", "watch.store=null", "--alerts", str(out / "alerts.jsonl"),
-               "--set", f"watch.regions.budget={budget}",
+               "--set", f"watch.regions.budget={budget}", "--runtime", runtime,
                *[f"cam{i}={video}" for i in range(cameras)]]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in result.stderr.splitlines() if line.startswith('{"event": "stats"')]
@@ -69,18 +77,19 @@ def trial(model: Path, video: Path, cameras: int, stride: int, budget: int, seco
     windows = sum(c["windows"] for c in stats.values())
     scored = sum(c["views_scored"] for c in stats.values()) / max(1, windows)
     kept = sum(c["views_kept"] for c in stats.values()) / max(1, windows)
-    print(f"  stride {stride:2d}, regions {budget}, {cameras:3d} camera(s): {'held' if held else 'NOT held'} (worst camera: "
+    print(f"  {runtime}, stride {stride:2d}, regions {budget}, {cameras:3d} camera(s): "
+          f"{'held' if held else 'NOT held'} (worst camera: "
           f"{worst['windows_dropped']} windows dropped, {worst['frames_in']}/{expected:.0f} frames, max lag "
           f"{worst['max_lag_s']:.2f} s; per window {scored:.2f} views scored, {kept:.2f} kept)", flush=True)
     return {"held": held}
 
 
-def capacity(model: Path, video: Path, stride: int, budget: int, args, out: Path) -> int:
+def capacity(model: Path, video: Path, stride: int, budget: int, runtime: str, args, out: Path) -> int:
     """The most cameras held: double until a trial fails, then bisect."""
     held, failed = 0, None
     n = 1
     while failed is None:
-        if trial(model, video, n, stride, budget, args.seconds, args.max_lag, out)["held"]:
+        if trial(model, video, n, stride, budget, runtime, args.seconds, args.max_lag, out)["held"]:
             held, n = n, n * 2
             if n > args.max_cameras:
                 return held
@@ -88,7 +97,7 @@ def capacity(model: Path, video: Path, stride: int, budget: int, args, out: Path
             failed = n
     while failed - held > 1:
         n = (held + failed) // 2
-        if trial(model, video, n, stride, budget, args.seconds, args.max_lag, out)["held"]:
+        if trial(model, video, n, stride, budget, runtime, args.seconds, args.max_lag, out)["held"]:
             held = n
         else:
             failed = n
@@ -104,6 +113,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, nargs="+", default=[0], metavar="BUDGET",
                         help="watch.regions.budget values to compare (default: 0, the whole frame alone)")
     parser.add_argument("--scenes", nargs="+", choices=sorted(SCENES), default=["timeline"])
+    parser.add_argument("--runtimes", nargs="+", choices=["auto", "eager", "compile"], default=["auto"])
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(describe_cpu())
@@ -113,20 +123,25 @@ def main() -> None:
         with torch.no_grad():
             model.fc.weight.zero_(), model.fc.bias.copy_(torch.tensor([5.0, 0.0]))  # calm: no alert writes
         save_checkpoint(tmp / "model.pth", model, MODEL, epoch=0)
+        os.environ[CACHE_ENV] = str(tmp / "compiled")  # watch's runs load what this builds
+        for runtime in set(args.runtimes) - {"eager"}:
+            prepare_model(load_model(tmp / "model.pth")[0], plan_for(AccelConfig("auto", "auto")), MODEL, runtime)
         held = {}
         for scene in args.scenes:
             frames = SCENES[scene](args.seconds + 2)  # longer than the trial
             write_video(tmp / f"{scene}.mp4", frames, FPS)
             for stride in args.strides:
                 for budget in args.regions:
-                    held[scene, stride, budget] = capacity(tmp / "model.pth", tmp / f"{scene}.mp4", stride, budget,
-                                                           args, tmp / "out")
+                    for runtime in args.runtimes:
+                        held[scene, stride, budget, runtime] = capacity(tmp / "model.pth", tmp / f"{scene}.mp4",
+                                                                        stride, budget, runtime, args, tmp / "out")
     rows = []
-    for (scene, stride, budget), n in held.items():
-        base = held.get((scene, stride, 0))
+    for (scene, stride, budget, runtime), n in held.items():
+        base, eager = held.get((scene, stride, 0, runtime)), held.get((scene, stride, budget, "eager"))
         ratio = f", {n / base:.2f}x the whole frame's" if budget and base else ""
-        rows.append(f"{scene} stride {stride} regions {budget}: {n} (est. {n * 16 / cores:.0f} per 16 cores, "
-                    f"linear{ratio})")
+        ratio += f", {n / eager:.2f}x eager's" if runtime != "eager" and eager else ""
+        rows.append(f"{scene} stride {stride} regions {budget} {runtime}: {n} (est. {n * 16 / cores:.0f} per 16 "
+                    f"cores, linear{ratio})")
     print(f"cameras held at {FPS} fps without drops on {cores} core(s): " + "; ".join(rows))
 
 

@@ -51,6 +51,7 @@ from data.dataset import crop_box, to_input
 from data.decode import DecodeConfig
 from data.errors import InputError
 from trainer.accel import AccelPlan, apply
+from trainer.compiled import choose_runtime, compiled_model
 from trainer.model import ModelConfig, ResNet3D
 from trainer.serve.alerting.policy import Window
 from trainer.serve.runtime.class_names import FIGHT_CLASSES
@@ -85,11 +86,18 @@ def check_fight_model(model_cfg: ModelConfig, path: str | Path) -> None:
                          "fightwatch train")
 
 
-def prepare_model(model: ResNet3D, plan: AccelPlan) -> ResNet3D:
-    """The model in eval mode, prepared for `plan` (apply without an optimizer); logs the path taken."""
+def prepare_model(model: ResNet3D, plan: AccelPlan, model_cfg: ModelConfig | None = None,
+                  runtime: str = "eager") -> torch.nn.Module:
+    """The model in eval mode, prepared for `plan` (apply without an optimizer) and compiled where `runtime` says
+    (auto | eager | compile: trainer/compiled.py; compiling needs the input size, `model_cfg`, and gives logits
+    only, no `features`); logs the path taken."""
     model, _ = apply(plan, model.eval())
-    log.info("scoring in %s%s with %s kernels, %d threads (%s)", plan.precision,
-             " channels_last_3d" if plan.channels_last else "", plan.kernels, torch.get_num_threads(), plan.reason)
+    runtime, why = choose_runtime(runtime, sum(p.numel() for p in model.parameters()), plan.kernels)
+    log.info("scoring in %s%s with %s kernels, %s, %d threads (%s; %s)", plan.precision,
+             " channels_last_3d" if plan.channels_last else "", plan.kernels, runtime, torch.get_num_threads(),
+             plan.reason, why)
+    if runtime == "compile":
+        return compiled_model(model, plan, (3, model_cfg.sample_duration, model_cfg.sample_size, model_cfg.sample_size))
     return model
 
 

@@ -1,0 +1,169 @@
+"""Inference runtimes side by side on the real model: fightwatch's chosen path against the other ways to run it.
+
+The real ResNet-34 (basic blocks, shortcut A) at 3x16x112x112, the same random weights everywhere, torch's
+threads (all cores unless --threads). Contenders, in the precision fightwatch picks on this CPU (bf16 where it has
+native bf16, else fp32; --precision to force):
+  fightwatch       prepare_model with --runtime auto (trainer/compiled.py: AOTInductor, freezing, cached)
+  eager            prepare_model with --runtime eager (fightwatch's path before compiling)
+  torch.compile    torch.compile(freezing=True) under the same autocast, warmed per batch size
+  onnxruntime      ONNX Runtime's CPU provider on the model exported to ONNX (fp32 only; when it imports)
+  openvino         OpenVINO's CPU plugin on the model converted from torch (its default precision: bf16 where the
+                   CPU has it; THROUGHPUT hint at batch 8, LATENCY at 1; when it imports)
+Each round times every contender at batch 1 and 8 in turn (interleaved, so a noisy neighbour hits all alike);
+frames/s are medians over the rounds (windows x 16 frames). Agreement is against eager fp32 on --clips clips:
+argmax agreement and the largest fight-probability difference. fightwatch's default is held against the best
+contender of its precision class (bf16 against bf16, fp32 against fp32); the last line is
+`fightwatch / best contender: R (worst of batch 1 and 8; best: NAME)`.
+
+    PYTHONPATH=.:scripts/bench .venv/bin/python scripts/bench/bench_runtimes.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import bench_plan
+from trainer.compiled import CACHE_ENV
+from trainer.model import ModelConfig, ResNet3D
+from trainer.serve.runtime.scoring import prepare_model
+
+CFG = ModelConfig(depth=34, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16, pretrained=None,
+                  ft_begin="layer4", mean=None, std=None, value_scale=None)
+SHAPE = (3, 16, 112, 112)
+BATCHES = (1, 8)
+
+
+def timed(fn) -> tuple[object, float]:
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def torch_compiled(model, plan):
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    compiled = torch.compile(model)
+
+    def run(x):
+        with torch.inference_mode(), plan.autocast():
+            return compiled(plan.input(x)).float()
+    return run
+
+
+def onnx_runtime(model, folder: Path):
+    import onnxruntime
+
+    path = folder / "resnet34.onnx"
+    torch.onnx.export(model, (torch.zeros(2, *SHAPE),), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+def openvino(model):
+    import openvino as ov
+
+    converted = ov.convert_model(model, example_input=torch.zeros(2, *SHAPE))
+    core = ov.Core()
+    compiled = {batch: core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else
+                                                              "THROUGHPUT"}) for batch in BATCHES}
+    return lambda x: torch.from_numpy(compiled[len(x)](x.numpy())[0])
+
+
+def contenders(model: ResNet3D, plan, folder: Path) -> dict[str, tuple[callable, str, float]]:
+    """name -> (run(x) -> logits, precision, seconds to build it, first calls at each batch size included)."""
+    def eager_runner(runtime):
+        prepared = prepare_model(model_copy(model), plan, CFG, runtime)
+
+        def run(x):
+            with torch.inference_mode(), plan.autocast():
+                return prepared(plan.input(x)).float()
+        return run
+
+    builders = {"fightwatch": (lambda: eager_runner("auto"), plan.precision),
+                "eager": (lambda: eager_runner("eager"), plan.precision),
+                "torch.compile": (lambda: torch_compiled(model_copy(model).eval(), plan), plan.precision)}
+    if importlib.util.find_spec("onnxruntime"):
+        builders["onnxruntime"] = (lambda: onnx_runtime(model_copy(model).eval(), folder), "fp32")
+    if importlib.util.find_spec("openvino"):
+        builders["openvino"] = (lambda: openvino(model_copy(model).eval()), plan.precision)
+    out = {}
+    for name, (build, precision) in builders.items():
+        def build_and_warm():
+            run = build()
+            for batch in BATCHES:
+                run(torch.zeros(batch, *SHAPE))
+            return run
+        run, seconds = timed(build_and_warm)
+        print(f"  {name}: built and warmed in {seconds:.1f} s", flush=True)
+        out[name] = (run, precision, seconds)
+    return out
+
+
+def model_copy(model: ResNet3D) -> ResNet3D:
+    copy = ResNet3D(CFG)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="forward passes per contender, batch and round")
+    parser.add_argument("--clips", type=int, default=32, help="clips the agreement is measured on")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = bench_plan(args.precision)
+    torch.manual_seed(0)
+    model = ResNet3D(CFG).eval()
+    clips = torch.randn(args.clips, *SHAPE) * 60  # the scale of mean-subtracted 0-255 pixels
+    with torch.inference_mode():
+        reference = torch.cat([model(clips[i:i + 8]) for i in range(0, len(clips), 8)])
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ.setdefault(CACHE_ENV, str(Path(folder) / "compiled"))  # a cold compile, timed, unless one is set
+        runs = contenders(model, plan, Path(folder))
+        rates: dict[tuple[str, int], list[float]] = {}
+        for round_ in range(args.rounds):
+            for batch in BATCHES:
+                x = torch.randn(batch, *SHAPE) * 60
+                for name, (run, _, _) in runs.items():
+                    _, seconds = timed(lambda: [run(x) for _ in range(args.repeats)])
+                    rates.setdefault((name, batch), []).append(args.repeats * batch * SHAPE[1] / seconds)
+            print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
+        print("\n| runtime | precision | frames/s batch 1 | frames/s batch 8 | build s | argmax agreement | "
+              "max |fight prob diff| |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, (run, precision, seconds) in runs.items():
+            logits = torch.cat([run(clips[i:i + 8]) for i in range(0, len(clips), 8)])
+            agree = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+            diff = (torch.softmax(logits.float(), 1)[:, 1] - torch.softmax(reference, 1)[:, 1]).abs().max().item()
+            b1, b8 = (statistics.median(rates[(name, b)]) for b in BATCHES)
+            print(f"| {name} | {precision} | {b1:.0f} | {b8:.0f} | {seconds:.1f} | {agree:.1%} | {diff:.4f} |")
+    ours = runs["fightwatch"][1]
+    rivals = [name for name, (_, precision, _) in runs.items() if name != "fightwatch" and precision == ours]
+    best = {b: max(rivals, key=lambda n: statistics.median(rates[(n, b)])) for b in BATCHES}
+    ratios = {b: statistics.median(rates[("fightwatch", b)]) / statistics.median(rates[(best[b], b)]) for b in BATCHES}
+    worst = min(BATCHES, key=ratios.get)
+    print(f"\nfightwatch / best contender: {ratios[worst]:.2f} (worst of batch 1 and 8: batch 1 {ratios[1]:.2f} "
+          f"against {best[1]}, batch 8 {ratios[8]:.2f} against {best[8]}; best: {best[worst]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Compiled inference (trainer/compiled.py): which models compile, agreement with eager fp32 on the real input
+shapes in bf16 (where the CPU has it natively) and fp32, every batch size from one artifact, the cache a restart
+loads instead of compiling, and eager when compiling fails. Compiles are real AOTInductor builds, hence slow."""
+
+import logging
+
+import pytest
+import torch
+
+from tests.support.models import MODEL_CFG
+from trainer.accel import AccelPlan, apply, cpu_flags
+from trainer.compiled import COMPILE_MIN_PARAMS, CompiledModel, choose_runtime, compiled_model
+from trainer.model import ModelConfig, ResNet3D
+
+BF16 = AccelPlan("bf16", "torch", True, "test")
+FP32 = AccelPlan("fp32", "torch", False, "test")
+
+
+def test_auto_compiles_real_size_models_and_keeps_small_ones_and_ipex_eager():
+    assert choose_runtime("auto", 63_000_000, "torch")[0] == "compile"  # ResNet-34
+    assert choose_runtime("auto", COMPILE_MIN_PARAMS - 1, "torch")[0] == "eager"
+    assert choose_runtime("auto", 300_000, "torch")[1].startswith("eager: 0.3M parameters, below auto's 10M")
+    assert choose_runtime("compile", 300_000, "torch") == ("compile", "compile: requested")
+    assert choose_runtime("eager", 63_000_000, "torch")[0] == "eager"
+    assert choose_runtime("compile", 63_000_000, "ipex")[0] == "eager"
+    with pytest.raises(ValueError, match="runtime must be one of auto, eager, compile"):
+        choose_runtime("openvino", 1, "torch")
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.float(), 1)[:, 1]
+
+
+@pytest.mark.slow  # an AOTInductor build of a ResNet-18 at 16x112x112, per precision
+@pytest.mark.parametrize("plan", [
+    pytest.param(BF16, id="bf16", marks=pytest.mark.skipif(not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
+                                                          reason="bf16 needs native avx512_bf16/amx_bf16 here")),
+    pytest.param(FP32, id="fp32")])
+def test_compiled_agrees_with_eager_fp32_on_the_real_shapes(plan, tmp_path):
+    """bf16 keeps 8 bits of mantissa: the compiled model must agree with eager fp32 as eager bf16 does (argmax on
+    every clip, fight probabilities within 0.05); compiled fp32 within 1e-4."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(depth=18, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
+                      pretrained=None, ft_begin="layer4", mean=None, std=None, value_scale=None)
+    model = ResNet3D(cfg).eval()
+    x = torch.randn(9, 3, 16, 112, 112) * 60  # the scale of mean-subtracted 0-255 pixels
+    with torch.inference_mode():
+        want = model(x)
+    prepared, _ = apply(plan, model)
+    compiled = compiled_model(prepared, plan, (3, 16, 112, 112), tmp_path)
+    assert isinstance(compiled, CompiledModel)
+    with torch.inference_mode():
+        got = torch.cat([compiled(plan.input(x[:1])), compiled(plan.input(x[1:9]))])  # batches of 1 and 8
+    if plan.precision == "fp32":
+        assert (probabilities(got) - probabilities(want)).abs().max() < 1e-4
+    else:
+        assert torch.equal(got.argmax(1), want.argmax(1))
+        assert (probabilities(got) - probabilities(want)).abs().max() < 0.05
+
+
+@pytest.mark.slow  # an AOTInductor build
+def test_one_artifact_serves_every_batch_and_a_restart_loads_it(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    shape = (3, MODEL_CFG.sample_duration, MODEL_CFG.sample_size, MODEL_CFG.sample_size)
+    with caplog.at_level(logging.INFO, logger="trainer.compiled"):
+        compiled = compiled_model(model, FP32, shape, tmp_path)
+    assert "compiled the model (AOTInductor, freezing, fp32)" in caplog.text and len(list(tmp_path.glob("*.pt2"))) == 1
+    for batch in (1, 2, 3, 7, 8, 17):
+        x = torch.randn(batch, *shape) * 60
+        with torch.inference_mode():
+            assert torch.allclose(compiled(x), model(x), atol=1e-4), batch
+    caplog.clear()
+    restarted = ResNet3D(MODEL_CFG).eval()  # as a restart loads the same checkpoint
+    restarted.load_state_dict(model.state_dict())
+    with caplog.at_level(logging.INFO, logger="trainer.compiled"):
+        again = compiled_model(restarted, FP32, shape, tmp_path)
+    assert "compiled model loaded from" in caplog.text and "compiled the model" not in caplog.text
+    assert isinstance(again, CompiledModel) and again.path == compiled.path
+    torch.manual_seed(1)
+    other = ResNet3D(MODEL_CFG).eval()  # other weights: another artifact
+    with caplog.at_level(logging.INFO, logger="trainer.compiled"):
+        assert compiled_model(other, FP32, shape, tmp_path).path != compiled.path
+
+
+class NotExportable(torch.nn.Module):
+    """A model torch.export cannot trace: it leaves the graph for numpy."""
+
+    def forward(self, x):
+        return torch.from_numpy(x.numpy() * 2)
+
+
+def test_a_model_that_cannot_be_compiled_runs_eager(tmp_path, caplog):
+    model = NotExportable()
+    with caplog.at_level(logging.WARNING, logger="trainer.compiled"):
+        assert compiled_model(model, FP32, (3, 2, 4, 4), tmp_path) is model
+    assert "compiling the model failed, scoring eager" in caplog.text and not list(tmp_path.glob("*.pt2"))

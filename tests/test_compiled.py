@@ -95,3 +95,27 @@ def test_a_model_that_cannot_be_compiled_runs_eager(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="trainer.compiled"):
         assert compiled_model(model, FP32, (3, 2, 4, 4), tmp_path) is model
     assert "compiling the model failed, scoring eager" in caplog.text and not list(tmp_path.glob("*.pt2"))
+
+
+@pytest.mark.slow  # an AOTInductor build
+def test_score_runs_the_compiled_model_with_the_same_scores(tmp_path, monkeypatch, caplog):
+    from cluster.commands.score import Video, score_job
+    from tests.support.videos import write_noise_video
+    from trainer.serve.alerting.policy import AlertPolicy
+    from trainer.serve.runtime.scoring import ScoreConfig
+
+    monkeypatch.setenv("FIGHTWATCH_COMPILE_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    video = Video.of(write_noise_video(tmp_path / "v.mp4", 40))
+    entries = {}
+    for runtime in ("eager", "compile"):
+        with caplog.at_level(logging.INFO):
+            (entries[runtime],), _ = score_job(model, MODEL_CFG, [video], tmp_path / f"{runtime}.json",
+                                               ScoreConfig(8, 4), AlertPolicy(0.5, 2, 2, 0.0), plan=FP32,
+                                               runtime=runtime)
+        assert f"with torch kernels, {runtime}, " in caplog.text
+    assert list(tmp_path.glob("cache/*.pt2"))
+    assert [c["segment"] for c in entries["compile"]["clips"]] == [c["segment"] for c in entries["eager"]["clips"]]
+    assert all(abs(a["fight_prob"] - b["fight_prob"]) < 1e-4
+               for a, b in zip(entries["compile"]["clips"], entries["eager"]["clips"]))

@@ -119,3 +119,16 @@ def test_score_runs_the_compiled_model_with_the_same_scores(tmp_path, monkeypatc
     assert [c["segment"] for c in entries["compile"]["clips"]] == [c["segment"] for c in entries["eager"]["clips"]]
     assert all(abs(a["fight_prob"] - b["fight_prob"]) < 1e-4
                for a, b in zip(entries["compile"]["clips"], entries["eager"]["clips"]))
+
+
+def test_a_damaged_package_in_the_cache_runs_eager_and_says_which(tmp_path, caplog):
+    from trainer.compiled import cache_key
+
+    torch.manual_seed(0)
+    model = ResNet3D(MODEL_CFG).eval()
+    shape = (3, MODEL_CFG.sample_duration, MODEL_CFG.sample_size, MODEL_CFG.sample_size)
+    damaged = tmp_path / f"{cache_key(model, FP32, torch.zeros(2, *shape))}.pt2"
+    damaged.write_bytes(b"not a package")
+    with caplog.at_level(logging.WARNING, logger="trainer.compiled"):
+        assert compiled_model(model, FP32, shape, tmp_path) is model
+    assert f"cannot load the compiled model {damaged}, scoring eager" in caplog.text

@@ -21,7 +21,7 @@ from data.clips import ClipConfig
 from data.decode import DecodeLog
 from data.errors import InputError
 from data.extract import ClipError, WindowBuffer, extract_window
-from data.files import NoSpaceError
+from data.files import NoSpaceError, remove_stale_temps
 from data.store import ClipStore
 from data.views import VIEWS
 
@@ -147,6 +147,8 @@ def extract_clips(rows: list[dict], store: ClipStore, clips: ClipConfig, ray_add
         finally:
             if started:  # an embedded Ray would sit beside the training ranks on the same cores
                 ray.shutdown()
+                # a full disk stops the run: shutdown killed the other videos' writers mid-shard, leaving their temps
+                remove_stale_temps(store.root)
         store.refresh()  # pick up the shards the workers wrote
     return summary
 

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from data.errors import InputError
-from trainer.accel import (AccelConfig, AccelPlan, IpexSupport, apply, cpu_flags, finetune_forward, plan_for,
-                           resolve)
+from tests.support.models import MODEL_CFG
+from trainer.accel import (AccelConfig, AccelPlan, Fp32Conv, IpexSupport, apply, cpu_flags, finetune_forward,
+                           plan_for, resolve, stem_in_fp32)
 from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 SKYLAKE = {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}
@@ -263,3 +264,32 @@ def test_bf16_matches_fp32_on_the_real_resnet34_shapes(channels_last):
 
     assert relative(layer4, expected_layer4) < 0.02
     assert relative(logits, expected) < 0.035
+
+
+def test_a_stem_in_fp32_computes_what_fp32_does_under_bf16_autocast():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(3, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        want = conv(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, rounded = Fp32Conv(conv)(x), conv(x)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert rounded.dtype == torch.bfloat16 and not torch.equal(rounded.float(), want)
+
+
+def test_the_stem_goes_fp32_only_for_bf16_where_measured_faster_and_never_in_place():
+    model = ResNet3D(MODEL_CFG).eval()
+    shape = (3, MODEL_CFG.sample_duration, MODEL_CFG.sample_size, MODEL_CFG.sample_size)
+    assert stem_in_fp32(model, AccelPlan("fp32", "torch", False, "test"), shape) == (model, "")
+    assert stem_in_fp32(model, AccelPlan("bf16", "ipex", True, "test"), shape) == (model, "")
+    plan = AccelPlan("bf16", "torch", True, "test")
+    chosen, why = stem_in_fp32(model, plan, shape)
+    assert isinstance(model.conv1, torch.nn.Conv3d)  # the model given is left as it is
+    if why.startswith("conv1 in fp32"):
+        assert isinstance(chosen.conv1, Fp32Conv) and chosen.layer1 is model.layer1
+    else:
+        assert why.startswith("conv1 in bf16: measured") and chosen is model
+    x = torch.randn(2, *shape) * 60
+    with torch.no_grad(), plan.autocast():
+        torch.testing.assert_close(chosen(plan.input(x)).float(), model(plan.input(x)).float(), rtol=0.05, atol=0.05)

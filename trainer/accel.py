@@ -40,7 +40,9 @@ graph (and no saved activation) is kept for what is not trained.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -226,3 +228,44 @@ def finetune_forward(trunk: torch.nn.Module, head: torch.nn.Module, x: torch.Ten
     with torch.no_grad():
         x = trunk(x)
     return head(x)
+
+
+class Fp32Conv(torch.nn.Module):
+    """A convolution that runs in fp32 under bf16 autocast (its output fp32: what follows casts as it needs)."""
+
+    def __init__(self, conv: torch.nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.conv(x.float())
+
+
+def stem_in_fp32(model: torch.nn.Module, plan: AccelPlan, shape: tuple[int, ...]) -> tuple[torch.nn.Module, str]:
+    """For bf16 inference: (the model with its stem, `conv1` with its 3 input channels, in fp32 where that measures
+    faster on this CPU, why). oneDNN's bf16 convolution kernels are slow with 3 input channels: on a 2-core
+    avx512_bf16 Xeon the ResNet-34's conv1 took 51 ms a clip in bf16 and 33 in fp32, a quarter of the whole model,
+    and the compiled model ran 1.2x as fast with it in fp32 (docs/scoring.md). Measured here, on a clip of `shape`
+    (C, T, H, W), a few passes each way, because the balance differs by CPU (AMX's bf16 tiles differ again); the
+    model is shallow-copied, the one given left as it is. fp32 there is also closer to fp32 than bf16 is."""
+    conv = getattr(model, "conv1", None)
+    if plan.precision != "bf16" or plan.kernels == "ipex" or not isinstance(conv, torch.nn.Conv3d) \
+            or conv.in_channels != 3:
+        return model, ""
+    stem = Fp32Conv(conv)
+    x = plan.input(torch.randn(1, *shape))
+    seconds = {"bf16": [], "fp32": []}
+    with torch.inference_mode(), plan.autocast():
+        for _ in range(4):
+            for name, run in (("bf16", conv), ("fp32", stem)):
+                started = time.perf_counter()
+                run(x)
+                seconds[name].append(time.perf_counter() - started)
+    bf16, fp32 = (min(seconds[name][1:]) * 1000 for name in ("bf16", "fp32"))  # the first of each: warm-up
+    if fp32 >= bf16:
+        return model, f"conv1 in bf16: measured {bf16:.1f} ms a clip against fp32's {fp32:.1f}"
+    copied = copy.copy(model)
+    copied._modules = dict(model._modules)  # its own children: setting conv1 must not touch the model given
+    copied.conv1 = stem
+    return copied, f"conv1 in fp32: measured {fp32:.1f} ms a clip against bf16's {bf16:.1f} (3 input channels)"

@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "fine-tune on the prepared clips, with MLflow tracking",
     "score": "score videos in 16-frame segments",
     "evaluate": "measure a model on labelled videos, video-level, as published results are",
+    "quantize": "make an int8 model for --runtime int8, its accuracy measured before and after",
     "summarise": "pool the folds of a k-fold: mean ± std of the evaluation runs in MLflow",
     "plan": "show which CPUs each training rank of a node runs on",
     "watch": "watch cameras live and raise alerts on fights",
@@ -37,6 +38,7 @@ examples:
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./model.pth --mode score
   fightwatch score --input ./input --video_root ./videos --output ./output.json --model ./resnet-34-kinetics.pth --mode score
   fightwatch evaluate --model model.pth --data RWF-2000 --subset validation --clips 10 --crops 3 --out metrics.json
+  fightwatch quantize --config configs/demo.yaml --model runs/demo/model.pth --data runs/demo/videos --subset validation
   fightwatch summarise --config configs/ava_fight.yaml --out kfold.json   # mean ± std of the folds' evaluations
   fightwatch plan --topology node.lscpu --nnodes 4 --ccl-workers 1   # ranks and CPU pinning per node
   fightwatch watch --model runs/demo/model.pth lobby=rtsp://cam1/stream door=/dev/video0 --webhook https://hooks/x

@@ -28,6 +28,7 @@ from data.errors import InputError
 from data.folders import KFold
 from trainer.accel import AccelConfig
 from trainer.model import ModelConfig
+from trainer.quantize import QuantizeConfig
 from trainer.serve.alerting.policy import AlertPolicy
 from trainer.serve.alerting.sinks.config import SinksConfig
 from trainer.serve.runtime.scoring import ScoreConfig
@@ -123,6 +124,7 @@ class Config:
     clips: ClipConfig
     model: ModelConfig
     accel: AccelConfig
+    quantize: QuantizeConfig  # fightwatch quantize: int8 for --runtime int8
     train: TrainConfig
     score: ScoreConfig
     alerts: AlertPolicy  # for score and watch

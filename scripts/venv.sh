@@ -4,7 +4,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The Intel lane (test.sh --intel) sets these to its own venv on torch 2.8 with IPEX 2.8; the default is stock torch.
 VENV="${FIGHTWATCH_VENV:-$ROOT/.venv}"
 TORCH_PINS="${FIGHTWATCH_TORCH_PINS:-torch==2.13.0}"
-EXTRAS="${FIGHTWATCH_EXTRAS:-dev}"
+# dev: what the tests use; openvino: the optional runtime, installed so the suite tests it (demo.sh shares the venv)
+EXTRAS="${FIGHTWATCH_EXTRAS:-dev,openvino}"
 STAMP="$VENV/.fightwatch-installed"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV" >&2

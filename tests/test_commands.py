@@ -10,7 +10,8 @@ from data.errors import InputError
 
 REQUIRED = {"demo": [], "prepare": [], "train": [], "summarise": [],
             "score": ["--input", "in.txt", "--video_root", ".", "--output", "o.json", "--model", "m.pth"],
-            "evaluate": ["--model", "m.pth", "--data", "videos", "--out", "r.json"]}
+            "evaluate": ["--model", "m.pth", "--data", "videos", "--out", "r.json"],
+            "quantize": ["--model", "m.pth", "--data", "videos"]}
 
 
 @pytest.mark.parametrize("command", sorted(REQUIRED))

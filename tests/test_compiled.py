@@ -24,7 +24,7 @@ def test_auto_compiles_real_size_models_and_keeps_small_ones_and_ipex_eager():
     assert choose_runtime("eager", 63_000_000, "torch")[0] == "eager"
     assert choose_runtime("compile", 63_000_000, "ipex")[0] == "eager"
     with pytest.raises(ValueError, match="runtime must be one of auto, eager, compile"):
-        choose_runtime("openvino", 1, "torch")
+        choose_runtime("tensorrt", 1, "torch")
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

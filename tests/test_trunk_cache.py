@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,25 @@ def test_cached_views_give_the_logits_of_the_uncached_views(sets, tmp_path, prec
         torch.testing.assert_close(head(activations[None].float()), model(sets[1][1][0][None]), rtol=0.05, atol=0.05)
     draws = {cached_train.view_of(0) for cached_train.epoch in range(1, 40)}
     assert draws == {0, 1, 2}  # epochs draw among all the cached views
+
+
+@pytest.mark.slow  # an AOTInductor build of the tiny trunk
+def test_the_trunk_compiled_caches_the_activations_eager_caches(sets, tmp_path, monkeypatch, caplog):
+    """A real ResNet's trunk is compiled for the cache's passes (auto: trainer/compiled.py); forced here on the
+    tiny one, its files hold eager's activations (fp32: within 1e-4)."""
+    monkeypatch.setenv("FIGHTWATCH_COMPILE_CACHE", str(tmp_path / "compiled"))
+    _, trunk, _ = model_parts()
+    built = {}
+    for runtime in ("eager", "compile"):
+        with caplog.at_level("INFO", logger="trainer"):
+            cache_for(tmp_path / runtime, trunk, sets, runtime=runtime).build()
+        built[runtime] = {p.relative_to(tmp_path / runtime): np.load(p)
+                          for p in (tmp_path / runtime).rglob("*.npy")}
+    assert "trunk cache passes: compile (compile: requested)" in caplog.text
+    assert "compiled the model (AOTInductor, freezing, fp32)" in caplog.text
+    assert built["compile"].keys() == built["eager"].keys() and len(built["eager"]) == len(sets[0]) + len(sets[1])
+    for name, activations in built["eager"].items():
+        np.testing.assert_allclose(built["compile"][name], activations, rtol=1e-4, atol=1e-4)
 
 
 def test_a_changed_trunk_or_ft_begin_rebuilds_and_the_same_one_reuses(sets, tmp_path):

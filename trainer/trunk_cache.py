@@ -14,7 +14,8 @@ re-extraction with other settings gives a new key), the input size, normalisatio
 precision, seed and K; caches under other keys are removed when a new one is built. Files are written
 atomically and verified against their sidecar before use: an interrupted build resumes from the clips
 it finished (removing the temp files a kill left), and a corrupt file is rebuilt, never read. Under DDP
-each rank builds its shard of clips.
+each rank builds its shard of clips. The passes run compiled where `--runtime auto` would compile the trunk
+(trainer/compiled.py: a real ResNet's conv1..layer3, K passes per clip), else eager.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import shutil
 import urllib.parse
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from data.errors import InputError
 from data.files import atomic_write, remove_stale_temps
 from trainer.accel import AccelPlan
 from trainer.batches import shard
+from trainer.compiled import choose_runtime, compiled_model
 from trainer.ddp import barrier, world
 
 log = logging.getLogger(__name__)
@@ -113,8 +116,9 @@ class TrunkCache:
     """Builds (or finds) the cache for a trunk and the train/val datasets; hands out cached Datasets."""
 
     def __init__(self, root: Path, cfg: TrunkCacheConfig, trunk: torch.nn.Module, plan: AccelPlan,
-                 train_set: ClipDataset, val_set: ClipDataset):
+                 train_set: ClipDataset, val_set: ClipDataset, runtime: str = "auto"):
         self.cfg, self.trunk, self.plan, self.train_set, self.val_set = cfg, trunk, plan, train_set, val_set
+        self.runtime = runtime
         self.key = cache_key(trunk, train_set, plan.precision, cfg.views, val_set)
         self.root, self.dir = Path(root), Path(root) / self.key
 
@@ -152,9 +156,20 @@ class TrunkCache:
 
     def _activations(self, dataset: ClipDataset, index: int, draws) -> np.ndarray:
         inputs = [dataset[index][0]] if draws is None else [dataset.view(index, draw)[0] for draw in draws]
-        self.trunk.eval()
         with torch.no_grad(), self.plan.autocast():
-            return _to_numpy(self.trunk(self.plan.input(torch.stack(inputs))), self.plan.precision)
+            return _to_numpy(self._forward(self.plan.input(torch.stack(inputs))), self.plan.precision)
+
+    @cached_property
+    def _forward(self) -> torch.nn.Module:
+        """The trunk as the passes run it (eval mode: the pretrained BatchNorm statistics), compiled or eager."""
+        self.trunk.eval()
+        runtime, why = choose_runtime(self.runtime, sum(p.numel() for p in self.trunk.parameters()),
+                                      self.plan.kernels)
+        log.info("trunk cache passes: %s (%s)", runtime, why)
+        if runtime != "compile":
+            return self.trunk
+        size = self.train_set.sample_size
+        return compiled_model(self.trunk, self.plan, (3, self.train_set.duration, size, size))
 
     def datasets(self) -> tuple["CachedViews", "CachedViews"]:
         return (CachedViews(self.dir / "train", self.train_set, self.cfg.views, self.train_set.seed),

@@ -6,6 +6,7 @@ the work behind it sits beside them (cluster/cli.py imports only the module of t
     train.py      fine-tuning on the prepared clips with MLflow tracking; resumes; DDP when started as ranks
     score.py      videos in 16-frame segments: output.json, alerts, annotated videos; locally or on Ray
     evaluate.py   a model measured on labelled or untrimmed videos, logged to MLflow
+    quantize.py   an int8 model of a checkpoint, kept only when its measured accuracy drop is within the bound
     summarise.py  the folds of a k-fold pooled from MLflow's evaluation runs
     plan.py       which CPUs each DDP rank of a node runs on
     watch.py      live cameras through one model, alerts to the sinks and the store

@@ -61,7 +61,10 @@ def add_accel_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernels", choices=["auto", "ipex", "torch"], default="auto",
                         help="auto: Intel Extension for PyTorch where it imports and has kernels of its own for this "
                              "CPU, else stock PyTorch (default: auto)")
-    parser.add_argument("--runtime", choices=["auto", "eager", "compile"], default="auto",
+    parser.add_argument("--runtime", choices=["auto", "eager", "compile", "int8", "openvino"], default="auto",
                         help="compile: the model compiled ahead of time (AOTInductor, freezing), cached across runs "
                              "under FIGHTWATCH_COMPILE_CACHE or ~/.cache/fightwatch/compiled; auto: compile models of "
-                             "10M parameters or more (the real ResNet-18/34), run smaller ones eager (default: auto)")
+                             "10M parameters or more (the real ResNet-18/34), run smaller ones eager; int8: the int8 "
+                             "model `fightwatch quantize` made beside --model, compiled the same way; openvino: "
+                             "OpenVINO's CPU plugin, where it is installed (pip install openvino), its converted "
+                             "model cached alike; auto never chooses int8 or openvino (default: auto)")

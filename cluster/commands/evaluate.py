@@ -128,6 +128,46 @@ def by_kind(rows: list[dict], threshold: float) -> dict[str, dict]:
     return out
 
 
+def add_labelled_video_args(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--data | --list (the group, returned), --subset and the views (--clips, --crops, --average): which labelled
+    videos, seen how; `labelled_videos` and `eval_config` read them."""
+    videos = parser.add_mutually_exclusive_group(required=True)
+    videos.add_argument("--data", type=Path, metavar="DIR",
+                        help="a folder per class: fights/ and nonfights/ (Hockey Fights), or RWF-2000's "
+                             "train|val/Fight|NonFight; a class folder's sub-folders are kinds (nonfights/crowd/)")
+    videos.add_argument("--list", type=Path, metavar="CSV",
+                        help="path,label[,kind] lines (label fight/nonfight or 1/0; kind, e.g. crowd, for the "
+                             "false alarms by kind), paths relative to the CSV's folder")
+    parser.add_argument("--subset", choices=["training", "validation"],
+                        help="with --data: only RWF-2000's train/ (training) or val/ (validation); in a folder "
+                             "per class, the side of the config's split (data.val_fraction, or the k-fold "
+                             "data.split, with seed) that `fightwatch prepare` made")
+    parser.add_argument("--clips", type=int, default=10, help="windows per video, spread evenly (default: 10)")
+    parser.add_argument("--crops", type=int, choices=[1, 3], default=1,
+                        help="1: the centre square; 3: three squares along the long side (default: 1)")
+    parser.add_argument("--average", choices=["prob", "logit"], default="prob",
+                        help="average the views' probabilities or their logits (default: prob)")
+    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
+    return videos
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The views from add_labelled_video_args's arguments, checked with the rest of them."""
+    if args.subset and not args.data:
+        raise InputError("--subset goes with --data")
+    try:
+        return EvalConfig(args.clips, args.crops, args.average, args.batch_size)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def labelled_videos(args: argparse.Namespace, config: Config) -> list[Video]:
+    """The videos --data (with --subset, split as the config's `prepare` split them) or --list name."""
+    if args.list:
+        return listed_videos(args.list)
+    return folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split)
+
+
 def evaluate_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], cfg: EvalConfig,
                  plan: AccelPlan, threshold: float, out: Path, dump: Path | None = None,
                  decode: DecodeConfig = DecodeConfig()) -> dict:
@@ -322,32 +362,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Fights results), mean class accuracy, precision, recall, F1, ROC-AUC, PR-AP, the confusion matrix and a "
         "threshold sweep, the same per view, and throughput.")
     parser.add_argument("--model", required=True, type=Path, help="a checkpoint written by fightwatch train")
-    videos = parser.add_mutually_exclusive_group(required=True)
-    videos.add_argument("--data", type=Path, metavar="DIR",
-                        help="a folder per class: fights/ and nonfights/ (Hockey Fights), or RWF-2000's "
-                             "train|val/Fight|NonFight; a class folder's sub-folders are kinds (nonfights/crowd/)")
-    videos.add_argument("--list", type=Path, metavar="CSV",
-                        help="path,label[,kind] lines (label fight/nonfight or 1/0; kind, e.g. crowd, for the "
-                             "false alarms by kind), paths relative to the CSV's folder")
+    videos = add_labelled_video_args(parser)
     videos.add_argument("--untrimmed", type=Path, metavar="DIR",
                         help="long videos, each <name>.mp4 beside <name>.json with its fight_intervals (seconds): "
                              "scored as `score` does, the config's alert policy replayed; reports fights caught, "
                              "latency and false alerts per hour")
-    parser.add_argument("--subset", choices=["training", "validation"],
-                        help="with --data: only RWF-2000's train/ (training) or val/ (validation); in a folder "
-                             "per class, the side of the config's split (data.val_fraction, or the k-fold "
-                             "data.split, with seed) that `fightwatch prepare` made")
-    parser.add_argument("--clips", type=int, default=10, help="windows per video, spread evenly (default: 10)")
-    parser.add_argument("--crops", type=int, choices=[1, 3], default=1,
-                        help="1: the centre square; 3: three squares along the long side (default: 1)")
-    parser.add_argument("--average", choices=["prob", "logit"], default="prob",
-                        help="average the views' probabilities or their logits (default: prob)")
     add_config_args(parser, what="experiment YAML: its alerts.threshold is the default threshold, --untrimmed "
                                  "follows its score and alerts sections, --subset its data split; the run is logged "
                                  "to its MLflow store")
     parser.add_argument("--threshold", type=float, help="fight probability that counts as fight "
                                                         "(default: the config's alerts.threshold)")
-    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default: 8)")
     add_accel_args(parser)
     parser.add_argument("--out", required=True, type=Path, help="the report to write (JSON)")
     parser.add_argument("--dump", type=Path, help="also one CSV row per video: label, probability, views")
@@ -357,20 +381,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
-        cfg = EvalConfig(args.clips, args.crops, args.average, args.batch_size)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    cfg = eval_config(args)
     config = load_config(args.config, overrides(args))
     threshold = args.threshold if args.threshold is not None else config.alerts.threshold
     if not 0 < threshold < 1:
         raise InputError(f"--threshold {threshold}: must be between 0 and 1")
-    if args.subset and not args.data:
-        raise InputError("--subset goes with --data")
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, args.kernels))
-    model = prepare_model(model, plan, model_cfg, args.runtime)
+    model = prepare_model(model, plan, model_cfg, args.runtime, args.model)
     if args.untrimmed:
         policy = dataclasses.replace(config.alerts, threshold=threshold)
         result = untrimmed_job(model, model_cfg, args.untrimmed, config.score, policy, plan, args.out)
@@ -388,9 +407,7 @@ def run(args: argparse.Namespace) -> None:
         params = {"data_source": "untrimmed", "data": args.untrimmed.resolve(), "stride": config.score.stride,
                   "regions_budget": config.score.regions.budget, **dataclasses.asdict(policy)}
     else:
-        videos = (listed_videos(args.list) if args.list else
-                  folder_videos(args.data, args.subset, config.data.val_fraction, config.seed, config.data.split))
-        result = evaluate_job(model, model_cfg, videos, cfg, plan, threshold, args.out, args.dump,
+        result = evaluate_job(model, model_cfg, labelled_videos(args, config), cfg, plan, threshold, args.out, args.dump,
                               config.score.decode)
         video, view = result["video"], result["view"]
         print(f"video-level accuracy {video['accuracy']:.4f} over {video['count']} videos (mean class accuracy "

@@ -178,15 +178,16 @@ def write_output(output: Path, entries: list[dict]) -> None:
 def score_job(model: ResNet3D, model_cfg: ModelConfig, videos: list[Video], output: Path, score_cfg: ScoreConfig,
               policy: AlertPolicy, annotated_dir: Path | None = None, *, plan: AccelPlan | None = None,
               mode: str = "score", gif: bool = False, names: tuple[str, ...] = FIGHT_CLASSES,
-              runtime: str = "eager") -> tuple[list[dict], list[dict]]:
+              runtime: str = "eager", model_path: Path | None = None) -> tuple[list[dict], list[dict]]:
     """Score every video in this process; one that cannot be read gets an `error` entry and the rest go on.
 
-    The model is prepared for `plan` here (None: plain fp32) and runs as `runtime` says (trainer/compiled.py).
+    The model is prepared for `plan` here (None: plain fp32) and runs as `runtime` says (trainer/compiled.py; int8:
+    the program quantized from the checkpoint at `model_path`).
     Writes `output` (JSON list, in the order of `videos`) atomically and returns (entries, alerts).
     """
     # features are read off the eager model; compiled, the model gives logits only
-    model = (prepare_model(model, plan, model_cfg, runtime if mode == "score" else "eager") if plan is not None
-             else model.eval())
+    model = (prepare_model(model, plan, model_cfg, runtime if mode == "score" else "eager", model_path)
+             if plan is not None else model.eval())
     entries, alerts = [], []
     for video in tqdm(videos, desc="scoring", unit="video", disable=len(videos) < 2):
         entry, found = score_one(model, model_cfg, video, score_cfg, policy, plan=plan, mode=mode,
@@ -240,7 +241,8 @@ class _RayScorer:
         model, self.model_cfg, self.names = ScoringModel.load(Path(model_path), release,
                                                               Path(names_file) if names_file else None, mode)
         self.plan = plan_for(accel)
-        self.model = prepare_model(model, self.plan, self.model_cfg, runtime if mode == "score" else "eager")
+        self.model = prepare_model(model, self.plan, self.model_cfg, runtime if mode == "score" else "eager",
+                                   Path(model_path))
         self.score_cfg, self.policy, self.mode, self.gif = score_cfg, policy, mode, gif
         self.annotated_dir = Path(annotated_dir) if annotated_dir else None
         self.path_taken = (f"{self.plan.precision}{' channels_last_3d' if self.plan.channels_last else ''} "
@@ -422,7 +424,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         entries, alerts = score_job(model, model_cfg, videos, args.output, score_cfg, policy, args.annotated_dir,
                                     plan=plan_for(accel), mode=args.mode, gif=args.gif, names=names,
-                                    runtime=args.runtime)
+                                    runtime=args.runtime, model_path=args.model)
     for alert in alerts:
         print(json.dumps(alert))
     if args.alerts:

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     model, model_cfg = load_model(args.model)
     check_fight_model(model_cfg, args.model)
     plan = plan_for(AccelConfig(args.precision, args.kernels))
-    model = prepare_model(model, plan, model_cfg, args.runtime)
+    model = prepare_model(model, plan, model_cfg, args.runtime, args.model)
     if args.ui and cfg.store is None:
         raise InputError("--ui reviews the alert store: name one with --store (watch.store is null)")
     address = parse_address(args.ui) if args.ui else None  # a bad address fails before anything starts

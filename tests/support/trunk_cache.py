@@ -30,5 +30,5 @@ def model_parts(seed=0, ft_begin="layer4"):
     return model, *split(model, ft_begin)
 
 
-def cache_for(root, trunk, sets, views=3, plan=FP32):
-    return TrunkCache(root, TrunkCacheConfig(views), trunk, plan, *sets)
+def cache_for(root, trunk, sets, views=3, plan=FP32, runtime="auto"):
+    return TrunkCache(root, TrunkCacheConfig(views), trunk, plan, *sets, runtime)

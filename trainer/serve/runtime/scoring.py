@@ -50,9 +50,11 @@ from data.clips import VideoFrames
 from data.dataset import crop_box, to_input
 from data.decode import DecodeConfig
 from data.errors import InputError
-from trainer.accel import AccelPlan, apply
+from trainer.accel import AccelPlan, apply, stem_in_fp32
 from trainer.compiled import choose_runtime, compiled_model
 from trainer.model import ModelConfig, ResNet3D
+from trainer.openvino_model import check_installed, openvino_model
+from trainer.quantize import checked_program, quantized_model
 from trainer.serve.alerting.policy import Window
 from trainer.serve.runtime.class_names import FIGHT_CLASSES
 from trainer.serve.runtime.regions import RegionConfig, decode_side, window_views
@@ -87,17 +89,29 @@ def check_fight_model(model_cfg: ModelConfig, path: str | Path) -> None:
 
 
 def prepare_model(model: ResNet3D, plan: AccelPlan, model_cfg: ModelConfig | None = None,
-                  runtime: str = "eager") -> torch.nn.Module:
+                  runtime: str = "eager", model_path: Path | None = None) -> torch.nn.Module:
     """The model in eval mode, prepared for `plan` (apply without an optimizer) and compiled where `runtime` says
-    (auto | eager | compile: trainer/compiled.py; compiling needs the input size, `model_cfg`, and gives logits
-    only, no `features`); logs the path taken."""
-    model, _ = apply(plan, model.eval())
+    (auto | eager | compile | int8 | openvino: trainer/compiled.py; these need the input size, `model_cfg`, and
+    give logits only, no `features`; int8 runs the program `fightwatch quantize` saved beside `model_path`, in place
+    of the model; openvino converts the fp32 model); logs the path taken."""
     runtime, why = choose_runtime(runtime, sum(p.numel() for p in model.parameters()), plan.kernels)
-    log.info("scoring in %s%s with %s kernels, %s, %d threads (%s; %s)", plan.precision,
+    if runtime == "int8":
+        program = checked_program(model_path)
+        log.info("scoring in int8 (%s), %d threads (%s)", program, torch.get_num_threads(), why)
+        return quantized_model(program)
+    shape = (3, model_cfg.sample_duration, model_cfg.sample_size, model_cfg.sample_size) if model_cfg else None
+    if runtime == "openvino":
+        check_installed()
+        log.info("scoring with OpenVINO in %s, %d threads (%s; %s)", plan.precision, torch.get_num_threads(),
+                 plan.reason, why)
+        return openvino_model(model.eval(), plan, shape)
+    model, _ = apply(plan, model.eval())
+    model, stem = stem_in_fp32(model, plan, shape) if shape else (model, "")
+    log.info("scoring in %s%s with %s kernels, %s, %d threads (%s; %s%s)", plan.precision,
              " channels_last_3d" if plan.channels_last else "", plan.kernels, runtime, torch.get_num_threads(),
-             plan.reason, why)
+             plan.reason, why, f"; {stem}" if stem else "")
     if runtime == "compile":
-        return compiled_model(model, plan, (3, model_cfg.sample_duration, model_cfg.sample_size, model_cfg.sample_size))
+        return compiled_model(model, plan, shape)
     return model
 
 

@@ -288,6 +288,7 @@ def test_the_stem_goes_fp32_only_for_bf16_where_measured_faster_and_never_in_pla
     assert isinstance(model.conv1, torch.nn.Conv3d)  # the model given is left as it is
     if why.startswith("conv1 in fp32"):
         assert isinstance(chosen.conv1, Fp32Conv) and chosen.layer1 is model.layer1
+        assert list(chosen.state_dict()) != list(model.state_dict())  # the wrapper's, not the checkpoint's names
     else:
         assert why.startswith("conv1 in bf16: measured") and chosen is model
     x = torch.randn(2, *shape) * 60

@@ -243,15 +243,15 @@ class Fp32Conv(torch.nn.Module):
 
 
 def stem_in_fp32(model: torch.nn.Module, plan: AccelPlan, shape: tuple[int, ...]) -> tuple[torch.nn.Module, str]:
-    """For bf16 inference: (the model with its stem, `conv1` with its 3 input channels, in fp32 where that measures
+    """For bf16 inference: (the model with its stem, its first Conv3d, 3 input channels, in fp32 where that measures
     faster on this CPU, why). oneDNN's bf16 convolution kernels are slow with 3 input channels: on a 2-core
     avx512_bf16 Xeon the ResNet-34's conv1 took 51 ms a clip in bf16 and 33 in fp32, a quarter of the whole model,
     and the compiled model ran 1.2x as fast with it in fp32 (docs/scoring.md). Measured here, on a clip of `shape`
     (C, T, H, W), a few passes each way, because the balance differs by CPU (AMX's bf16 tiles differ again); the
-    model is shallow-copied, the one given left as it is. fp32 there is also closer to fp32 than bf16 is."""
-    conv = getattr(model, "conv1", None)
-    if plan.precision != "bf16" or plan.kernels == "ipex" or not isinstance(conv, torch.nn.Conv3d) \
-            or conv.in_channels != 3:
+    modules on the way to it are shallow-copied, the model given left as it is (its checkpoint's names too). fp32
+    there is also closer to fp32 than bf16 is."""
+    path, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv3d)), ("", None))
+    if plan.precision != "bf16" or plan.kernels == "ipex" or conv is None or conv.in_channels != 3:
         return model, ""
     stem = Fp32Conv(conv)
     x = plan.input(torch.randn(1, *shape))
@@ -265,7 +265,14 @@ def stem_in_fp32(model: torch.nn.Module, plan: AccelPlan, shape: tuple[int, ...]
     bf16, fp32 = (min(seconds[name][1:]) * 1000 for name in ("bf16", "fp32"))  # the first of each: warm-up
     if fp32 >= bf16:
         return model, f"conv1 in bf16: measured {bf16:.1f} ms a clip against fp32's {fp32:.1f}"
-    copied = copy.copy(model)
-    copied._modules = dict(model._modules)  # its own children: setting conv1 must not touch the model given
-    copied.conv1 = stem
-    return copied, f"conv1 in fp32: measured {fp32:.1f} ms a clip against bf16's {bf16:.1f} (3 input channels)"
+    return (_replaced(model, path.split("."), stem),
+            f"conv1 in fp32: measured {fp32:.1f} ms a clip against bf16's {bf16:.1f} (3 input channels)")
+
+
+def _replaced(module: torch.nn.Module, path: list[str], new: torch.nn.Module) -> torch.nn.Module:
+    """`module` with the submodule at `path` replaced by `new`: copies along the path, shares the rest."""
+    if not path:
+        return new
+    copied = copy.copy(module)
+    copied._modules = {**module._modules, path[0]: _replaced(module._modules[path[0]], path[1:], new)}
+    return copied

@@ -14,8 +14,9 @@ re-extraction with other settings gives a new key), the input size, normalisatio
 precision, seed and K; caches under other keys are removed when a new one is built. Files are written
 atomically and verified against their sidecar before use: an interrupted build resumes from the clips
 it finished (removing the temp files a kill left), and a corrupt file is rebuilt, never read. Under DDP
-each rank builds its shard of clips. The passes run compiled where `--runtime auto` would compile the trunk
-(trainer/compiled.py: a real ResNet's conv1..layer3, K passes per clip), else eager.
+each rank builds its shard of clips. The passes run as inference does: the stem in fp32 where that measures faster
+(trainer/accel.py), compiled where `--runtime auto` would compile the trunk (trainer/compiled.py: a real ResNet's
+conv1..layer3, K passes per clip), else eager.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from data.dataset import ClipDataset
 from data.errors import InputError
 from data.files import atomic_write, remove_stale_temps
-from trainer.accel import AccelPlan
+from trainer.accel import AccelPlan, stem_in_fp32
 from trainer.batches import shard
 from trainer.compiled import choose_runtime, compiled_model
 from trainer.ddp import barrier, world
@@ -165,11 +166,10 @@ class TrunkCache:
         self.trunk.eval()
         runtime, why = choose_runtime(self.runtime, sum(p.numel() for p in self.trunk.parameters()),
                                       self.plan.kernels)
-        log.info("trunk cache passes: %s (%s)", runtime, why)
-        if runtime != "compile":
-            return self.trunk
-        size = self.train_set.sample_size
-        return compiled_model(self.trunk, self.plan, (3, self.train_set.duration, size, size))
+        shape = (3, self.train_set.duration, self.train_set.sample_size, self.train_set.sample_size)
+        trunk, stem = stem_in_fp32(self.trunk, self.plan, shape)
+        log.info("trunk cache passes: %s (%s%s)", runtime, why, f"; {stem}" if stem else "")
+        return compiled_model(trunk, self.plan, shape) if runtime == "compile" else trunk
 
     def datasets(self) -> tuple["CachedViews", "CachedViews"]:
         return (CachedViews(self.dir / "train", self.train_set, self.cfg.views, self.train_set.seed),

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from data.errors import InputError
 from tests.support.models import MODEL_CFG
-from trainer.accel import (AccelConfig, AccelPlan, Fp32Conv, IpexSupport, apply, cpu_flags, finetune_forward,
-                           plan_for, resolve, stem_in_fp32)
+from trainer.accel import (AccelConfig, AccelPlan, Fp32Conv, IpexSupport, apply, cpu_flags, finetune_forward, plan_for,
+                           resolve, stem_in_fp32)
 from trainer.model import STAGES, ModelConfig, ResNet3D, freeze_before, split, train_mode
 
 SKYLAKE = {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"}

@@ -7,11 +7,10 @@ import subprocess
 
 import pytest
 
+from data.errors import InputError
 from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, clean_env
 from trainer.compiled import choose_runtime
-from data.errors import InputError
-from trainer.quantize import (QuantizeConfig, checked_program, file_digest, quantized_path, report_path,
-                               verdict)
+from trainer.quantize import QuantizeConfig, checked_program, file_digest, quantized_path, report_path, verdict
 
 
 def test_the_verdict_keeps_int8_within_the_bound_and_refuses_past_it():

@@ -3,13 +3,14 @@
 Eager PyTorch pays Python and dispatch overhead on every one of a 3D ResNet's ~100 ops and runs them unfused;
 compiled with freezing (weights as constants: batch norm folded into the convolutions, oneDNN's prepacked weights,
 elementwise work fused into the kernels around it) the same stock torch runs the real ResNet-34 faster
-(scripts/bench/bench_runtimes.py: this package 1.10-1.17x eager on a 2-core avx512_bf16 Xeon; docs/scoring.md). `torch.compile` recompiles for each new batch size and,
-with freezing, cannot reuse its cache (its FX graph cache is bypassed), so a restart pays most of the compile again.
-So the model is exported once (torch.export, the precision's autocast inside the graph, the batch dimension
-dynamic: one artifact serves every batch a camera fleet brings) and compiled by AOTInductor into a .pt2 package,
-kept under the compile cache (FIGHTWATCH_COMPILE_CACHE, else ~/.cache/fightwatch/compiled) by a key of everything
-the code depends on: the weights, the model config, the precision and memory format, torch's version and the CPU's
-flags. A later run loads it in milliseconds. A compile that fails is logged and the model runs eager.
+(scripts/bench/bench_runtimes.py: this package 1.17-1.19x eager on a 2-core avx512_bf16 Xeon, 1.08x OpenVINO;
+docs/scoring.md). `torch.compile` recompiles for each new batch size and, with freezing, cannot reuse its cache
+(its FX graph cache is bypassed), so a restart pays most of the compile again. So the model is exported once
+(torch.export, the precision's autocast inside the graph, the batch dimension dynamic: one artifact serves every
+batch a camera fleet brings) and compiled by AOTInductor into a .pt2 package, kept under the compile cache
+(FIGHTWATCH_COMPILE_CACHE, else ~/.cache/fightwatch/compiled) by a key of everything the code depends on: the
+weights, the model config, the precision and memory format, torch's version and the CPU's flags. A later run
+loads it in milliseconds. A compile that fails is logged and the model runs eager.
 
 Which runtime (`choose_runtime`, pure): `eager`, `compile`, or `auto`: compile real-size models (COMPILE_MIN_PARAMS,
 the ResNet-18/34 the product scores with: a compile of a minute, repaid within minutes of video and then cached),
@@ -90,7 +91,8 @@ class CompiledModel(torch.nn.Module):
 
 def cache_key(model: torch.nn.Module, plan: AccelPlan, example: torch.Tensor) -> str:
     """A digest of everything the compiled code depends on."""
-    digest = build_digest(f"{plan.precision}|{plan.channels_last}|{tuple(example.shape[1:])}|{type(model).__qualname__}")
+    digest = build_digest(f"{plan.precision}|{plan.channels_last}|{tuple(example.shape[1:])}|"
+                          f"{type(model).__qualname__}")
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -37,7 +37,7 @@ from trainer.serve.alerting.policy import AlertPolicy, detect_alerts
 from trainer.serve.runtime.annotate import annotate_video, fight_gif, plot_probabilities
 from trainer.serve.runtime.class_names import FIGHT_CLASSES, class_names
 from trainer.serve.runtime.scoring import (ScoreConfig, frame_boxes, frame_probabilities, prepare_model, score_video,
-                                            windows)
+                                           windows)
 
 log = logging.getLogger(__name__)
 

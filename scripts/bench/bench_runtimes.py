@@ -18,9 +18,10 @@ native bf16, else fp32; --precision to force):
 Calls are interleaved one by one: each round, at batch 1 and then 8, every contender runs one forward pass in
 turn, --repeats times, in a new random order each time (a noisy neighbour, a cold cache or the threads another
 runtime leaves spinning then hit all alike); frames/s are batch x 16 frames over the median call (the median: these
-machines are shared, a slow call is the neighbour's). ONNX Runtime's threads are told not to spin between runs. Agreement is against eager fp32 on --clips clips:
-argmax agreement and the largest fight-probability difference. fightwatch's default is held against the best
-contender of its precision class (bf16 against bf16, fp32 against fp32); the last line is
+machines are shared, a slow call is the neighbour's). ONNX Runtime's threads are told not to spin between runs.
+Agreement is against eager fp32 on --clips clips: argmax agreement and the largest fight-probability difference.
+fightwatch's default is held against the best contender of its precision class (bf16 against bf16, fp32 against
+fp32; fightwatch's own options are not contenders); the last line is
 `fightwatch / best contender: R (worst of batch 1 and 8; best: NAME)`.
 
     PYTHONPATH=.:scripts/bench .venv/bin/python scripts/bench/bench_runtimes.py --rounds 3
@@ -40,8 +41,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import bench_plan
+
 from trainer.compiled import CACHE_ENV
 from trainer.model import ModelConfig, ResNet3D
 from trainer.quantize import quantize, quantized_model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import uuid
@@ -90,3 +91,12 @@ def make_run_dir(path: str | Path) -> Path:
         raise InputError(f"{run_dir}: run_dir exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks (checkpoints and caches run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,14 +7,9 @@ import logging
 import pytest
 import torch
 
-from tests.support.models import MODEL_CFG
-from trainer.accel import AccelPlan, cpu_flags
+from tests.support.models import AGREEMENT_PLANS, FP32, MODEL_CFG, assert_agrees_with_eager_fp32
 from trainer.compiled import COMPILE_MIN_PARAMS, CompiledModel, choose_runtime, compiled_model
-from trainer.model import ModelConfig, ResNet3D
-from trainer.serve.runtime.scoring import prepare_model
-
-BF16 = AccelPlan("bf16", "torch", True, "test")
-FP32 = AccelPlan("fp32", "torch", False, "test")
+from trainer.model import ResNet3D
 
 
 def test_auto_compiles_real_size_models_and_keeps_small_ones_and_ipex_eager():
@@ -28,36 +23,12 @@ def test_auto_compiles_real_size_models_and_keeps_small_ones_and_ipex_eager():
         choose_runtime("tensorrt", 1, "torch")
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.float(), 1)[:, 1]
-
-
 @pytest.mark.slow  # an AOTInductor build of a ResNet-18 at 16x112x112, per precision
-@pytest.mark.parametrize("plan", [
-    pytest.param(BF16, id="bf16", marks=pytest.mark.skipif(not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
-                                                          reason="bf16 needs native avx512_bf16/amx_bf16 here")),
-    pytest.param(FP32, id="fp32")])
+@pytest.mark.parametrize("plan", AGREEMENT_PLANS)
 def test_compiled_agrees_with_eager_fp32_on_the_real_shapes(plan, tmp_path, monkeypatch):
-    """bf16 keeps 8 bits of mantissa: the compiled model, as `prepare_model` makes it (the stem in fp32 where that
-    measures faster), must agree with eager fp32 as eager bf16 does (argmax on every clip, fight probabilities within
-    0.05); compiled fp32 within 1e-4."""
+    """As `prepare_model` makes it (the stem in fp32 where that measures faster): see assert_agrees_with_eager_fp32."""
     monkeypatch.setenv("FIGHTWATCH_COMPILE_CACHE", str(tmp_path))
-    torch.manual_seed(0)
-    cfg = ModelConfig(depth=18, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
-                      pretrained=None, ft_begin="layer4", mean=None, std=None, value_scale=None)
-    model = ResNet3D(cfg).eval()
-    x = torch.randn(9, 3, 16, 112, 112) * 60  # the scale of mean-subtracted 0-255 pixels
-    with torch.inference_mode():
-        want = model(x)
-    compiled = prepare_model(model, plan, cfg, "compile")
-    assert isinstance(compiled, CompiledModel)
-    with torch.inference_mode():
-        got = torch.cat([compiled(plan.input(x[:1])), compiled(plan.input(x[1:9]))])  # batches of 1 and 8
-    if plan.precision == "fp32":
-        assert (probabilities(got) - probabilities(want)).abs().max() < 1e-4
-    else:
-        assert torch.equal(got.argmax(1), want.argmax(1))
-        assert (probabilities(got) - probabilities(want)).abs().max() < 0.05
+    assert isinstance(assert_agrees_with_eager_fp32("compile", plan), CompiledModel)
 
 
 @pytest.mark.slow  # an AOTInductor build

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from data.errors import InputError
+from data.files import file_sha256
 from tests.support.commands import FIGHTWATCH, ROOT, assert_one_line_error, clean_env
 from trainer.compiled import choose_runtime
-from trainer.quantize import QuantizeConfig, checked_program, file_digest, quantized_path, report_path, verdict
+from trainer.quantize import QuantizeConfig, checked_program, quantized_path, report_path, verdict
 
 
 def test_the_verdict_keeps_int8_within_the_bound_and_refuses_past_it():
@@ -83,7 +84,7 @@ def test_int8_runs_only_what_quantize_kept_for_this_very_checkpoint(tmp_path):
     with pytest.raises(InputError, match="no int8 model beside it .model.int8.pt2.; run `fightwatch quantize"):
         checked_program(model)
     quantized_path(model).write_bytes(b"program")
-    report = {"checkpoint_sha256": file_digest(model), "accepted": False,
+    report = {"checkpoint_sha256": file_sha256(model), "accepted": False,
               "verdict": "video accuracy 0.9500 -> 0.9000 with int8 (a drop of 0.0500; ...): refused"}
     report_path(model).write_text(json.dumps(report))
     with pytest.raises(InputError, match="int8 was refused for this model .video accuracy 0.9500 -> 0.9000"):

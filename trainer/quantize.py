@@ -14,7 +14,6 @@ ResNet-34 runs 1.6x the compiled bf16 model (scripts/bench/bench_runtimes.py).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Iterable
 import torch
 
 from data.errors import InputError
+from data.files import file_sha256
 from trainer.compiled import MAX_BATCH, build_digest, cached_build
 
 QUANTIZED_MEMORY_FORMAT = torch.channels_last_3d  # oneDNN's int8 Conv3d kernels take channels-last input
@@ -50,14 +50,6 @@ def quantized_path(model_path: Path) -> Path:
 def report_path(model_path: Path) -> Path:
     """The quantization's report (accuracy before and after, the checkpoint it came from): beside the checkpoint."""
     return model_path.with_name(f"{model_path.stem}.int8.json")
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verdict(before: float, after: float, bound: float) -> tuple[bool, str]:
@@ -120,7 +112,7 @@ def checked_program(model_path: Path) -> Path:
         raise InputError(f"{report}: not a quantization report ({e}); run `fightwatch quantize` again") from None
     if not accepted:
         raise InputError(f"{report}: int8 was refused for this model ({recorded.get('verdict')})")
-    if checkpoint != file_digest(model_path):
+    if checkpoint != file_sha256(model_path):
         raise InputError(f"{program}: quantized from another version of {model_path.name}; run `fightwatch quantize` "
                          "again")
     return program

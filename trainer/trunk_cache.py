@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from data.dataset import ClipDataset
 from data.errors import InputError
-from data.files import atomic_write, remove_stale_temps
+from data.files import atomic_write, file_sha256, remove_stale_temps
 from trainer.accel import AccelPlan, stem_in_fp32
 from trainer.batches import shard
 from trainer.compiled import choose_runtime, compiled_model
@@ -75,14 +75,6 @@ def _file(directory: Path, row: dict) -> Path:
     return directory / f"{urllib.parse.quote(row['clip_id'], safe='')}{copy}.npy"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -91,7 +83,7 @@ def _valid(path: Path) -> bool:
     sidecar = _sidecar(path)
     if not (path.is_file() and sidecar.is_file()):
         return False
-    if sidecar.read_text().strip() == _sha256(path):
+    if sidecar.read_text().strip() == file_sha256(path):
         return True
     log.warning("%s does not match its checksum: rebuilding it", path)
     return False
@@ -110,7 +102,7 @@ def _from_numpy(array: np.ndarray) -> torch.Tensor:
 
 def _write(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array))
-    atomic_write(_sidecar(path), lambda f: f.write(_sha256(path).encode()))
+    atomic_write(_sidecar(path), lambda f: f.write(file_sha256(path).encode()))
 
 
 class TrunkCache:

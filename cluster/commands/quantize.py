@@ -25,13 +25,13 @@ from cluster.commands.evaluate import Video, add_labelled_video_args, eval_confi
 from cluster.config import Config, load_config
 from data.dataset import ClipDataset
 from data.errors import InputError
-from data.files import atomic_write
+from data.files import atomic_write, file_sha256
 from data.store import ClipStore, read_manifest
 from trainer.accel import AccelConfig, plan_for
 from trainer.checkpoint import load_model
 from trainer.eval_views import EvalConfig
 from trainer.model import ModelConfig
-from trainer.quantize import file_digest, quantize, quantized_model, quantized_path, report_path, verdict
+from trainer.quantize import quantize, quantized_model, quantized_path, report_path, verdict
 from trainer.serve.runtime.scoring import check_fight_model, prepare_model
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
             atomic_write(path, lambda f: f.write((folder / path.name).read_bytes()))
         else:
             path.unlink(missing_ok=True)  # an int8 model of an earlier quantize must not outlive this verdict
-    report = {"checkpoint": str(args.model), "checkpoint_sha256": file_digest(args.model), "accepted": accepted,
+    report = {"checkpoint": str(args.model), "checkpoint_sha256": file_sha256(args.model), "accepted": accepted,
               "verdict": why, "max_accuracy_drop": config.quantize.max_accuracy_drop, "videos": len(videos),
               "calibration_clips": config.quantize.calibration_clips, "threshold": threshold,
               "views": {"clips": cfg.clips, "crops": cfg.crops, "average": cfg.average},

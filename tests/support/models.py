@@ -4,8 +4,10 @@ frames, stand-ins for released 3D-ResNets-PyTorch models and the checkpoint layo
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
 import torch
 
+from trainer.accel import AccelPlan, cpu_flags
 from trainer.checkpoint import save_checkpoint
 from trainer.model import ModelConfig, ResNet3D
 
@@ -54,3 +56,37 @@ def save_hara(path, model, arch="resnet-10", prefix="module.", layout="2018", **
         state["scheduler"] = {"milestones": {}, "last_epoch": 200}
     torch.save(state, path, **kw)
     return path
+
+
+# The plans the runtimes' agreement tests run in (tests/test_compiled.py, tests/test_openvino.py)
+BF16 = AccelPlan("bf16", "torch", True, "test")
+FP32 = AccelPlan("fp32", "torch", False, "test")
+AGREEMENT_PLANS = [
+    pytest.param(BF16, id="bf16", marks=pytest.mark.skipif(not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
+                                                          reason="bf16 needs native avx512_bf16/amx_bf16 here")),
+    pytest.param(FP32, id="fp32")]
+
+
+def assert_agrees_with_eager_fp32(runtime: str, plan: AccelPlan) -> torch.nn.Module:
+    """A ResNet-18 at the real 16x112x112 as `prepare_model` makes it for `runtime` and `plan`, run on 9 clips in
+    batches of 1 and 8, against eager fp32: bf16 keeps 8 bits of mantissa, so it must agree as eager bf16 does (the
+    argmax of every clip, fight probabilities within 0.05); fp32 within 1e-4. Returns the prepared model."""
+    from trainer.serve.runtime.scoring import prepare_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(depth=18, shortcut="A", width=64, n_classes=2, sample_size=112, sample_duration=16,
+                      pretrained=None, ft_begin="layer4", mean=None, std=None, value_scale=None)
+    model = ResNet3D(cfg).eval()
+    x = torch.randn(9, 3, 16, 112, 112) * 60  # the scale of mean-subtracted 0-255 pixels
+    with torch.inference_mode():
+        want = torch.softmax(model(x), 1)[:, 1]
+    prepared = prepare_model(model, plan, cfg, runtime)
+    with torch.inference_mode(), plan.autocast():
+        logits = torch.cat([prepared(plan.input(x[:1])), prepared(plan.input(x[1:9]))]).float()
+    got = torch.softmax(logits, 1)[:, 1]
+    if plan.precision == "fp32":
+        assert (got - want).abs().max() < 1e-4
+    else:
+        assert torch.equal(got >= 0.5, want >= 0.5)  # the argmax of two classes
+        assert (got - want).abs().max() < 0.05
+    return prepared

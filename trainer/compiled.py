@@ -118,7 +118,7 @@ def compiled_model(model: torch.nn.Module, plan: AccelPlan, shape: tuple[int, ..
 
 
 def cached_build(key: str, export, fallback: torch.nn.Module, label: str, memory_format: torch.memory_format,
-           folder: Path | None) -> torch.nn.Module:
+                 folder: Path | None) -> torch.nn.Module:
     """The package cached under `key`, compiled from `export()` when missing; `fallback` when that fails."""
     path = (folder or cache_dir()) / f"{key}.pt2"
     started = time.perf_counter()
